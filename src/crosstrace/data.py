@@ -1,0 +1,163 @@
+"""The Known facts dataset: loading, verification and per-record validation.
+
+Records that cannot be traced (missing fields, wrong types, a subject that is not in its prompt) are
+*quarantined* with a reason rather than dropped, so every one of the 1209 input records is accounted
+for downstream. Problems that make the whole file ambiguous (not JSON, not a list, duplicate ids) are
+hard errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+KNOWN_URL = "https://rome.baulab.info/data/dsets/known_1000.json"
+KNOWN_SHA256 = "685ed2a0c3e8323921ea8a945b237cfe75e1f4948b9dda7a92aa6c2401f1d9df"
+BUNDLED_KNOWN = Path(__file__).resolve().parents[2] / "resources" / "known_1000.json"
+
+REQUIRED_FIELDS: dict[str, type] = {
+    "known_id": int,
+    "subject": str,
+    "attribute": str,
+    "prompt": str,
+}
+OPTIONAL_FIELDS: dict[str, type] = {"template": str, "prediction": str, "relation_id": str}
+
+
+class DataError(ValueError):
+    """The input file as a whole is unusable (names the file and the problem)."""
+
+
+@dataclass(frozen=True)
+class KnownRecord:
+    known_id: int
+    subject: str
+    attribute: str
+    prompt: str
+    template: str = ""
+    prediction: str = ""
+    relation_id: str = ""
+
+    @property
+    def subject_chars(self) -> tuple[int, int]:
+        """Character span [start, end) of the first occurrence of the subject in the prompt."""
+        start = self.prompt.find(self.subject)
+        return start, start + len(self.subject)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A record kept out of the analysis, with the reason, so nothing disappears silently."""
+
+    index: int
+    known_id: object
+    stage: str
+    reason: str
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str = KNOWN_SHA256) -> None:
+    got = sha256_file(path)
+    if got != expected:
+        raise DataError(f"{path}: sha256 {got} does not match the expected {expected}; the file is corrupt or not the Known dataset")
+
+
+def fetch_known(dest: str | Path, url: str = KNOWN_URL, fallback: str | Path = BUNDLED_KNOWN, timeout: float = 10.0) -> str:
+    """Download the dataset to ``dest`` and verify it; offline, copy the bundled copy (also verified).
+
+    Returns "download" or "bundled" so the caller can log where the data came from. A hash mismatch of
+    a downloaded file is an error, not a reason to fall back: it means the source changed.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            tmp.write_bytes(r.read())
+        source = "download"
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        log.warning("could not download %s (%s); using the bundled copy %s", url, e, fallback)
+        tmp.write_bytes(Path(fallback).read_bytes())
+        source = "bundled"
+    try:
+        verify_sha256(tmp)
+    except DataError:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(dest)
+    return source
+
+
+def validate_record(index: int, raw: object) -> KnownRecord | Quarantined:
+    """Check one raw JSON record; return a KnownRecord or a Quarantined row naming the problem."""
+    if not isinstance(raw, dict):
+        return Quarantined(index, None, "load", f"record #{index} is a {type(raw).__name__}, not an object")
+    kid = raw.get("known_id")
+    for field, typ in REQUIRED_FIELDS.items():
+        if field not in raw:
+            return Quarantined(index, kid, "load", f"missing field '{field}'")
+        value = raw[field]
+        if not isinstance(value, typ) or isinstance(value, bool):
+            return Quarantined(index, kid, "load", f"field '{field}' should be {typ.__name__}, got {type(value).__name__} {value!r}")
+        if typ is str and not value.strip():
+            return Quarantined(index, kid, "load", f"field '{field}' is empty")
+    if kid < 0:
+        return Quarantined(index, kid, "load", f"known_id must be non-negative, got {kid}")
+    for field, typ in OPTIONAL_FIELDS.items():
+        if field in raw and not isinstance(raw[field], typ):
+            return Quarantined(index, kid, "load", f"field '{field}' should be {typ.__name__}, got {type(raw[field]).__name__}")
+    if raw["subject"] not in raw["prompt"]:
+        return Quarantined(index, kid, "load", f"subject {raw['subject']!r} does not occur in prompt {raw['prompt']!r}")
+    fields = {k: raw[k] for k in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS) if k in raw}
+    return KnownRecord(**fields)
+
+
+def parse_known(raw: object, source: str = "<input>") -> tuple[list[KnownRecord], list[Quarantined]]:
+    if not isinstance(raw, list):
+        raise DataError(f"{source}: expected a JSON list of records, got {type(raw).__name__}")
+    records: list[KnownRecord] = []
+    quarantined: list[Quarantined] = []
+    for i, item in enumerate(raw):
+        r = validate_record(i, item)
+        (records if isinstance(r, KnownRecord) else quarantined).append(r)
+    seen: dict[int, int] = {}
+    dups = []
+    for r in records:
+        if r.known_id in seen:
+            dups.append(r.known_id)
+        seen[r.known_id] = seen.get(r.known_id, 0) + 1
+    if dups:
+        raise DataError(f"{source}: duplicate known_id {sorted(set(dups))[:10]}; ids must be unique to join results")
+    return records, quarantined
+
+
+def load_known(path: str | Path) -> tuple[list[KnownRecord], list[Quarantined]]:
+    """Load and validate a Known-format JSON file."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
+    return parse_known(raw, str(path))
+
+
+def records_to_rows(records: Iterable[KnownRecord]) -> list[dict]:
+    return [asdict(r) for r in records]
+
+
+def quarantine_rows(items: Iterable[Quarantined]) -> list[dict]:
+    return [{"index": q.index, "known_id": None if q.known_id is None else str(q.known_id), "stage": q.stage, "reason": q.reason} for q in items]

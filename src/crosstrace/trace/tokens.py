@@ -1,0 +1,107 @@
+"""Subject token spans from character offsets, and the paper's six token categories."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+CATEGORIES = (
+    "first_subject",
+    "middle_subject",
+    "last_subject",
+    "first_subsequent",
+    "further",
+    "last",
+)
+CATEGORY_LABELS = {
+    "first_subject": "first subject",
+    "middle_subject": "middle subject",
+    "last_subject": "last subject",
+    "first_subsequent": "first subsequent",
+    "further": "further tokens",
+    "last": "last token",
+}
+
+
+class SpanError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    offsets: list[tuple[int, int]]  # character span of each token in the prompt; (0, 0) for special tokens
+    subject_span: tuple[int, int]  # token positions [b, e)
+
+
+def token_span_from_offsets(offsets: Sequence[tuple[int, int]], char_start: int, char_end: int) -> tuple[int, int]:
+    """Tokens whose characters overlap [char_start, char_end).
+
+    Works on characters, not words, so a subject glued to "'s" ("Apple's") or split mid-word still maps
+    to the tokens that carry it. Special tokens (empty offsets) never belong to the span.
+    """
+    hits = [i for i, (s, e) in enumerate(offsets) if e > s and s < char_end and e > char_start]
+    if not hits:
+        raise SpanError(f"no token overlaps characters [{char_start}, {char_end})")
+    b, e = hits[0], hits[-1] + 1
+    if e - b != len(hits):
+        raise SpanError(f"tokens overlapping [{char_start}, {char_end}) are not contiguous: {hits}")
+    return b, e
+
+
+def _offsets_by_decoding(tokenizer, ids: list[int], text: str) -> list[tuple[int, int]]:
+    """Offsets for tokenizers without offset mapping: grow the decoded prefix one token at a time."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    offsets, prev = [], 0
+    for i, tid in enumerate(ids):
+        if tid in special:
+            offsets.append((0, 0))
+            continue
+        decoded = tokenizer.decode(ids[: i + 1], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        end = min(len(decoded), len(text))
+        offsets.append((prev, end))
+        prev = end
+    return offsets
+
+
+def encode_prompt(tokenizer, prompt: str, subject: str, add_special_tokens: bool = True) -> Encoded:
+    """Tokenize a prompt and locate the first occurrence of the subject in token positions."""
+    c0 = prompt.find(subject)
+    if c0 < 0:
+        raise SpanError(f"subject {subject!r} does not occur in prompt {prompt!r}")
+    try:
+        enc = tokenizer(prompt, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        offsets = [tuple(o) for o in enc["offset_mapping"]]
+        ids = list(enc["input_ids"])
+    except (NotImplementedError, ValueError, TypeError):
+        ids = list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
+        offsets = _offsets_by_decoding(tokenizer, ids, prompt)
+    return Encoded(ids, offsets, token_span_from_offsets(offsets, c0, c0 + len(subject)))
+
+
+def category_positions(span: tuple[int, int], n_tokens: int) -> dict[str, list[int]]:
+    """Token positions averaged into each category (method.md); absent categories are omitted.
+
+    With subject positions [b, e) and last index T-1: first subject b; middle b+1..e-2; last subject
+    e-1; first subsequent e; further e+1..T-2; last token T-1. A one-token subject is both first and last.
+    """
+    b, e = span
+    T = n_tokens
+    if not (0 <= b < e <= T):
+        raise SpanError(f"subject span {span} is not inside a prompt of {T} tokens")
+    cats = {
+        "first_subject": [b],
+        "middle_subject": list(range(b + 1, e - 1)),
+        "last_subject": [e - 1],
+        "first_subsequent": [e] if e <= T - 1 else [],
+        "further": list(range(e + 1, T - 1)),
+        "last": [T - 1],
+    }
+    return {k: v for k, v in cats.items() if v}
+
+
+def category_means(ie: np.ndarray, span: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Per-category IE (mean over the category's positions), each an array over layers."""
+    return {c: ie[pos].mean(axis=0) for c, pos in category_positions(span, ie.shape[0]).items()}

@@ -1,0 +1,115 @@
+"""The fast engine equals the plain algorithm; the plain algorithm has the properties the method implies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_gpt2, tiny_llama
+
+from crosstrace.models.adapter import get_adapter, window_layers
+from crosstrace.trace.fast import LlamaRunner, trace_fast
+from crosstrace.trace.noise import draw_noise
+from crosstrace.trace.reference import trace_reference
+from crosstrace.trace.state import Corruption
+
+KINDS = ("hidden", "mlp", "attn")
+
+
+def _case(model, T: int, span: tuple[int, int], samples: int = 3, scale: float = 0.5, seed: int = 1):
+    torch.manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (T,))
+    noise = scale * draw_noise(seed, 7, samples, span[1] - span[0], model.config.hidden_size)
+    return ids, Corruption(span, noise)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_llama()
+
+
+def test_runner_full_pass_equals_hf_forward(llama):
+    ids = torch.randint(0, 64, (2, 9))
+    with torch.no_grad():
+        hf = llama(input_ids=ids, output_hidden_states=True)
+        run = LlamaRunner(llama, get_adapter(llama)).full(llama.model.embed_tokens(ids))
+    for k in range(6):
+        torch.testing.assert_close(run.block_in[k], hf.hidden_states[k], atol=1e-6, rtol=0)
+    torch.testing.assert_close(llama.model.norm(run.final), hf.hidden_states[-1], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "T,span,window",
+    [
+        (8, (2, 5), 3),  # subject in the middle, windows clipped at both ends of 6 layers
+        (7, (0, 1), 4),  # single-token subject at the start
+        (6, (4, 6), 10),  # subject at the end; window wider than the model
+        (5, (1, 2), 1),  # window 1: only the layer itself
+    ],
+)
+def test_fast_equals_reference(llama, T, span, window):
+    ids, corruption = _case(llama, T, span)
+    ad = get_adapter(llama)
+    ref = trace_reference(llama, ad, ids, corruption, KINDS, window)
+    fast = trace_fast(llama, ad, ids, corruption, KINDS, window)
+    for kind in KINDS:
+        assert fast[kind].answer_id == ref[kind].answer_id
+        assert fast[kind].p_clean == pytest.approx(ref[kind].p_clean, abs=1e-6)
+        assert fast[kind].p_corrupted == pytest.approx(ref[kind].p_corrupted, abs=1e-6)
+        np.testing.assert_allclose(fast[kind].ie, ref[kind].ie, atol=1e-6, rtol=0)
+    # the case must actually exercise something: corruption moves the answer probability
+    assert abs(ref["hidden"].p_clean - ref["hidden"].p_corrupted) > 1e-3
+
+
+@pytest.mark.parametrize("max_rows", [1, 3, 7, 10_000])
+def test_fast_independent_of_batch_size(llama, max_rows):
+    ids, corruption = _case(llama, 7, (1, 4))
+    ad = get_adapter(llama)
+    base = trace_fast(llama, ad, ids, corruption, KINDS, 3, max_rows=10_000)
+    other = trace_fast(llama, ad, ids, corruption, KINDS, 3, max_rows=max_rows)
+    for kind in KINDS:
+        np.testing.assert_allclose(other[kind].ie, base[kind].ie, atol=1e-6, rtol=0)
+
+
+def test_reference_properties(llama):
+    """Hand-checkable consequences of the definitions, on the plain algorithm itself."""
+    T, span = 7, (2, 4)
+    ids, corruption = _case(llama, T, span)
+    res = trace_reference(llama, get_adapter(llama), ids, corruption, KINDS, 3)
+    h = res["hidden"]
+    # before the subject nothing is corrupted, so restoring there changes nothing
+    assert np.abs(h.ie[: span[0]]).max() < 1e-6
+    # restoring the last token after the last block reproduces the clean output exactly
+    assert h.p_restored[T - 1, -1] == pytest.approx(h.p_clean, abs=1e-6)
+    # restoring any other token after the last block cannot reach the last position
+    assert np.abs(h.ie[span[0] : T - 1, -1]).max() < 1e-6
+    # restoring the whole subject's first layer input would be clean: first-layer hidden at last subject token
+    assert not np.allclose(h.ie[span[0] :], 0)
+
+
+def test_window_layers_match_rome():
+    assert list(window_layers(0, 30, "mlp", 10)) == [0, 1, 2, 3, 4]
+    assert list(window_layers(12, 30, "mlp", 10)) == list(range(7, 17))
+    assert list(window_layers(29, 30, "attn", 10)) == list(range(24, 30))
+    assert list(window_layers(5, 30, "attn", 5)) == [3, 4, 5, 6, 7]
+    assert list(window_layers(5, 30, "hidden", 10)) == [5]
+
+
+def test_gpt2_family_traces_with_reference():
+    model = tiny_gpt2()
+    ids, corruption = _case(model, 6, (1, 3), samples=2)
+    res = trace_reference(model, get_adapter(model), ids, corruption, KINDS, 2)
+    for kind in KINDS:
+        assert res[kind].p_restored.shape == (6, 4)
+        assert np.abs(res[kind].ie[:1]).max() < 1e-6
+    assert res["hidden"].p_restored[5, 3] == pytest.approx(res["hidden"].p_clean, abs=1e-6)
+
+
+def test_seeded_noise_is_per_prompt_and_draw():
+    a = draw_noise(0, 5, 3, 2, 4)
+    b = draw_noise(0, 5, 5, 2, 4)
+    torch.testing.assert_close(a, b[:3])  # more draws do not change earlier ones
+    assert not torch.equal(draw_noise(0, 6, 3, 2, 4), a)
+    assert not torch.equal(draw_noise(1, 5, 3, 2, 4), a)
+    u = draw_noise(0, 5, 2, 3, 4, kind="uniform")
+    assert u.abs().max() <= 1.0
