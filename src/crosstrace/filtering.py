@@ -1,0 +1,76 @@
+"""Known-t2t (and later Known-s2t): keep the facts the model actually produces under greedy decoding.
+
+A continuation is *exact* when, after normalisation, it starts with the attribute, and *partial* when
+the attribute occurs as whole words somewhere in it ("the city of Rome"). Everything else is excluded,
+with the decoded text kept so a reader can audit the decision.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’–—…"})
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, drop accents-insensitive punctuation and articles, collapse whitespace."""
+    text = unicodedata.normalize("NFKC", text).lower().translate(_PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+@dataclass(frozen=True)
+class Match:
+    label: str  # exact | partial | none
+    reason: str
+
+
+def match_attribute(continuation: str, attribute: str) -> Match:
+    cont, attr = normalize_answer(continuation), normalize_answer(attribute)
+    if not attr:
+        return Match("none", f"attribute {attribute!r} is empty after normalisation")
+    if cont == attr or cont.startswith(attr + " "):
+        return Match("exact", "continuation starts with the attribute")
+    if f" {attr} " in f" {cont} ":
+        return Match("partial", "attribute occurs as whole words in the continuation")
+    return Match("none", "attribute not in the greedy continuation")
+
+
+@torch.no_grad()
+def greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int = 10, batch_size: int = 32,
+                         bad_words_ids: list[list[int]] | None = None, progress: bool = True) -> list[list[int]]:
+    """Greedy new-token ids for each tokenized prompt (left-padded batches; same result as one by one)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    out: list[list[int]] = [None] * len(prompts)  # type: ignore[list-item]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="greedy decoding", unit="batch", disable=not progress):
+        width = max(len(prompts[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            p = prompts[i]
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pad,
+            bad_words_ids=bad_words_ids,
+        )
+        for row, i in enumerate(batch):
+            new = gen[row, width:].tolist()
+            eos = tokenizer.eos_token_id
+            out[i] = new[: new.index(eos)] if eos is not None and eos in new else new
+    return out
