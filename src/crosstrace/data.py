@@ -77,7 +77,8 @@ def verify_sha256(path: str | Path, expected: str = KNOWN_SHA256) -> None:
         raise DataError(f"{path}: sha256 {got} does not match the expected {expected}; the file is corrupt or not the Known dataset")
 
 
-def fetch_known(dest: str | Path, url: str = KNOWN_URL, fallback: str | Path = BUNDLED_KNOWN, timeout: float = 10.0) -> str:
+def fetch_known(dest: str | Path, url: str = KNOWN_URL, fallback: str | Path = BUNDLED_KNOWN, expected: str = KNOWN_SHA256,
+                timeout: float = 10.0) -> str:
     """Download the dataset to ``dest`` and verify it; offline, copy the bundled copy (also verified).
 
     Returns "download" or "bundled" so the caller can log where the data came from. A hash mismatch of
@@ -95,7 +96,7 @@ def fetch_known(dest: str | Path, url: str = KNOWN_URL, fallback: str | Path = B
         tmp.write_bytes(Path(fallback).read_bytes())
         source = "bundled"
     try:
-        verify_sha256(tmp)
+        verify_sha256(tmp, expected)
     except DataError:
         tmp.unlink(missing_ok=True)
         raise

@@ -74,3 +74,43 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_new
             eos = tokenizer.eos_token_id
             out[i] = new[: new.index(eos)] if eos is not None and eos in new else new
     return out
+
+
+FILTER_COLUMNS = ["known_id", "subject", "attribute", "prompt", "n_tokens", "continuation", "first_token_id",
+                  "first_token", "label", "known", "reason"]
+
+
+def filter_known(model, tokenizer, records, encode, max_new_tokens: int = 10, batch_size: int = 32,
+                 bad_words_ids: list[list[int]] | None = None, progress: bool = True):
+    """Label every record exact / partial / none from the model's greedy continuation.
+
+    ``encode(record) -> list[int]`` builds the clean prompt ids for the modality under study (T→T: the
+    tokenized text). Returns a DataFrame with one row per record (none are dropped): ``known`` is True
+    for exact and partial matches, ``reason`` says why a record was excluded.
+    """
+    import pandas as pd
+
+    prompts = [encode(r) for r in records]
+    new = greedy_continuations(model, tokenizer, prompts, max_new_tokens, batch_size, bad_words_ids, progress)
+    rows = []
+    for r, p, ids in zip(records, prompts, new):
+        text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        m = match_attribute(text, r.attribute) if ids else Match("none", "the model produced no new token")
+        rows.append({
+            "known_id": r.known_id, "subject": r.subject, "attribute": r.attribute, "prompt": r.prompt,
+            "n_tokens": len(p), "continuation": text,
+            "first_token_id": ids[0] if ids else -1,
+            "first_token": tokenizer.decode(ids[:1]) if ids else "",
+            "label": m.label, "known": m.label != "none", "reason": m.reason,
+        })
+    return pd.DataFrame(rows, columns=FILTER_COLUMNS)
+
+
+def select_for_trace(known, max_prompts: int | None, shard: int | None = None, shard_size: int | None = None):
+    """The known prompts to trace, in dataset order, capped at ``max_prompts``; optionally one shard of them."""
+    sel = known[known["known"]]
+    if max_prompts is not None:
+        sel = sel.iloc[:max_prompts]
+    if shard is not None:
+        sel = sel.iloc[shard * shard_size : (shard + 1) * shard_size]
+    return sel

@@ -1,0 +1,21 @@
+# crosstrace: do the mechanisms a language model uses to recall facts from text carry over to speech?
+# Table of contents only; the stages live in workflow/rules, the science in src/crosstrace.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/filter.smk"
+include: "workflow/rules/trace.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),

@@ -1,0 +1,38 @@
+"""All shards → raw IE per prompt, per-category IE, AIE, quarantine and a summary."""
+
+import pandas as pd
+
+from crosstrace.io import read_json, setup_logging, write_json, write_parquet
+from crosstrace.trace.tables import aie_table, category_table, merge_shards
+
+log = setup_logging(snakemake.log[0])
+w = snakemake.wildcards
+ie, quarantined = merge_shards(snakemake.input.shards)
+cats = category_table(ie)
+aie = aie_table(cats)
+known = pd.read_parquet(snakemake.input.known, columns=["known", "label"])
+noise = read_json(snakemake.input.noise)
+t = snakemake.params.trace
+summary = {
+    "model": w.model,
+    "modality": w.modality,
+    "records": len(known),
+    "known": int(known["known"].sum()),
+    "known_exact": int((known["label"] == "exact").sum()),
+    "known_partial": int((known["label"] == "partial").sum()),
+    "traced": int(ie["known_id"].nunique()) if len(ie) else 0,
+    "quarantined": len(quarantined),
+    "noise_std": noise["std"],
+    "noise_scale": float(ie["noise_scale"].iloc[0]) if len(ie) else None,
+    "samples": t["noise"]["samples"],
+    "seed": t["noise"]["seed"],
+    "window": t["window"],
+    "kinds": t["kinds"],
+    "engine": str(ie["engine"].iloc[0]) if len(ie) else None,
+}
+log.info("summary: %s", summary)
+write_parquet(ie, snakemake.output.ie)
+write_parquet(cats, snakemake.output.categories)
+write_parquet(quarantined, snakemake.output.quarantine)
+write_parquet(aie, snakemake.output.aie)
+write_json(summary, snakemake.output.summary)

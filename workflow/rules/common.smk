@@ -1,0 +1,70 @@
+import math
+
+import pandas as pd
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+R = config["results"]
+MODELS = {m["name"]: m for m in config["models"]}
+if len(MODELS) != len(config["models"]):
+    raise ValueError("config: model names must be unique")
+RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
+KINDS = config["trace"]["kinds"]
+FORMATS = config["figures"]["formats"]
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    modality="t2t|s2t",
+    shard=r"\d+",
+    kind="hidden|mlp|attn",
+
+
+def model_spec(wildcards):
+    return MODELS[wildcards.model]
+
+
+def trace_params():
+    """Everything that changes traced numbers; a change here reruns trace → merge → figures only."""
+    t = config["trace"]
+    return {
+        "kinds": t["kinds"],
+        "window": t["window"],
+        "noise": t["noise"],
+        "engine": t["engine"],
+        "max_rows": t["max_rows"],
+    }
+
+
+def selected_count(wildcards):
+    """Prompts to trace: known ones, capped by trace.max_prompts (read after the filter checkpoint)."""
+    known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
+    n = int(pd.read_parquet(known, columns=["known"])["known"].sum())
+    cap = config["trace"]["max_prompts"]
+    return n if cap is None else min(n, cap)
+
+
+def shard_outputs(wildcards):
+    n = selected_count(wildcards)
+    size = config["trace"]["shard_size"]
+    return expand(
+        f"{R}/{{model}}/{{modality}}/shards/{{shard}}.parquet",
+        model=wildcards.model,
+        modality=wildcards.modality,
+        shard=range(max(1, math.ceil(n / size))),
+    )
+
+
+def all_targets():
+    out = [f"{R}/data/quarantine.parquet"]
+    for m, mod in RUNS:
+        out += [
+            f"{R}/{m}/{mod}/aie.parquet",
+            f"{R}/{m}/{mod}/summary.json",
+        ]
+        out += expand(
+            f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS
+        )
+    return out

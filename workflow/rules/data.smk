@@ -1,0 +1,29 @@
+rule download_known:
+    output:
+        f"{R}/data/known_1000.json",
+    params:
+        url=config["data"]["url"],
+        sha256=config["data"]["sha256"],
+        fallback=config["data"]["fallback"],
+    log:
+        "logs/download_known/download_known.log",
+    conda:
+        "../../envs/crosstrace.yaml"
+    script:
+        "../../scripts/download_known.py"
+
+
+rule validate_known:
+    input:
+        rules.download_known.output[0],
+    output:
+        records=f"{R}/data/records.parquet",
+        quarantine=f"{R}/data/quarantine.parquet",
+    params:
+        limit=config["data"]["limit"],
+    log:
+        "logs/validate_known/validate_known.log",
+    conda:
+        "../../envs/crosstrace.yaml"
+    script:
+        "../../scripts/validate_known.py"

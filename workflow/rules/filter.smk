@@ -1,0 +1,19 @@
+checkpoint filter_known:
+    input:
+        records=rules.validate_known.output.records,
+        model=rules.prepare_model.output[0],
+    output:
+        table=f"{R}/{{model}}/{{modality}}/known.parquet",
+    params:
+        spec=model_spec,
+        max_new_tokens=config["filter"]["max_new_tokens"],
+        batch_size=config["filter"]["batch_size"],
+    threads: workflow.cores
+    resources:
+        gpu=lambda wc: int(MODELS[wc.model].get("device", "cpu").startswith("cuda")),
+    log:
+        "logs/filter_known/{model}_{modality}.log",
+    conda:
+        "../../envs/crosstrace.yaml"
+    script:
+        "../../scripts/filter_known.py"

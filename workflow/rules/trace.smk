@@ -1,0 +1,43 @@
+rule trace:
+    input:
+        known=f"{R}/{{model}}/{{modality}}/known.parquet",
+        noise=rules.noise_std.output[0],
+        model=rules.prepare_model.output[0],
+    output:
+        ie=f"{R}/{{model}}/{{modality}}/shards/{{shard}}.parquet",
+        quarantine=f"{R}/{{model}}/{{modality}}/shards/{{shard}}.quarantine.parquet",
+    params:
+        spec=model_spec,
+        trace=trace_params(),
+        max_prompts=config["trace"]["max_prompts"],
+        shard_size=config["trace"]["shard_size"],
+    threads: workflow.cores
+    resources:
+        gpu=lambda wc: int(MODELS[wc.model].get("device", "cpu").startswith("cuda")),
+    log:
+        "logs/trace/{model}_{modality}_{shard}.log",
+    conda:
+        "../../envs/crosstrace.yaml"
+    script:
+        "../../scripts/trace_shard.py"
+
+
+rule merge:
+    input:
+        shards=shard_outputs,
+        known=f"{R}/{{model}}/{{modality}}/known.parquet",
+        noise=rules.noise_std.output[0],
+    output:
+        ie=f"{R}/{{model}}/{{modality}}/ie_per_prompt.parquet",
+        categories=f"{R}/{{model}}/{{modality}}/category_ie.parquet",
+        aie=f"{R}/{{model}}/{{modality}}/aie.parquet",
+        quarantine=f"{R}/{{model}}/{{modality}}/quarantine.parquet",
+        summary=f"{R}/{{model}}/{{modality}}/summary.json",
+    params:
+        trace=trace_params(),
+    log:
+        "logs/merge/{model}_{modality}.log",
+    conda:
+        "../../envs/crosstrace.yaml"
+    script:
+        "../../scripts/merge.py"
