@@ -115,6 +115,23 @@ def test_cells_resampled_jointly():
     assert list(t.kind) == ["mlp", "attn"]
 
 
+def test_vectorised_bootstrap_equals_naive_nanmean_over_resampled_prompts():
+    """The count-matrix bootstrap is the plain one: draw prompt indices, nanmean the rows."""
+    from crosstrace.report.stats import _bootstrap_cell_means
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(9, 5))
+    X[rng.uniform(size=X.shape) < 0.3] = np.nan
+    X[:, 4] = np.nan
+    X[2, 4] = 1.5  # a cell only one prompt has: NaN in resamples that miss prompt 2
+    boot = _bootstrap_cell_means(X, 300, np.random.default_rng(1))
+    idx = np.random.default_rng(1).integers(0, 9, size=(300, 9))
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        naive = np.stack([np.nanmean(X[i], axis=0) for i in idx])
+    np.testing.assert_allclose(boot, naive, rtol=1e-12, equal_nan=True)
+    assert np.isnan(boot[:, 4]).any() and (boot[:, 4][~np.isnan(boot[:, 4])] == 1.5).all()
+
+
 def test_determinism_and_seed_dependence():
     rng = np.random.default_rng(7)
     cells = tuple(itertools.product(("mlp", "attn"), ("last",), range(3)))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import warnings
 import zlib
 from collections.abc import Iterable
-from typing import Union
 
 import numpy as np
 import pandas as pd
@@ -62,7 +61,7 @@ REQUIRED_COLS = GROUP_COLS + ["known_id"] + CELL_COLS + ["ie"]
 _BLOCK = 512
 
 Model = tuple[str, str]  # (model, modality)
-RngLike = Union[np.random.Generator, int, None]
+RngLike = np.random.Generator | int | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,8 +200,7 @@ def aie_table(
     generator derived from ``seed`` and the group name, so the table is deterministic for a seed.
 
     Returns columns model, modality, kind, category, layer, aie, n, ci_low, ci_high, sorted by
-    model, then
-    modality t2t/s2t, kinds hidden/mlp/attn, categories in the paper's order, layer.
+    model, then modality t2t/s2t, kinds hidden/mlp/attn, categories in the paper's order, layer.
     """
     _check_columns(category_ie, REQUIRED_COLS)
     if n_boot < 1:

@@ -36,7 +36,7 @@ def plot_similarity_by_layer(
         raise ValueError("nothing to plot")
     fig = Figure(figsize=(9.0, 3.6), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, (col, ylabel) in zip(axes, _PANELS):
+    for ax, (col, ylabel) in zip(axes, _PANELS, strict=True):
         for i, (label, df) in enumerate(series.items()):
             color = f"C{i}"
             x = df["layer"].to_numpy()
