@@ -1,0 +1,1 @@
+"""Reporting: statistics (AIE with bootstrap CIs, paired tests, similarity) and figures."""
