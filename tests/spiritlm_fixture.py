@@ -156,13 +156,14 @@ def tiny_hubert_state(seed: int = 0, conv_pos_batch_norm: bool = True) -> dict[s
     for n in range(h["layers"]):
         p = f"encoder.layers.{n}."
         for proj in ("q", "k", "v", "out"):
-            sd[p + f"self_attn.{proj}_proj.weight"] = rnd(D, D)
+            # small out_proj/fc2 keep the residual stream frame-specific through 12 random post-LN layers
+            sd[p + f"self_attn.{proj}_proj.weight"] = rnd(D, D, scale=0.25 * D**-0.5 if proj == "out" else None)
             sd[p + f"self_attn.{proj}_proj.bias"] = 0.1 * rnd(D, scale=1.0)
         sd[p + "self_attn_layer_norm.weight"] = 1.0 + 0.1 * rnd(D, scale=1.0)
         sd[p + "self_attn_layer_norm.bias"] = 0.1 * rnd(D, scale=1.0)
         sd[p + "fc1.weight"] = rnd(F, D)
         sd[p + "fc1.bias"] = 0.1 * rnd(F, scale=1.0)
-        sd[p + "fc2.weight"] = rnd(D, F)
+        sd[p + "fc2.weight"] = rnd(D, F, scale=0.25 * F**-0.5)
         sd[p + "fc2.bias"] = 0.1 * rnd(D, scale=1.0)
         sd[p + "final_layer_norm.weight"] = 1.0 + 0.1 * rnd(D, scale=1.0)
         sd[p + "final_layer_norm.bias"] = 0.1 * rnd(D, scale=1.0)
