@@ -242,7 +242,7 @@ def tiny_llama_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     outputs and probabilities move visibly.
     """
     g = torch.Generator().manual_seed(seed)
-    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    H, FF, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
 
     def w(*shape, std=0.02):
         return (torch.randn(*shape, generator=g) * std).to(torch.bfloat16)
@@ -252,9 +252,9 @@ def tiny_llama_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
         p = f"model.layers.{n}."
         for proj in ("q", "k", "v", "o"):
             sd[p + f"self_attn.{proj}_proj.weight"] = w(H, H)
-        sd[p + "mlp.gate_proj.weight"] = w(I, H)
-        sd[p + "mlp.up_proj.weight"] = w(I, H)
-        sd[p + "mlp.down_proj.weight"] = w(H, I)
+        sd[p + "mlp.gate_proj.weight"] = w(FF, H)
+        sd[p + "mlp.up_proj.weight"] = w(FF, H)
+        sd[p + "mlp.down_proj.weight"] = w(H, FF)
         sd[p + "input_layernorm.weight"] = torch.ones(H, dtype=torch.bfloat16)
         sd[p + "post_attention_layernorm.weight"] = torch.ones(H, dtype=torch.bfloat16)
     sd["model.norm.weight"] = torch.ones(H, dtype=torch.bfloat16)

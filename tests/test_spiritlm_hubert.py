@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from spiritlm_fixture import TINY_CONV, build_tiny_spiritlm
 
 from crosstrace.models.hubert import (
     CheckpointError,
@@ -18,7 +19,6 @@ from crosstrace.models.hubert import (
     parse_conv_feature_layers,
     receptive_field,
 )
-from spiritlm_fixture import TINY_CONV, build_tiny_spiritlm
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,7 +67,7 @@ def reference_features(raw: dict, wav: np.ndarray, layer: int = 11) -> torch.Ten
     if task["normalize"]:
         x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-5)
     x = x[None, None]
-    for i, (c, k, s) in enumerate(eval(cfg["conv_feature_layers"])):  # test-only: our own fixture string
+    for i, (c, _k, s) in enumerate(eval(cfg["conv_feature_layers"])):  # test-only: our own fixture string
         x = F.conv1d(x, sd[f"feature_extractor.conv_layers.{i}.0.weight"], stride=s)
         if i == 0:
             x = F.group_norm(x, c, sd["feature_extractor.conv_layers.0.2.weight"], sd["feature_extractor.conv_layers.0.2.bias"], 1e-5)
@@ -96,7 +96,7 @@ def reference_features(raw: dict, wav: np.ndarray, layer: int = 11) -> torch.Ten
     for n in range(layer):
         p = f"encoder.layers.{n}."
 
-        def lin(name, inp):
+        def lin(name, inp, p=p):
             return inp @ sd[p + name + ".weight"].T + sd[p + name + ".bias"]
 
         q = lin("self_attn.q_proj", x).view(T, H, hd).transpose(0, 1) * hd**-0.5
@@ -298,6 +298,7 @@ def test_wrong_shape(tmp_path, ckpt):
         SpeechTokenizer(ckpt["hubert"], q)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_not_a_weights_only_pickle(tmp_path, ckpt):
     import pickle
 

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from spiritlm_fixture import SPACE_ID, build_tiny_spiritlm
 
 from crosstrace.models.loading import ModelLoadError
 from crosstrace.models.spiritlm import (
@@ -21,7 +22,6 @@ from crosstrace.models.spiritlm import (
     t2t_ids,
     text_bad_words,
 )
-from spiritlm_fixture import SPACE_ID, build_tiny_spiritlm
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -141,3 +141,15 @@ def test_load_errors(tmp_path, ckpt):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match="vocab_size 32000 is not a SpiritLM size"):
         load_spiritlm(bad)
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_convention_does_not_depend_on_tokenizer_config_legacy(tmp_path, ckpt, tok, legacy):
+    """The loader pins legacy=False, so a real tokenizer_config.json with ``legacy: true`` changes nothing."""
+    folder = tmp_path / "m"
+    shutil.copytree(ckpt["lm"], folder)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg["legacy"] = legacy
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    other = load_spiritlm_tokenizer(folder)
+    assert t2t_ids(other, "The capital of France is") == t2t_ids(tok, "The capital of France is")

@@ -7,6 +7,7 @@ import pytest
 from crosstrace.models.spiritlm import s2t_ids
 from crosstrace.speech.units import (
     UnitSpanError,
+    chunked_seconds_to_frames,
     dedup_units,
     frames_to_dedup_positions,
     seconds_to_frames,
@@ -94,3 +95,15 @@ def test_zero_unit_span_errors():
     with pytest.raises(UnitSpanError, match="3 runs|4 runs"):
         unit_span_positions(0.0, 0.1, RUNS[:3], ids)
     assert issubclass(UnitSpanError, SpanError)  # callers catch one error type for all span problems
+
+
+def test_chunked_seconds_to_frames():
+    # one chunk: identical to eq. 2
+    assert chunked_seconds_to_frames(0.05, 0.09, [10]) == seconds_to_frames(0.05, 0.09, 10) == (1, 3)
+    # 100 s chunks of 2499 frames each (one frame lost per boundary): frames restart at 100 s
+    cf = [2499, 2499, 40]
+    assert chunked_seconds_to_frames(99.9, 100.1, cf) == (2497, 2499 + 3)
+    assert chunked_seconds_to_frames(200.0, 200.04, cf) == (4998, 4999)
+    assert chunked_seconds_to_frames(201.0, 205.0, cf) == (4998 + 25, 4998 + 40)  # clipped to the last chunk
+    with pytest.raises(UnitSpanError, match="zero frames"):
+        chunked_seconds_to_frames(99.99, 100.0, cf)  # inside the frames lost at the boundary

@@ -95,7 +95,7 @@ def parse_conv_feature_layers(expr: str) -> list[tuple[int, int, int]]:
 def receptive_field(kernels, strides) -> int:
     """Samples seen by one output frame of a conv stack: 1 + Σ (k_i − 1)·Π_{j<i} s_j."""
     r, jump = 1, 1
-    for k, s in zip(kernels, strides):
+    for k, s in zip(kernels, strides, strict=True):
         r += (k - 1) * jump
         jump *= s
     return r
@@ -104,7 +104,7 @@ def receptive_field(kernels, strides) -> int:
 def conv_output_frames(n_samples: int, kernels, strides) -> int:
     """Frames out of the conv stack for n_samples input samples (no padding)."""
     n = n_samples
-    for k, s in zip(kernels, strides):
+    for k, s in zip(kernels, strides, strict=True):
         n = (n - k) // s + 1
         if n <= 0:
             return 0

@@ -90,6 +90,39 @@ def seconds_to_frames(t_start: float, t_end: float, n_frames: int, rate: float =
     return f_a, f_end
 
 
+def chunked_seconds_to_frames(
+    t_start: float, t_end: float, chunk_frames: Sequence[int], chunk_seconds: float = 100.0, rate: float = FRAME_RATE
+) -> tuple[int, int]:
+    """Eq. 2 for audio encoded in ``chunk_seconds`` pieces (frames restart at each chunk, §3.1/§4.1).
+
+    A time t in chunk c = floor(t / chunk_seconds) maps to ``Σ chunk_frames[:c]`` plus its frame inside the
+    chunk, clipped to that chunk's frames (the frames lost at each boundary). Times past the last encoded
+    chunk (for example a dropped short tail) clip to the end. With one chunk this is :func:`seconds_to_frames`.
+    """
+    if not chunk_frames or any(n <= 0 for n in chunk_frames):
+        raise UnitSpanError(f"chunk frame counts must be positive, got {list(chunk_frames)}")
+    if not (math.isfinite(t_start) and math.isfinite(t_end)):
+        raise UnitSpanError(f"span times must be finite, got [{t_start}, {t_end})")
+    if t_end <= t_start:
+        raise UnitSpanError(f"empty time span [{t_start}, {t_end}) s")
+    starts = [0, *accumulate(chunk_frames)]
+    total = starts[-1]
+
+    def frame(t: float, rnd) -> int:
+        if t <= 0:
+            return 0
+        c = math.floor(_scaled(t, 1.0 / chunk_seconds))
+        if c >= len(chunk_frames):
+            return total
+        local = rnd(_scaled(t - c * chunk_seconds, rate))
+        return starts[c] + max(0, min(chunk_frames[c], local))
+
+    f_a, f_end = frame(t_start, math.floor), frame(t_end, math.ceil)
+    if f_end <= f_a:
+        raise UnitSpanError(f"span [{t_start}, {t_end}) s maps to zero frames ([{f_a}, {f_end}) of {total})")
+    return f_a, f_end
+
+
 def frames_to_dedup_positions(f_a: int, f_end: int, run_lengths: Sequence[int]) -> tuple[int, int]:
     """Frames ``[f_a, f_end)`` → deduplicated positions ``[r(f_a), r(f_end − 1) + 1)``."""
     if any(r <= 0 for r in run_lengths):
