@@ -230,6 +230,8 @@ def test_stereo_mono_and_resampling(tok):
     assert tok.encode(pcm, 16000).n_frames == tok.n_frames(16000)
     out = tok.encode(speechlike(22050, sr=22050), 22050)  # 1 s at 22.05 kHz -> 16000 samples
     assert out.n_frames == tok.n_frames(16000)
+    with pytest.raises(SpeechTokenizerError, match="unsigned"):
+        tok.encode(np.zeros(16000, np.uint8), 16000)
     for bad in (0, -16000, 500, 16000.5, "16k"):
         with pytest.raises(SpeechTokenizerError, match="Hz"):
             tok.encode(wav, bad)
@@ -306,3 +308,15 @@ def test_not_a_weights_only_pickle(tmp_path, ckpt):
     p.write_bytes(pickle.dumps(object()))
     with pytest.raises(CheckpointError, match="evil.pt: cannot be read as a weights-only torch pickle"):
         SpeechTokenizer(p, ckpt["quantizer"])
+
+
+def test_encode_file_wav(tmp_path, tok):
+    import soundfile as sf
+
+    wav = speechlike(16000)
+    sf.write(tmp_path / "a.wav", (wav * 32767).astype(np.int16), 16000, subtype="PCM_16")
+    out = tok.encode_file(tmp_path / "a.wav")
+    assert out.n_samples == 16000 and out.n_frames == tok.n_frames(16000)
+    assert out.units == tok.encode(np.round(wav * 32767) / 32768, 16000).units
+    with pytest.raises(SpeechTokenizerError, match="not found"):
+        tok.encode_file(tmp_path / "missing.wav")

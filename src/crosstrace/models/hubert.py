@@ -400,6 +400,7 @@ class Units:
     run_lengths: list[int]
     n_frames: int
     chunk_frames: list[int] = field(default_factory=list)  # frames per 100 s chunk (one entry for short audio)
+    n_samples: int = 0  # samples of the 16 kHz mono waveform that was encoded
 
 
 def to_mono_float(audio, channel_id: int | None = None) -> np.ndarray:
@@ -408,6 +409,8 @@ def to_mono_float(audio, channel_id: int | None = None) -> np.ndarray:
     For 2-D input the channel axis is the shorter one. Integer PCM is scaled to [-1, 1].
     """
     a = np.asarray(audio)
+    if np.issubdtype(a.dtype, np.unsignedinteger):
+        raise SpeechTokenizerError(f"unsigned PCM ({a.dtype}) is not supported; convert to float in [-1, 1]")
     if np.issubdtype(a.dtype, np.integer):
         info = np.iinfo(a.dtype)
         a = a.astype(np.float64) / max(abs(info.min), info.max)
@@ -512,4 +515,14 @@ class SpeechTokenizer:
                 f"(chunks shorter than {MIN_CHUNK_SAMPLES} samples are dropped)"
             )
         dedup, runs = dedup_units(units)
-        return Units(units, dedup, runs, len(units), chunk_frames)
+        return Units(units, dedup, runs, len(units), chunk_frames, len(wav))
+
+    def encode_file(self, path: str | Path, channel_id: int | None = None) -> Units:
+        """Read an audio file with soundfile (float32 in [-1, 1]) and encode it."""
+        import soundfile as sf
+
+        path = Path(path)
+        if not path.is_file():
+            raise SpeechTokenizerError(f"audio file not found: {path}")
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+        return self.encode(data.T, sr, channel_id)
