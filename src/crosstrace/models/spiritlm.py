@@ -104,7 +104,7 @@ def load_spiritlm(folder: str | Path, device: str | torch.device = "cpu", dtype:
         dtype = DTYPES[dtype]
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     try:
-        model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype)
+        model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype, weights_only=True)
     except (OSError, RuntimeError, ValueError) as e:
         raise ModelLoadError(f"could not load SpiritLM weights from {folder}: {e}") from e
     rows = model.get_input_embeddings().weight.shape[0]
