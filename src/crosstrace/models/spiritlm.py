@@ -1,0 +1,228 @@
+"""SpiritLM base 7B as a plain Llama: loading, tokenizer, and T→T / S→T prompt ids.
+
+Written from docs spiritlm-format.md §1-§2 and transformers (Apache-2.0); no SpiritLM code.
+
+Token ids (fixed by the release): BOS 1, ``[Text]`` 32000, ``[Speech]`` 32001, ``[Hu0]``..``[Hu500]``
+32002..32502 (id = 32002 + unit). Prompts (SpiritLM's prompt string, tokenized as a whole):
+
+- T→T ``[Text]<text>`` → ``[1, 32000, <text pieces>]``
+- S→T ``[Speech][Hu..]…[Text]`` → ``[1, 32001, 32002+u…, 32000]`` (built directly, never via the tokenizer)
+
+**▁ convention (our choice; spiritlm-format.md §2 pitfalls 2-3).** By default the ids are what the shipped
+``tokenizer.model`` gives for the whole prompt string under the pinned transformers 5 tokenizer loaded with
+``legacy=False``: **no stray ``▁`` (29871) after BOS**, and the first text word right after ``[Text]`` has
+**no** ``▁`` (``[Text]The`` → ``The``, then ``▁capital`` …). This equals SentencePiece's own encoding of the
+string minus its dummy-prefix artifact, keeps T→T and S→T consistent (both start ``[1, marker, …]``), and
+makes the T→T ids identical to ``tokenizer(prompt)`` so character offsets come straight from the tokenizer.
+Two switches reproduce the alternatives: ``stray_space=True`` inserts ``▁`` after BOS (what the slow
+transformers-4.x tokenizer of the Oct 2024 release most likely produced, both for T→T and S→T), and
+``first_word_space=True`` writes the first word as ``▁The`` (how the model itself writes text after
+``[Text]``). Check against the real ``tokenizer_config.json`` when the weights are available (§7).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from crosstrace.models.loading import DTYPES, LoadedModel, ModelLoadError, resolve_device
+from crosstrace.trace.tokens import Encoded, SpanError, token_span_from_offsets
+
+BOS_ID = 1
+EOS_ID = 2
+TEXT_ID = 32000
+SPEECH_ID = 32001
+HU0_ID = 32002
+N_HU = 501  # [Hu0]..[Hu500]
+HU_LAST_ID = HU0_ID + N_HU - 1  # 32502
+SPACE_PIECE = "▁"  # id 29871 in Llama-2
+TEXT_MARKER, SPEECH_MARKER = "[Text]", "[Speech]"
+VOCAB_SIZES = {32512: "base", 32768: "expressive"}
+EXPRESSIVE_EXTRA = range(32503, 32667)  # [Pi0]..[Pi63], [St0]..[St99]
+
+LM_SUBDIR = Path("spiritlm_model") / "spirit-lm-base-7b"
+REQUIRED_FILES = ("config.json", "tokenizer.model")
+WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
+
+#: ids forbidden when the model must answer in text (base model): the markers and every [Hu] unit.
+TEXT_FORBIDDEN_IDS: tuple[int, ...] = (TEXT_ID, SPEECH_ID, *range(HU0_ID, HU_LAST_ID + 1))
+#: the same as ``bad_words_ids`` for ``model.generate`` / :func:`crosstrace.filtering.greedy_continuations`.
+TEXT_BAD_WORDS: list[list[int]] = [[i] for i in TEXT_FORBIDDEN_IDS]
+
+
+def text_bad_words(vocab_size: int = 32512) -> list[list[int]]:
+    """``bad_words_ids`` for text output; the expressive model (32768 rows) also bans pitch/style tokens."""
+    extra = list(EXPRESSIVE_EXTRA) if vocab_size == 32768 else []
+    return TEXT_BAD_WORDS + [[i] for i in extra]
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def resolve_spiritlm_folder(folder: str | Path) -> Path:
+    """The HF folder itself, or a checkpoint root holding ``spiritlm_model/spirit-lm-base-7b``."""
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise ModelLoadError(f"SpiritLM folder does not exist: {folder}")
+    if not (folder / "config.json").exists() and (folder / LM_SUBDIR / "config.json").exists():
+        folder = folder / LM_SUBDIR
+    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
+    if missing:
+        raise ModelLoadError(f"{folder}: missing SpiritLM file(s): {', '.join(missing)}")
+    return folder
+
+
+def _check_vocab(folder: Path) -> int:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{folder / 'config.json'}: cannot be read: {e}") from e
+    v = cfg.get("vocab_size")
+    if v not in VOCAB_SIZES:
+        raise ModelLoadError(
+            f"{folder / 'config.json'}: vocab_size {v} is not a SpiritLM size (base 32512, expressive 32768)"
+        )
+    if cfg.get("model_type") != "llama":
+        raise ModelLoadError(f"{folder / 'config.json'}: model_type {cfg.get('model_type')!r}, expected 'llama'")
+    return v
+
+
+def load_spiritlm(folder: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "bfloat16"):
+    """``LlamaForCausalLM`` from a SpiritLM folder (or checkpoint root), in eval mode, no gradients."""
+    from transformers import LlamaForCausalLM
+
+    folder = resolve_spiritlm_folder(folder)
+    vocab = _check_vocab(folder)
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ModelLoadError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    try:
+        model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype, weights_only=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ModelLoadError(f"could not load SpiritLM weights from {folder}: {e}") from e
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows != vocab:
+        raise ModelLoadError(f"{folder}: embedding has {rows} rows but config.json says vocab_size {vocab}")
+    model.to(dev).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_spiritlm_tokenizer(folder: str | Path):
+    """The SpiritLM tokenizer from ``tokenizer.model``: BOS added, no EOS, ``legacy=False`` (pinned).
+
+    Checks that the markers and units are single tokens with the release's ids.
+    """
+    from transformers import LlamaTokenizer
+
+    folder = resolve_spiritlm_folder(folder)
+    try:
+        tok = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False, legacy=False)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not load the SpiritLM tokenizer from {folder}: {e}") from e
+    probe = TEXT_MARKER + SPEECH_MARKER + "[Hu0][Hu1][Hu500]"
+    got = tok(probe)["input_ids"]
+    want = [BOS_ID, TEXT_ID, SPEECH_ID, HU0_ID, HU0_ID + 1, HU_LAST_ID]
+    if got != want:
+        raise ModelLoadError(
+            f"{folder / 'tokenizer.model'}: {probe!r} tokenizes to {got}, expected {want} "
+            "(markers must be single user-defined pieces with ids 32000, 32001, 32002+unit)"
+        )
+    return tok
+
+
+def load_spiritlm_bundle(folder: str | Path, device: str = "cpu", dtype: str = "bfloat16", name: str = "spiritlm-base-7b") -> LoadedModel:
+    """Model and tokenizer together, as the engine's :class:`LoadedModel`."""
+    model = load_spiritlm(folder, device, dtype)
+    tok = load_spiritlm_tokenizer(folder)
+    return LoadedModel(name, model, tok, next(model.parameters()).device, DTYPES[dtype])
+
+
+# -------------------------------------------------------------------------------------------- prompts
+
+
+def units_to_string(dedup_units: Sequence[int]) -> str:
+    """``[Hu99][Hu49]…`` (no separators, plain decimal)."""
+    return "".join(f"[Hu{int(u)}]" for u in dedup_units)
+
+
+def s2t_prompt(dedup_units: Sequence[int]) -> str:
+    """SpiritLM's S→T prompt string: ``[Speech][Hu..]…[Text]`` (nothing after the final marker)."""
+    return SPEECH_MARKER + units_to_string(dedup_units) + TEXT_MARKER
+
+
+def t2t_prompt(text: str) -> str:
+    return TEXT_MARKER + text
+
+
+def _space_id(tokenizer) -> int:
+    sid = tokenizer.convert_tokens_to_ids(SPACE_PIECE)
+    if sid is None or sid == getattr(tokenizer, "unk_token_id", None):
+        raise ModelLoadError("tokenizer has no '▁' piece")
+    return int(sid)
+
+
+def s2t_ids(dedup_units: Sequence[int], stray_space: bool = False, space_id: int = 29871) -> list[int]:
+    """``[1, 32001, 32002+u…, 32000]`` (``stray_space``: ``[1, 29871, 32001, …]``); units must be 0..500."""
+    units = [int(u) for u in dedup_units]
+    if not units:
+        raise SpanError("an S→T prompt needs at least one speech unit")
+    bad = [u for u in units if not 0 <= u < N_HU]
+    if bad:
+        raise ValueError(f"speech units must be in 0..{N_HU - 1}, got {bad[:5]}")
+    head = [BOS_ID, space_id] if stray_space else [BOS_ID]
+    return head + [SPEECH_ID] + [HU0_ID + u for u in units] + [TEXT_ID]
+
+
+def s2t_unit_offset(stray_space: bool = False) -> int:
+    """Position of the first unit in :func:`s2t_ids` (2, or 3 with the stray ``▁``)."""
+    return 3 if stray_space else 2
+
+
+def t2t_encode(tokenizer, prompt: str, subject: str | None = None, stray_space: bool = False, first_word_space: bool = False) -> Encoded:
+    """T→T ids for ``[Text]`` + prompt, with character offsets **into ``prompt``** (markers get (0, 0)).
+
+    ``subject_span`` is the token range [b, e) covering the first occurrence of ``subject`` (found on
+    character offsets, so "Apple's" works), or (0, 0) without a subject. See the module docstring for the
+    ▁ convention and the two switches.
+    """
+    for marker in (TEXT_MARKER, SPEECH_MARKER, "[Hu"):
+        if marker in prompt:
+            raise ValueError(f"prompt contains the SpiritLM marker {marker!r}: {prompt!r}")
+    if first_word_space:
+        enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+        ids = [BOS_ID, TEXT_ID] + list(enc["input_ids"])
+        offsets = [(0, 0), (0, 0)] + [tuple(o) for o in enc["offset_mapping"]]
+    else:
+        enc = tokenizer(TEXT_MARKER + prompt, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        n = len(TEXT_MARKER)
+        offsets = [(0, 0) if i < 2 else (max(s - n, 0), max(e - n, 0)) for i, (s, e) in enumerate(enc["offset_mapping"])]
+    if ids[:2] != [BOS_ID, TEXT_ID]:
+        raise ModelLoadError(f"tokenizer gave {ids[:2]} at the start of a T→T prompt, expected [1, 32000]")
+    text_ids = ids[2:]
+    if any(t in (TEXT_ID, SPEECH_ID) or HU0_ID <= t <= HU_LAST_ID for t in text_ids):
+        raise ValueError(f"text of {prompt!r} tokenized into marker/unit ids")
+    if stray_space:
+        ids.insert(1, _space_id(tokenizer))
+        offsets.insert(1, (0, 0))
+    span = (0, 0)
+    if subject is not None:
+        c0 = prompt.find(subject)
+        if c0 < 0:
+            raise SpanError(f"subject {subject!r} does not occur in prompt {prompt!r}")
+        span = token_span_from_offsets(offsets, c0, c0 + len(subject))
+    return Encoded(ids, offsets, span)
+
+
+def t2t_ids(tokenizer, text: str, stray_space: bool = False, first_word_space: bool = False) -> list[int]:
+    """Token ids of the T→T prompt ``[Text]`` + text (see the module docstring for the ▁ convention)."""
+    return t2t_encode(tokenizer, text, None, stray_space, first_word_space).input_ids
+

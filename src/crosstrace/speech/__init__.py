@@ -1,0 +1,1 @@
+"""Speech side: TTS, QC, alignment and speech units (one module per stage)."""

@@ -1,0 +1,176 @@
+"""Speech units: deduplication, and mapping a time span in seconds to LM token positions.
+
+Pure functions (spiritlm-format.md §3.5 and §4; method.md "Speech side", paper eq. 2):
+
+1. seconds → 25 Hz frames: ``f_a = floor(t_start·rate)``, ``f_end = ceil(t_end·rate)`` (exclusive), clipped
+   to ``[0, n_frames]``;
+2. frames → deduplicated positions: ``[r(f_a), r(f_end − 1) + 1)`` where ``r(k)`` is the index of the run
+   that holds frame k (a run crossing a span edge is one token and counts as inside);
+3. deduplicated positions → LM positions: ``p = off + r``, with ``off`` the index of the first unit token
+   (id in 32002..32502) in the real prompt ids.
+
+Products ``t·rate`` are rounded to 1e-9 before floor/ceil so that float noise (0.28·25 = 7.000000000000001)
+does not move an edge by a frame.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+from crosstrace.trace.tokens import SpanError
+
+FRAME_RATE = 25  # HuBERT 25 Hz frames (hop 640 samples at 16 kHz)
+UNIT_ID_OFFSET = 32002  # [Hu0]
+N_UNIT_TOKENS = 501  # [Hu0]..[Hu500]; 500 is the quantizer's CTC blank
+
+
+class UnitSpanError(SpanError):
+    """A time span that maps to no speech unit (or lies outside the utterance)."""
+
+
+@dataclass(frozen=True)
+class UnitSpan:
+    """One time span through every stage of the mapping; ``*_end`` bounds are exclusive."""
+
+    t_start: float
+    t_end: float
+    frame_start: int
+    frame_end: int
+    dedup_start: int
+    dedup_end: int
+    offset: int  # LM position of the first unit token
+    pos_start: int
+    pos_end: int
+
+    @property
+    def positions(self) -> tuple[int, int]:
+        return self.pos_start, self.pos_end
+
+
+def dedup_units(units: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Collapse runs of equal consecutive units, keeping the first of each run; also the run lengths.
+
+    ``[5, 5, 7, 7, 7, 5]`` → ``([5, 7, 5], [2, 3, 1])``.
+    """
+    dedup: list[int] = []
+    runs: list[int] = []
+    for u in units:
+        u = int(u)
+        if dedup and dedup[-1] == u:
+            runs[-1] += 1
+        else:
+            dedup.append(u)
+            runs.append(1)
+    return dedup, runs
+
+
+def _scaled(t: float, rate: float) -> float:
+    return round(float(t) * rate, 9)
+
+
+def seconds_to_frames(t_start: float, t_end: float, n_frames: int, rate: float = FRAME_RATE) -> tuple[int, int]:
+    """Paper eq. 2: ``[floor(t_start·rate), ceil(t_end·rate))``, clipped to ``[0, n_frames]``."""
+    if not (math.isfinite(t_start) and math.isfinite(t_end)):
+        raise UnitSpanError(f"span times must be finite, got [{t_start}, {t_end})")
+    if t_end <= t_start:
+        raise UnitSpanError(f"empty time span [{t_start}, {t_end}) s")
+    if n_frames <= 0:
+        raise UnitSpanError(f"utterance has {n_frames} frames")
+    f_a = max(0, min(n_frames, math.floor(_scaled(t_start, rate))))
+    f_end = max(0, min(n_frames, math.ceil(_scaled(t_end, rate))))
+    if f_end <= f_a:
+        raise UnitSpanError(
+            f"span [{t_start}, {t_end}) s maps to zero frames (frames [{f_a}, {f_end}) of {n_frames} at {rate} Hz): "
+            "it lies outside the utterance"
+        )
+    return f_a, f_end
+
+
+def chunked_seconds_to_frames(
+    t_start: float, t_end: float, chunk_frames: Sequence[int], chunk_seconds: float = 100.0, rate: float = FRAME_RATE
+) -> tuple[int, int]:
+    """Eq. 2 for audio encoded in ``chunk_seconds`` pieces (frames restart at each chunk, §3.1/§4.1).
+
+    A time t in chunk c = floor(t / chunk_seconds) maps to ``Σ chunk_frames[:c]`` plus its frame inside the
+    chunk, clipped to that chunk's frames (the frames lost at each boundary). Times past the last encoded
+    chunk (for example a dropped short tail) clip to the end. With one chunk this is :func:`seconds_to_frames`.
+    """
+    if not chunk_frames or any(n <= 0 for n in chunk_frames):
+        raise UnitSpanError(f"chunk frame counts must be positive, got {list(chunk_frames)}")
+    if not (math.isfinite(t_start) and math.isfinite(t_end)):
+        raise UnitSpanError(f"span times must be finite, got [{t_start}, {t_end})")
+    if t_end <= t_start:
+        raise UnitSpanError(f"empty time span [{t_start}, {t_end}) s")
+    starts = [0, *accumulate(chunk_frames)]
+    total = starts[-1]
+
+    def frame(t: float, rnd) -> int:
+        if t <= 0:
+            return 0
+        c = math.floor(_scaled(t, 1.0 / chunk_seconds))
+        if c >= len(chunk_frames):
+            return total
+        local = rnd(_scaled(t - c * chunk_seconds, rate))
+        return starts[c] + max(0, min(chunk_frames[c], local))
+
+    f_a, f_end = frame(t_start, math.floor), frame(t_end, math.ceil)
+    if f_end <= f_a:
+        raise UnitSpanError(f"span [{t_start}, {t_end}) s maps to zero frames ([{f_a}, {f_end}) of {total})")
+    return f_a, f_end
+
+
+def frames_to_dedup_positions(f_a: int, f_end: int, run_lengths: Sequence[int]) -> tuple[int, int]:
+    """Frames ``[f_a, f_end)`` → deduplicated positions ``[r(f_a), r(f_end − 1) + 1)``."""
+    if any(r <= 0 for r in run_lengths):
+        raise ValueError("run lengths must be positive")
+    ends = list(accumulate(run_lengths))  # ends[i] = first frame after run i
+    n = ends[-1] if ends else 0
+    if not (0 <= f_a < f_end <= n):
+        raise UnitSpanError(f"frames [{f_a}, {f_end}) are not a non-empty range inside the {n} frames of the units")
+    r_a = bisect_right(ends, f_a)
+    r_last = bisect_right(ends, f_end - 1)
+    return r_a, r_last + 1
+
+
+def unit_offset(ids: Sequence[int]) -> int:
+    """Index of the first speech-unit token (id in 32002..32502) in a prompt."""
+    for i, t in enumerate(ids):
+        if UNIT_ID_OFFSET <= int(t) < UNIT_ID_OFFSET + N_UNIT_TOKENS:
+            return i
+    raise UnitSpanError("prompt ids contain no speech-unit token (ids 32002..32502)")
+
+
+def unit_span_positions(
+    t_start: float,
+    t_end: float,
+    run_lengths: Sequence[int],
+    ids: Sequence[int],
+    n_frames: int | None = None,
+    rate: float = FRAME_RATE,
+) -> UnitSpan:
+    """Map a span in seconds to LM positions ``[pos_start, pos_end)`` in the prompt ``ids``.
+
+    ``run_lengths`` are the run lengths of the utterance's frame units (one per deduplicated token);
+    ``n_frames`` defaults to their sum. The unit tokens in ``ids`` must be one contiguous block of exactly
+    ``len(run_lengths)`` tokens, which is checked.
+    """
+    total = sum(run_lengths)
+    n = total if n_frames is None else n_frames
+    if n != total:
+        raise UnitSpanError(f"n_frames={n} but the run lengths cover {total} frames")
+    off = unit_offset(ids)
+    n_units = 0
+    for t in ids[off:]:
+        if UNIT_ID_OFFSET <= int(t) < UNIT_ID_OFFSET + N_UNIT_TOKENS:
+            n_units += 1
+        else:
+            break
+    if n_units != len(run_lengths):
+        raise UnitSpanError(f"prompt has {n_units} consecutive unit tokens from position {off}, but {len(run_lengths)} runs")
+    f_a, f_end = seconds_to_frames(t_start, t_end, n, rate)
+    r_a, r_end = frames_to_dedup_positions(f_a, f_end, run_lengths)
+    return UnitSpan(float(t_start), float(t_end), f_a, f_end, r_a, r_end, off, off + r_a, off + r_end)
