@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 CORES ?= all
 SNAKEMAKE_ARGS ?=
+export OMP_WAIT_POLICY ?= PASSIVE
+export HF_HUB_OFFLINE ?= 1
 
 .PHONY: demo test venv lint bench clean
 

@@ -1,6 +1,11 @@
 # crosstrace: do the mechanisms a language model uses to recall facts from text carry over to speech?
 # Table of contents only; the stages live in workflow/rules, the science in src/crosstrace.
+import os
+
 from snakemake.utils import min_version
+
+# Jobs inherit this: idle OpenMP threads sleep rather than spin (see src/crosstrace/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 min_version("9.0")
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp (see crosstrace/__init__.py)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,3 +58,30 @@ def smollm(cache_dir):
     from crosstrace.models.loading import OFFLINE_DEFAULT, load_model
 
     return load_model(OFFLINE_DEFAULT, cache_dir=cache_dir)
+
+
+def make_tiny_model_dir(path: Path, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """A tiny random Llama saved as an HF folder, with a small BPE tokenizer trained on Known prompts.
+
+    Lets the tests run the whole workflow in seconds. It knows no facts, so workflow tests trace with
+    ``filter.require_known: false``.
+    """
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    prompts = [r["prompt"] + " " + r["attribute"] for r in json.loads((ROOT / "resources" / "known_1000.json").read_text())]
+    tk = Tokenizer(models.BPE(unk_token=None))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(prompts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<eos>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<eos>")
+    model = tiny_llama(layers=layers, hidden=hidden, vocab=tk.get_vocab_size(), seed=seed)
+    model.config.eos_token_id = model.config.pad_token_id = tok.eos_token_id
+    model.generation_config.eos_token_id = model.generation_config.pad_token_id = tok.eos_token_id
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -106,9 +106,14 @@ def filter_known(model, tokenizer, records, encode, max_new_tokens: int = 10, ba
     return pd.DataFrame(rows, columns=FILTER_COLUMNS)
 
 
-def select_for_trace(known, max_prompts: int | None, shard: int | None = None, shard_size: int | None = None):
-    """The known prompts to trace, in dataset order, capped at ``max_prompts``; optionally one shard of them."""
-    sel = known[known["known"]]
+def select_for_trace(known, max_prompts: int | None, shard: int | None = None, shard_size: int | None = None,
+                     require_known: bool = True):
+    """The prompts to trace, in dataset order, capped at ``max_prompts``; optionally one shard of them.
+
+    ``require_known=False`` traces every valid record whatever the model answered (a control, and how
+    the tests run the DAG on tiny random models that know nothing).
+    """
+    sel = known[known["known"]] if require_known else known
     if max_prompts is not None:
         sel = sel.iloc[:max_prompts]
     if shard is not None:

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
@@ -7,6 +8,13 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
+
+
+def workflow_path(p):
+    """Relative paths in the config name files of this repository, wherever the run directory is."""
+    return p if Path(p).is_absolute() or Path(p).exists() else str(Path(workflow.basedir) / p)
+
+
 MODELS = {m["name"]: m for m in config["models"]}
 if len(MODELS) != len(config["models"]):
     raise ValueError("config: model names must be unique")
@@ -41,7 +49,8 @@ def trace_params():
 def selected_count(wildcards):
     """Prompts to trace: known ones, capped by trace.max_prompts (read after the filter checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
-    n = int(pd.read_parquet(known, columns=["known"])["known"].sum())
+    table = pd.read_parquet(known, columns=["known"])
+    n = int(table["known"].sum()) if config["filter"]["require_known"] else len(table)
     cap = config["trace"]["max_prompts"]
     return n if cap is None else min(n, cap)
 

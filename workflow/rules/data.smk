@@ -4,7 +4,7 @@ rule download_known:
     params:
         url=config["data"]["url"],
         sha256=config["data"]["sha256"],
-        fallback=config["data"]["fallback"],
+        fallback=workflow_path(config["data"]["fallback"]),
     log:
         "logs/download_known/download_known.log",
     conda:

@@ -11,6 +11,7 @@ rule trace:
         trace=trace_params(),
         max_prompts=config["trace"]["max_prompts"],
         shard_size=config["trace"]["shard_size"],
+        require_known=config["filter"]["require_known"],
     threads: workflow.cores
     resources:
         gpu=lambda wc: int(MODELS[wc.model].get("device", "cpu").startswith("cuda")),
