@@ -34,6 +34,20 @@ def model_spec(wildcards):
     return MODELS[wildcards.model]
 
 
+def all_cores():
+    """Threads for the model rules: every local core (Snakemake caps threads at --cores).
+
+    Not `workflow.cores`: that raises when no --cores is given, i.e. on a cluster executor, with
+    --unlock or --lint. There the profile's set-threads decides.
+    """
+    return workflow.resource_settings.cores or 1
+
+
+def gpus(wildcards):
+    """One GPU for jobs of a model on cuda, none on cpu (the slurm plugin turns it into --gpus=1)."""
+    return int(MODELS[wildcards.model].get("device", "cpu").startswith("cuda"))
+
+
 def trace_params():
     """Everything that changes traced numbers; a change here reruns trace → merge → figures only."""
     t = config["trace"]

@@ -8,9 +8,9 @@ checkpoint filter_known:
         spec=model_spec,
         max_new_tokens=config["filter"]["max_new_tokens"],
         batch_size=config["filter"]["batch_size"],
-    threads: workflow.cores
+    threads: all_cores()
     resources:
-        gpu=lambda wc: int(MODELS[wc.model].get("device", "cpu").startswith("cuda")),
+        gpu=gpus,
     log:
         "logs/filter_known/{model}_{modality}.log",
     conda:

@@ -20,6 +20,8 @@ rule noise_std:
         f"{R}/{{model}}/{{modality}}/noise.json",
     params:
         spec=model_spec,
+    resources:
+        gpu=gpus,
     log:
         "logs/noise_std/{model}_{modality}.log",
     conda:

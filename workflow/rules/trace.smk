@@ -12,9 +12,9 @@ rule trace:
         max_prompts=config["trace"]["max_prompts"],
         shard_size=config["trace"]["shard_size"],
         require_known=config["filter"]["require_known"],
-    threads: workflow.cores
+    threads: all_cores()
     resources:
-        gpu=lambda wc: int(MODELS[wc.model].get("device", "cpu").startswith("cuda")),
+        gpu=gpus,
     log:
         "logs/trace/{model}_{modality}_{shard}.log",
     conda:
