@@ -29,8 +29,10 @@ demo: venv
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# Code style, Snakefile formatting and Snakemake's own linter (on the default config.yaml).
 lint: venv
 	$(VENV)/bin/ruff check src scripts tests
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(VENV)/bin/snakemake --lint
 
 bench: venv

@@ -41,8 +41,8 @@ def compare(model, adapter, ids: torch.Tensor, corruption, kinds, window: int, m
     """Seconds for both engines per kind and the largest IE difference."""
     row = {}
     for kind in kinds:
-        ref, t_ref = _time(lambda: trace_reference(model, adapter, ids, corruption, (kind,), window))
-        fast, t_fast = _time(lambda: trace_fast(model, adapter, ids, corruption, (kind,), window, max_rows))
+        ref, t_ref = _time(lambda kind=kind: trace_reference(model, adapter, ids, corruption, (kind,), window))
+        fast, t_fast = _time(lambda kind=kind: trace_fast(model, adapter, ids, corruption, (kind,), window, max_rows))
         row[kind] = {"reference_s": t_ref, "fast_s": t_fast,
                      "max_abs_diff_ie": float(np.abs(ref[kind].ie - fast[kind].ie).max())}
     return row

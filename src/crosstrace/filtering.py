@@ -93,7 +93,7 @@ def filter_known(model, tokenizer, records, encode, max_new_tokens: int = 10, ba
     prompts = [encode(r) for r in records]
     new = greedy_continuations(model, tokenizer, prompts, max_new_tokens, batch_size, bad_words_ids, progress)
     rows = []
-    for r, p, ids in zip(records, prompts, new):
+    for r, p, ids in zip(records, prompts, new, strict=True):
         text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         m = match_attribute(text, r.attribute) if ids else Match("none", "the model produced no new token")
         rows.append({

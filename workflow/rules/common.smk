@@ -4,7 +4,6 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
@@ -87,7 +86,5 @@ def all_targets():
             f"{R}/{m}/{mod}/aie.parquet",
             f"{R}/{m}/{mod}/summary.json",
         ]
-        out += expand(
-            f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS
-        )
+        out += expand(f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
     return out

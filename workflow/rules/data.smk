@@ -1,14 +1,14 @@
 rule download_known:
     output:
         f"{R}/data/known_1000.json",
-    params:
-        url=config["data"]["url"],
-        sha256=config["data"]["sha256"],
-        fallback=workflow_path(config["data"]["fallback"]),
     log:
         "logs/download_known/download_known.log",
     conda:
         "../../envs/crosstrace.yaml"
+    params:
+        url=config["data"]["url"],
+        sha256=config["data"]["sha256"],
+        fallback=workflow_path(config["data"]["fallback"]),
     script:
         "../../scripts/download_known.py"
 
@@ -19,11 +19,11 @@ rule validate_known:
     output:
         records=f"{R}/data/records.parquet",
         quarantine=f"{R}/data/quarantine.parquet",
-    params:
-        limit=config["data"]["limit"],
     log:
         "logs/validate_known/validate_known.log",
     conda:
         "../../envs/crosstrace.yaml"
+    params:
+        limit=config["data"]["limit"],
     script:
         "../../scripts/validate_known.py"

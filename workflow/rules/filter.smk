@@ -4,16 +4,16 @@ checkpoint filter_known:
         model=rules.prepare_model.output[0],
     output:
         table=f"{R}/{{model}}/{{modality}}/known.parquet",
-    params:
-        spec=model_spec,
-        max_new_tokens=config["filter"]["max_new_tokens"],
-        batch_size=config["filter"]["batch_size"],
-    threads: all_cores()
-    resources:
-        gpu=gpus,
     log:
         "logs/filter_known/{model}_{modality}.log",
     conda:
         "../../envs/crosstrace.yaml"
+    threads: all_cores()
+    resources:
+        gpu=gpus,
+    params:
+        spec=model_spec,
+        max_new_tokens=config["filter"]["max_new_tokens"],
+        batch_size=config["filter"]["batch_size"],
     script:
         "../../scripts/filter_known.py"

@@ -1,13 +1,13 @@
 rule prepare_model:
     output:
         f"{R}/models/{{model}}.json",
-    params:
-        spec=model_spec,
-        cache_dir=config["cache_dir"],
     log:
         "logs/prepare_model/{model}.log",
     conda:
         "../../envs/crosstrace.yaml"
+    params:
+        spec=model_spec,
+        cache_dir=config["cache_dir"],
     script:
         "../../scripts/prepare_model.py"
 
@@ -18,13 +18,13 @@ rule noise_std:
         model=rules.prepare_model.output[0],
     output:
         f"{R}/{{model}}/{{modality}}/noise.json",
-    params:
-        spec=model_spec,
-    resources:
-        gpu=gpus,
     log:
         "logs/noise_std/{model}_{modality}.log",
     conda:
         "../../envs/crosstrace.yaml"
+    resources:
+        gpu=gpus,
+    params:
+        spec=model_spec,
     script:
         "../../scripts/noise_std.py"

@@ -6,19 +6,19 @@ rule trace:
     output:
         ie=f"{R}/{{model}}/{{modality}}/shards/{{shard}}.parquet",
         quarantine=f"{R}/{{model}}/{{modality}}/shards/{{shard}}.quarantine.parquet",
+    log:
+        "logs/trace/{model}_{modality}_{shard}.log",
+    conda:
+        "../../envs/crosstrace.yaml"
+    threads: all_cores()
+    resources:
+        gpu=gpus,
     params:
         spec=model_spec,
         trace=trace_params(),
         max_prompts=config["trace"]["max_prompts"],
         shard_size=config["trace"]["shard_size"],
         require_known=config["filter"]["require_known"],
-    threads: all_cores()
-    resources:
-        gpu=gpus,
-    log:
-        "logs/trace/{model}_{modality}_{shard}.log",
-    conda:
-        "../../envs/crosstrace.yaml"
     script:
         "../../scripts/trace_shard.py"
 
@@ -34,11 +34,11 @@ rule merge:
         aie=f"{R}/{{model}}/{{modality}}/aie.parquet",
         quarantine=f"{R}/{{model}}/{{modality}}/quarantine.parquet",
         summary=f"{R}/{{model}}/{{modality}}/summary.json",
-    params:
-        trace=trace_params(),
     log:
         "logs/merge/{model}_{modality}.log",
     conda:
         "../../envs/crosstrace.yaml"
+    params:
+        trace=trace_params(),
     script:
         "../../scripts/merge.py"

