@@ -129,7 +129,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32", cache_dir
     dev = resolve_device(device)
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], weights_only=True)
     except _weight_errors() as e:
         raise ModelLoadError(f"could not load model {spec!r} from {path!r} ({type(e).__name__}: {e})") from e
     model.to(dev).eval()
