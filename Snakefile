@@ -6,6 +6,11 @@ from snakemake.utils import min_version
 
 # Jobs inherit this: idle OpenMP threads sleep rather than spin (see src/crosstrace/__init__.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Jobs import crosstrace from this checkout, also inside `--sdm conda` environments (envs/*.yaml hold
+# only the dependencies).
+_src = os.path.join(workflow.basedir, "src")
+if _src not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_src, os.environ.get("PYTHONPATH")]))
 
 min_version("9.0")
 

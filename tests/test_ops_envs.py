@@ -29,17 +29,34 @@ def pyproject_pins() -> dict[str, SpecifierSet]:
     return pins
 
 
+def pip_lines(env: dict) -> list[str]:
+    return [line for dep in env["dependencies"] if isinstance(dep, dict) for line in dep.get("pip", [])]
+
+
 def env_requirements(env: dict) -> list[Requirement]:
-    """The pip requirements of an environment (options such as --no-deps and editable installs skipped)."""
-    out = []
-    for dep in env["dependencies"]:
-        if isinstance(dep, dict):
-            for line in dep.get("pip", []):
-                words = [w for w in line.split() if not w.startswith("-")]
-                if line.startswith(("-e", "--editable")) or not words:
-                    continue
-                out.append(Requirement(words[-1]))
-    return out
+    return [Requirement(line) for line in pip_lines(env)]
+
+
+def post_deploy_requirements(env_file: Path) -> list[Requirement]:
+    """`pip install ... name==version` lines of the environment's post-deploy script, if it has one."""
+    script = env_file.with_suffix(".post-deploy.sh")
+    if not script.exists():
+        return []
+    reqs = []
+    for line in script.read_text().splitlines():
+        if re.search(r"\bpip install\b", line) and not line.lstrip().startswith("#"):
+            reqs += [Requirement(w) for w in line.split("pip install", 1)[1].split() if not w.startswith("-")]
+    return reqs
+
+
+@pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda p: p.name)
+def test_env_pip_lines_are_plain_requirements(env_file):
+    """Snakemake copies the env file to .snakemake/conda/ before `conda env create`: relative paths and
+    editable installs break there, and pip requirement lines cannot carry options such as --no-deps."""
+    for line in pip_lines(yaml.safe_load(env_file.read_text())):
+        assert not line.lstrip().startswith("-"), f"{env_file.name}: pip line {line!r} has an option (use a post-deploy script)"
+        assert not re.search(r"(^|\s)(\.{1,2}/|file:)", line), f"{env_file.name}: pip line {line!r} is a relative path"
+        Requirement(line)
 
 
 def conda_directives() -> list[tuple[Path, str]]:
@@ -67,7 +84,7 @@ def test_env_file_parses_and_agrees_with_pyproject(env_file):
             version = dep.split("=", 1)[1].lstrip("=")
             requires = SpecifierSet(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"])
             assert requires.contains(version + ".0"), f"{env_file.name}: {dep} outside requires-python {requires}"
-    reqs = env_requirements(env)
+    reqs = env_requirements(env) + post_deploy_requirements(env_file)
     for r in reqs:
         name = canonicalize_name(r.name)
         assert name in pins, f"{env_file.name}: {r.name} is not declared in pyproject.toml"

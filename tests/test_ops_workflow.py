@@ -71,6 +71,14 @@ def test_max_new_tokens_reruns_filter_and_downstream(completed_run, model_dir):
     assert not (UPSTREAM - {"filter_known"}) & set(jobs)
 
 
+def test_adding_a_model_runs_only_that_models_jobs(completed_run, model_dir):
+    cfg = tiny_config(model_dir)
+    cfg["models"].append({"name": "tiny2", "path": str(model_dir), "dtype": "float32"})
+    jobs, out = dry_run(completed_run, cfg)
+    assert jobs == {"prepare_model": 1, "noise_std": 1, "filter_known": 1, "merge": 1, "figures": 1, "all": 1}, out[-3000:]
+    assert "tiny2" in out and "wildcards: model=tiny," not in out
+
+
 def test_figure_format_reruns_figures_only(completed_run, model_dir):
     jobs, out = dry_run(completed_run, tiny_config(model_dir, figures={"formats": ["png", "svg"]}))
     assert jobs == {"figures": 1, "all": 1}, out[-3000:]

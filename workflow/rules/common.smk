@@ -30,7 +30,9 @@ wildcard_constraints:
 
 
 def model_spec(wildcards):
-    return MODELS[wildcards.model]
+    """The model's settings as rule params, without `modalities`: adding s2t to a model must not rerun its
+    t2t jobs (a params change reruns prepare_model and so everything downstream of it)."""
+    return {k: v for k, v in MODELS[wildcards.model].items() if k != "modalities"}
 
 
 def all_cores():
