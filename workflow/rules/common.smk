@@ -30,8 +30,8 @@ wildcard_constraints:
 
 
 def model_spec(wildcards):
-    """The model's settings as rule params, without `modalities`: adding s2t to a model must not rerun its
-    t2t jobs (a params change reruns prepare_model and so everything downstream of it)."""
+    """The model's settings as params, minus `modalities`. Adding s2t to a model must not rerun its t2t
+    jobs (changed params rerun prepare_model, and with it everything downstream)."""
     return {k: v for k, v in MODELS[wildcards.model].items() if k != "modalities"}
 
 
