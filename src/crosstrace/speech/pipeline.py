@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .asr import Transcript
 from .align import Alignment, WordSegment, quarantined, tts_alignment, whisper_alignment
 from .tts import TTSBackend, WordTiming, read_wav, resample_to_16k, write_wav16
 
@@ -51,6 +52,7 @@ class QCResult:
     wer: float
     passes_qc: bool
     reason: str
+    words: str | None = None  # JSON list of Whisper words [word, start_s, end_s, prob], reused by the whisper aligner
 
 
 def timings_to_json(timings: list[WordTiming] | None) -> str | None:
@@ -112,8 +114,10 @@ def load_audio16k(path: str | Path) -> np.ndarray:
     return resample_to_16k(audio, sr)
 
 
-def qc_record(asr, known_id, prompt: str, audio16k: np.ndarray | None, max_wer: float) -> QCResult:
-    """Transcribe and score one clip; ``passes_qc`` iff WER <= ``max_wer``."""
+def qc_record(asr, known_id, prompt: str, audio16k: np.ndarray | None, max_wer: float,
+              transcript: Transcript | None = None) -> QCResult:
+    """Transcribe (with word timestamps, unless ``transcript`` is given) and score one clip;
+    ``passes_qc`` iff WER <= ``max_wer``."""
     from .asr import wer
 
     if audio16k is None:
@@ -122,17 +126,27 @@ def qc_record(asr, known_id, prompt: str, audio16k: np.ndarray | None, max_wer: 
     if problem:
         return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: {problem}")
     try:
-        tr = asr.transcribe(audio16k, word_timestamps=False)
+        tr = transcript if transcript is not None else asr.transcribe(audio16k, word_timestamps=True)
         w = wer(prompt, tr.text)
     except Exception as e:  # noqa: BLE001
         return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: ASR failed: {type(e).__name__}: {e}")
     ok = w <= max_wer
-    return QCResult(known_id, tr.text, w, ok, "" if ok else f"known_id={known_id}: WER {w:.2f} > {max_wer}")
+    words = json.dumps([[a, round(b, 3), round(c, 3), round(d, 4)] for a, b, c, d in tr.words])
+    return QCResult(known_id, tr.text, w, ok, "" if ok else f"known_id={known_id}: WER {w:.2f} > {max_wer}", words)
+
+
+def transcript_from_qc(text: str, words_json: str | None) -> Transcript:
+    words = [] if not words_json else [(w, float(a), float(b), float(p)) for w, a, b, p in json.loads(words_json)]
+    return Transcript(text or "", words)
 
 
 def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np.ndarray | None, *,
-                 ctc=None, asr=None, word_timings: list[WordTiming] | None = None) -> Alignment:
-    """Run one aligner (``ctc``, ``tts`` or ``whisper``) on one clip, quarantining instead of raising."""
+                 ctc=None, asr=None, word_timings: list[WordTiming] | None = None,
+                 transcript: Transcript | None = None) -> Alignment:
+    """Run one aligner (``ctc``, ``tts`` or ``whisper``) on one clip, quarantining instead of raising.
+
+    ``ctc`` is a :class:`CTCAligner`; ``tts`` needs the synthesiser's ``word_timings``; ``whisper``
+    uses ``transcript`` (e.g. from the QC table) or transcribes with ``asr``."""
     if audio16k is None:
         return quarantined(known_id, aligner, "no audio (quarantined at synthesis)")
     problem = audio_problem(audio16k, 16000)
@@ -149,7 +163,7 @@ def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np
                 return quarantined(known_id, "tts", "subject shares a merged TTS word group with a neighbour", out.words)
             return out
         if aligner == "whisper":
-            tr = asr.transcribe(audio16k, word_timestamps=True)
+            tr = transcript if transcript is not None else asr.transcribe(audio16k, word_timestamps=True)
             return whisper_alignment(known_id, prompt, subject, tr.words)
     except Exception as e:  # noqa: BLE001
         return quarantined(known_id, aligner, f"{aligner} aligner failed: {type(e).__name__}: {e}")
