@@ -141,7 +141,9 @@ def test_tts_aligner_uses_piper_timings(vinson):
     a = align_record("tts", 4, VINSON, "Vinson Massif", vinson.audio, word_timings=vinson.word_timings)
     assert a.status == "ok" and a.subject_start_s == vinson.word_timings[0].start_s
     merged = align_record("tts", 4, VINSON, "the continent", vinson.audio, word_timings=vinson.word_timings)
-    assert merged.status == "quarantined" and "merged" in merged.reason
+    assert merged.status == "quarantined" and "merged" in merged.reason  # "in the" is one group
+    inside = align_record("tts", 4, VINSON, "located in the continent", vinson.audio, word_timings=vinson.word_timings)
+    assert inside.status == "ok" and inside.subject_end_s == vinson.word_timings[6].end_s
 
 
 class _SilentTTS(TTSBackend):

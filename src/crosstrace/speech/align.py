@@ -259,7 +259,12 @@ def subject_alignment(known_id, aligner: str, words: Sequence[WordSegment], w0: 
 
 # --------------------------------------------------------------------------- TTS timings
 def tts_alignment(known_id, prompt: str, subject: str, word_timings: Sequence[WordSegment] | None) -> Alignment:
-    """Subject span from synthesiser word timings, one per whitespace token of ``prompt``."""
+    """Subject span from synthesiser word timings, one per whitespace token of ``prompt``.
+
+    Tokens the synthesiser merged into one group share one span (see :mod:`.tts`); if such a group
+    straddles a subject boundary ("... in the| Beatles" with "the" in the subject) the boundary is
+    unknown and the prompt is quarantined. Merges inside the subject or outside it are harmless.
+    """
     if word_timings is None:
         return quarantined(known_id, "tts", "the synthesiser reported no word timings")
     tokens = prompt.split()
@@ -270,7 +275,15 @@ def tts_alignment(known_id, prompt: str, subject: str, word_timings: Sequence[Wo
         w0, w1 = subject_word_range(norm, prompt, subject)
     except ValueError as e:
         return quarantined(known_id, "tts", str(e), word_timings)
-    return subject_alignment(known_id, "tts", word_timings, norm.word_to_orig[w0], norm.word_to_orig[w1 - 1] + 1)
+    t0, t1 = norm.word_to_orig[w0], norm.word_to_orig[w1 - 1] + 1
+
+    def same(a: WordSegment, b: WordSegment) -> bool:
+        return (a.start_s, a.end_s) == (b.start_s, b.end_s) and a.end_s > a.start_s
+
+    if (t0 > 0 and same(word_timings[t0 - 1], word_timings[t0])) or \
+            (t1 < len(word_timings) and same(word_timings[t1], word_timings[t1 - 1])):
+        return quarantined(known_id, "tts", "a subject boundary lies inside a merged TTS word group", word_timings)
+    return subject_alignment(known_id, "tts", word_timings, t0, t1)
 
 
 # --------------------------------------------------------------------------- Whisper timestamps

@@ -158,10 +158,7 @@ def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np
         if aligner == "tts":
             segs = None if word_timings is None else [WordSegment(t.word, t.start_s, t.end_s, 1.0 if t.exact else 0.0)
                                                       for t in word_timings]
-            out = tts_alignment(known_id, prompt, subject, segs)
-            if out.status == OK and out.score < 1.0:
-                return quarantined(known_id, "tts", "subject shares a merged TTS word group with a neighbour", out.words)
-            return out
+            return tts_alignment(known_id, prompt, subject, segs)
         if aligner == "whisper":
             tr = transcript if transcript is not None else asr.transcribe(audio16k, word_timestamps=True)
             return whisper_alignment(known_id, prompt, subject, tr.words)
