@@ -7,7 +7,13 @@ import torch
 
 from crosstrace.speech._io import select_shard, setup_logging, write_parquet
 from crosstrace.speech.align import CTCAligner
-from crosstrace.speech.pipeline import align_record, alignment_row, load_audio16k, timings_from_json, transcript_from_qc
+from crosstrace.speech.pipeline import (
+    align_record,
+    alignment_row,
+    load_audio16k,
+    timings_from_json,
+    transcript_from_qc,
+)
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -20,7 +26,7 @@ ctc = None
 if "ctc" in aligners:
     if not p.ctc_model:
         raise ValueError("speech.align.aligners has 'ctc' but speech.align.ctc_model is null")
-    ctc = CTCAligner.from_pretrained(p.ctc_model, device=p.device)
+    ctc = CTCAligner.from_pretrained(p.ctc_model, device=p.device, subject_chars=p.ctc_subject_chars)
 rows, spent = [], {a: 0.0 for a in aligners}
 for r in records.itertuples(index=False):
     m = manifest.loc[r.known_id]

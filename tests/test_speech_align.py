@@ -26,7 +26,7 @@ from crosstrace.speech.tts import match_groups_to_tokens
 CHARS = ["<b>", "|", "A", "B", "C", "D", "L"]
 
 
-def peaked(plan, V=len(CHARS), p=0.9, seed=None):
+def peaked(plan, V=7, p=0.9, seed=None):
     """Log-probs where frame t emits plan[t] with probability ~p (optionally jittered)."""
     rng = np.random.default_rng(seed)
     probs = np.full((len(plan), V), (1 - p) / (V - 1))
@@ -123,7 +123,7 @@ def test_viterbi_agrees_with_ctc_segmentation(seed):
 def test_tts_alignment_subject_span():
     p = "Vinson Massif is located in the continent of"
     times = [(0.03, 0.36), (0.41, 0.85), (0.92, 1.01), (1.06, 1.57), (1.61, 1.80), (1.61, 1.80), (1.85, 2.43), (2.51, 2.68)]
-    segs = [WordSegment(w, a, b, 1.0) for w, (a, b) in zip(p.split(), times)]
+    segs = [WordSegment(w, a, b, 1.0) for w, (a, b) in zip(p.split(), times, strict=True)]
     a = tts_alignment(5, p, "Vinson Massif", segs)
     assert a.status == "ok" and (a.subject_start_s, a.subject_end_s) == (0.03, 0.85)
     bad = tts_alignment(5, p, "Vinson Massif", segs[:-1])

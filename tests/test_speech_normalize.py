@@ -59,3 +59,13 @@ def test_unmappable_and_vocab_without_apostrophe():
     assert n.words == ["IS", "BIG"] and n.unmappable == ["東", "京"]
     n2 = normalize_for_ctc("Apple's", vocab=set("ABCDEFGHIJKLMNOPQRSTUVWXYZ|"))
     assert n2.words == ["APPLE", "S"] and "'" in n2.dropped
+
+
+def test_subject_char_cut_inside_possessive():
+    from crosstrace.speech.normalize import subject_char_cut, subject_char_span
+
+    p = "In Finland\u2019s 3rd city"
+    n = normalize_for_ctc(p)
+    assert n.words[1] == "FINLAND'S" and n.char_to_orig[1][0] == 3
+    assert subject_char_cut(n, 1, *subject_char_span(p, "Finland")) == (0, 7)
+    assert subject_char_cut(n, 2, 0, len(p)) is None  # "3rd" was rewritten to THIRD

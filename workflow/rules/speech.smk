@@ -103,6 +103,7 @@ rule align:
         shard_size=SPEECH["shard_size"],
         aligners=SPEECH["align"]["aligners"],
         ctc_model=SPEECH["align"]["ctc_model"],
+        ctc_subject_chars=SPEECH["align"]["ctc_subject_chars"],
         device=SPEECH["align"]["device"],
     threads: 2
     log:

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .normalize import WORD_BOUNDARY, Normalized, normalize_for_ctc, subject_word_range
+from .normalize import (
+    WORD_BOUNDARY,
+    Normalized,
+    normalize_for_ctc,
+    subject_char_cut,
+    subject_char_span,
+    subject_word_range,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +185,11 @@ class CTCAligner:
     name = "ctc"
 
     def __init__(self, model, vocab: dict[str, int], blank_id: int = 0, normalize_audio: bool = True,
-                 sample_rate: int = 16000):
+                 sample_rate: int = 16000, subject_chars: bool = False):
+        """``model`` returns ``.logits`` (B, T, V) for raw 16 kHz audio; ``vocab`` maps labels to ids
+        (single characters and ``|``); ``subject_chars`` cuts subject boundaries at the subject's own
+        letters inside a word (``Finland's``) instead of the word edges (the paper's spoken-token level).
+        """
         import torch
 
         self.model = model.eval()
@@ -186,13 +197,14 @@ class CTCAligner:
         self.blank_id = blank_id
         self.normalize_audio = normalize_audio
         self.sample_rate = sample_rate
+        self.subject_chars = subject_chars
         self._torch = torch
         chars = {k for k in self.vocab if len(k) == 1}
         self.lower = "A" not in chars and "a" in chars
         self.chars = frozenset(c.upper() for c in chars)
 
     @classmethod
-    def from_pretrained(cls, path: str, device: str = "cpu") -> CTCAligner:
+    def from_pretrained(cls, path: str, device: str = "cpu", subject_chars: bool = False) -> CTCAligner:
         """Load a local folder (or a hub id when online) holding a CTC model and its tokenizer."""
         from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
@@ -204,7 +216,7 @@ class CTCAligner:
         except (OSError, ValueError):
             norm = True
         blank = tok.pad_token_id if tok.pad_token_id is not None else 0
-        return cls(model, tok.get_vocab(), blank, norm)
+        return cls(model, tok.get_vocab(), blank, norm, subject_chars=subject_chars)
 
     def log_probs(self, audio16k: np.ndarray) -> np.ndarray:
         """Frame-level log-probabilities ``(T_frames, V)`` (about 50 frames per second)."""
@@ -219,6 +231,9 @@ class CTCAligner:
 
     def align_words(self, audio16k: np.ndarray, words: Sequence[str]) -> list[WordSegment]:
         """Align spoken words (already in the model's alphabet) and return their time spans."""
+        return self._align(audio16k, words)[0]
+
+    def _align(self, audio16k: np.ndarray, words: Sequence[str]):
         labels = list(WORD_BOUNDARY.join(words))
         if self.lower:
             labels = [c.lower() if c != WORD_BOUNDARY else c for c in labels]
@@ -232,7 +247,7 @@ class CTCAligner:
         for word, f0, f1, score in label_to_word_frames(segs):
             s0, s1 = frames_to_seconds(f0, f1, len(audio16k), lp.shape[0], self.sample_rate)
             out.append(WordSegment(word.upper(), s0, s1, score))
-        return out
+        return out, segs, lp.shape[0]
 
     def align(self, known_id, audio16k: np.ndarray, prompt: str, subject: str) -> Alignment:
         norm = normalize_for_ctc(prompt, self.chars | {WORD_BOUNDARY})
@@ -242,10 +257,29 @@ class CTCAligner:
             return quarantined(known_id, self.name, "prompt has no speakable word")
         try:
             w0, w1 = subject_word_range(norm, prompt, subject)
-            words = self.align_words(audio16k, norm.words)
+            words, segs, n_frames = self._align(audio16k, norm.words)
         except ValueError as e:
             return quarantined(known_id, self.name, str(e))
-        return subject_alignment(known_id, self.name, words, w0, w1)
+        out = subject_alignment(known_id, self.name, words, w0, w1)
+        if self.subject_chars and out.status == "ok":
+            self._cut_to_subject_chars(out, norm, prompt, subject, segs, w0, w1, len(audio16k), n_frames)
+        return out
+
+    def _cut_to_subject_chars(self, out: Alignment, norm: Normalized, prompt: str, subject: str,
+                              segs: Sequence[LabelSegment], w0: int, w1: int, n_samples: int, n_frames: int) -> None:
+        """Move the subject's boundaries from word edges to the edges of the subject's own letters
+        (``Finland's`` -> ``FINLAND``) when the boundary word spells the prompt verbatim."""
+        start, end = subject_char_span(prompt, subject)
+        first_label = [sum(len(w) + 1 for w in norm.words[:k]) for k in range(len(norm.words))]
+        by_index = {sg.index: sg for sg in segs}
+        cut = subject_char_cut(norm, w0, start, end)
+        if cut and cut[0] > 0:
+            f = by_index[first_label[w0] + cut[0]].start
+            out.subject_start_s = frames_to_seconds(f, f, n_samples, n_frames, self.sample_rate)[0]
+        cut = subject_char_cut(norm, w1 - 1, start, end)
+        if cut and cut[1] < len(norm.words[w1 - 1]):
+            f = by_index[first_label[w1 - 1] + cut[1] - 1].end
+            out.subject_end_s = frames_to_seconds(f, f, n_samples, n_frames, self.sample_rate)[0]
 
 
 def subject_alignment(known_id, aligner: str, words: Sequence[WordSegment], w0: int, w1: int) -> Alignment:
@@ -313,7 +347,7 @@ def whisper_alignment(known_id, prompt: str, subject: str,
     sm = difflib.SequenceMatcher(a=ref.words, b=[h[0] for h in hyp], autojunk=False)
     for op, i0, i1, j0, j1 in sm.get_opcodes():
         if op == "equal" or (op == "replace" and i1 - i0 == j1 - j0):
-            for i, j in zip(range(i0, i1), range(j0, j1)):
+            for i, j in zip(range(i0, i1), range(j0, j1), strict=True):
                 _, s, e, p = hyp[j]
                 seg[i] = WordSegment(ref.words[i], s, e, p if op == "equal" else p / 2)
         elif op == "replace":
@@ -331,7 +365,7 @@ def whisper_alignment(known_id, prompt: str, subject: str,
 
 
 # --------------------------------------------------------------------------- accuracy
-def boundary_errors(reference, candidate, aligner_col: str = "aligner") -> "pd.DataFrame":  # noqa: F821
+def boundary_errors(reference, candidate, aligner_col: str = "aligner") -> pd.DataFrame:  # noqa: F821
     """Absolute subject-boundary errors in ms of ``candidate`` against ``reference`` (both alignment
     tables with ``known_id``, ``subject_start_s``, ``subject_end_s``, ``status``; only rows ``ok`` in
     both count). Returns one row per known_id: ``start_err_ms``, ``end_err_ms``."""
@@ -347,7 +381,7 @@ def boundary_errors(reference, candidate, aligner_col: str = "aligner") -> "pd.D
     })
 
 
-def alignment_accuracy(alignments, reference: str = "tts") -> "pd.DataFrame":  # noqa: F821
+def alignment_accuracy(alignments, reference: str = "tts") -> pd.DataFrame:  # noqa: F821
     """Mean and median absolute subject-boundary error (ms, start and end pooled) of every aligner
     against ``reference`` in a long alignment table (column ``aligner``)."""
     import pandas as pd

@@ -58,6 +58,9 @@ class Normalized:
     orig_spans: list[tuple[int, int]]
     dropped: list[str] = field(default_factory=list)
     unmappable: list[str] = field(default_factory=list)
+    #: per spoken word, per character: index of the character of ``original`` it spells, or None when
+    #: the token was rewritten (numbers, symbols), so characters no longer correspond
+    char_to_orig: list[list[int | None]] = field(default_factory=list)
 
     @property
     def ctc_string(self) -> str:
@@ -115,18 +118,23 @@ def normalize_for_ctc(text: str, vocab: Iterable[str] = DEFAULT_VOCAB) -> Normal
     spans: list[tuple[int, int]] = []
     dropped: list[str] = []
     unmappable: list[str] = []
+    char_to_orig: list[list[int | None]] = []
     for k, m in enumerate(re.finditer(r"\S+", text)):
         spans.append((m.start(), m.end()))
         spelled = _spell_token(m.group(0))
+        verbatim = spelled == m.group(0).translate(_APOSTROPHES)  # 1:1 with the original characters
         current: list[str] = []
+        origin: list[int | None] = []
 
-        def flush() -> None:
+        def flush(current: list[str] = current, origin: list[int | None] = origin, k: int = k) -> None:
             if current:
                 words.append("".join(current))
                 word_to_orig.append(k)
+                char_to_orig.append(list(origin))
                 current.clear()
+                origin.clear()
 
-        for ch in spelled:
+        for pos, ch in enumerate(spelled):
             if ch.isspace():
                 flush()
                 continue
@@ -141,6 +149,7 @@ def normalize_for_ctc(text: str, vocab: Iterable[str] = DEFAULT_VOCAB) -> Normal
             for a in ascii_form.upper():
                 if a in letters:
                     current.append(a)
+                    origin.append(m.start() + pos if verbatim else None)
                 elif a.isalnum():
                     unmappable.append(ch)
                 else:
@@ -148,7 +157,28 @@ def normalize_for_ctc(text: str, vocab: Iterable[str] = DEFAULT_VOCAB) -> Normal
                     dropped.append(ch)
                     flush()
         flush()
-    return Normalized(text, words, word_to_orig, spans, dropped, unmappable)
+    return Normalized(text, words, word_to_orig, spans, dropped, unmappable, char_to_orig)
+
+
+def subject_char_cut(normalized: Normalized, word: int, start: int, end: int) -> tuple[int, int] | None:
+    """Characters ``[c0, c1)`` of spoken word ``word`` that spell original characters in
+    ``[start, end)`` (e.g. ``APPLE`` of ``APPLE'S`` for the subject "Apple"), or None when the word
+    was rewritten or none of its characters is inside."""
+    origin = normalized.char_to_orig[word]
+    if not origin or any(o is None for o in origin):
+        return None
+    inside = [i for i, o in enumerate(origin) if start <= o < end]
+    return (inside[0], inside[-1] + 1) if inside else None
+
+
+def subject_char_span(prompt: str, subject: str) -> tuple[int, int]:
+    """Character span of the subject's first occurrence in the prompt (exact, then case-insensitive)."""
+    start = prompt.find(subject)
+    if start < 0:
+        start = prompt.lower().find(subject.lower())
+    if start < 0 or not subject.strip():
+        raise ValueError(f"subject {subject!r} not found in prompt {prompt!r}")
+    return start, start + len(subject)
 
 
 def subject_word_range(normalized: Normalized, prompt: str, subject: str) -> tuple[int, int]:
@@ -160,12 +190,7 @@ def subject_word_range(normalized: Normalized, prompt: str, subject: str) -> tup
     """
     if prompt != normalized.original:
         raise ValueError("prompt differs from the text that was normalised")
-    start = prompt.find(subject)
-    if start < 0:
-        start = prompt.lower().find(subject.lower())
-    if start < 0 or not subject.strip():
-        raise ValueError(f"subject {subject!r} not found in prompt {prompt!r}")
-    end = start + len(subject)
+    start, end = subject_char_span(prompt, subject)
     hit = [i for i in range(len(normalized.words)) if _overlaps(normalized.word_char_span(i), (start, end))]
     if not hit:
         raise ValueError(f"subject {subject!r} has no spoken word in {normalized.words!r}")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .asr import Transcript
 from .align import Alignment, WordSegment, quarantined, tts_alignment, whisper_alignment
+from .asr import Transcript
 from .tts import TTSBackend, WordTiming, read_wav, resample_to_16k, write_wav16
 
 log = logging.getLogger(__name__)

@@ -160,7 +160,7 @@ def match_groups_to_tokens(groups: Sequence[str], token_groups: Sequence[Sequenc
             if c0 == INF or k == K:
                 continue
 
-            def relax(i2: int, k2: int, c: float, exact: bool) -> None:
+            def relax(i2: int, k2: int, c: float, exact: bool, c0: float = c0, i: int = i, k: int = k) -> None:
                 if i2 <= G and c0 + c < cost[i2][k2]:
                     cost[i2][k2] = c0 + c
                     back[i2][k2] = (i, k, exact)
@@ -249,7 +249,7 @@ class PiperBackend(TTSBackend):
             log.warning("piper word timings: cannot match %d groups to %d words of %r", len(groups), len(tokens), text)
             return None
         out = []
-        for tok, (g0, g1, exact) in zip(tokens, match):
+        for tok, (g0, g1, exact) in zip(tokens, match, strict=True):
             if g1 > g0:
                 s, e = starts[groups[g0][0]], ends[groups[g1 - 1][-1]]
             else:  # no sounding phoneme (e.g. a dash): zero-length at the next group
