@@ -180,3 +180,34 @@ def test_match_piper_groups_to_tokens():
     assert match_groups_to_tokens(groups, token_groups) == [
         (0, 1, True), (1, 2, False), (1, 2, False), (2, 5, True), (5, 6, True)]
     assert match_groups_to_tokens(groups[:1], token_groups) is None
+
+
+def test_ctc_chain_recovers_word_times_from_oracle_emissions():
+    """Emissions that spell each word inside known time spans (50 Hz frames, 2.76 s of audio): Viterbi,
+    merging, grouping and eq. 1 give back the spans to within one frame (20 ms)."""
+    chars = ["<pad>", "|"] + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
+    words = ["VINSON", "MASSIF", "IS", "LOCATED"]
+    spans = [(0.04, 0.36), (0.41, 0.85), (0.92, 1.01), (1.06, 1.57)]
+    n_samples, sr = 44160, 16000
+    T = (n_samples - 400) // 320 + 1
+    plan = np.zeros(T, dtype=int)
+    for w, (a, b) in zip(words, spans, strict=True):
+        f0, f1 = int(round(a * 50)), int(round(b * 50))
+        for k, c in enumerate(w):  # one spike per letter, spread over the word's frames
+            plan[f0 + (f1 - 1 - f0) * k // (len(w) - 1)] = chars.index(c)  # first at f0, last at f1 - 1
+        if w != words[-1]:
+            plan[f1] = 1  # "|" right after the word (none after the last)
+    lp = peaked(plan.tolist(), V=len(chars))
+    labels = list("|".join(words))
+    tokens = [chars.index(c) for c in labels]
+    state, prob = ctc_viterbi(lp, tokens, 0)
+    untrimmed = label_to_word_frames(merge_label_segments(state, prob, labels))
+    assert untrimmed[-1][2] == T  # without trimming the last word runs to the end of the audio
+    got = label_to_word_frames(merge_label_segments(state, prob, labels, lp, tokens, 0))
+    assert [g[0] for g in got] == words
+    for (_, f0, _, _), (a, _b) in zip(got, spans, strict=True):
+        s0, _ = frames_to_seconds(f0, f0, n_samples, T, sr)
+        assert abs(s0 - a) <= 0.021
+    # word ends: the last letter's segment runs until the "|" spike; the final word's trailing silence is cut
+    for (_, _, f1, _), (_a, b) in zip(got, spans, strict=True):
+        assert abs(frames_to_seconds(f1, f1, n_samples, T, sr)[0] - b) <= 0.021

@@ -140,8 +140,17 @@ def ctc_viterbi(log_probs: np.ndarray, tokens: Sequence[int], blank: int) -> tup
     return state, prob
 
 
-def merge_label_segments(state: np.ndarray, prob: np.ndarray, labels: Sequence[str]) -> list[LabelSegment]:
-    """Merge consecutive frames on the same label into one segment scored by their mean probability."""
+def merge_label_segments(state: np.ndarray, prob: np.ndarray, labels: Sequence[str],
+                         log_probs: np.ndarray | None = None, tokens: Sequence[int] | None = None,
+                         blank: int = 0) -> list[LabelSegment]:
+    """Merge consecutive frames on the same label into one segment scored by their mean probability.
+
+    A label's segment holds the frame that emitted it and the following frames that stay on it
+    (blanks or repeats), so inner words end where the next ``|`` starts (as in the paper). The last
+    label would then absorb all trailing silence; given ``log_probs`` and ``tokens``, its trailing
+    frames that are more likely blank than the label are cut off (the leading silence is already
+    outside any label).
+    """
     segs: list[LabelSegment] = []
     T = len(state)
     t = 0
@@ -151,7 +160,12 @@ def merge_label_segments(state: np.ndarray, prob: np.ndarray, labels: Sequence[s
         while u < T and state[u] == j:
             u += 1
         if j > 0:
-            segs.append(LabelSegment(j - 1, labels[j - 1], t, u, float(np.mean(prob[t:u]))))
+            end = u
+            if log_probs is not None and tokens is not None and j == len(labels):
+                c = tokens[j - 1]
+                while end - 1 > t and log_probs[end - 1, blank] >= log_probs[end - 1, c]:
+                    end -= 1
+            segs.append(LabelSegment(j - 1, labels[j - 1], t, end, float(np.mean(prob[t:end]))))
         t = u
     return segs
 
@@ -241,8 +255,9 @@ class CTCAligner:
         if missing:
             raise ValueError(f"labels {missing} are not in the CTC vocabulary")
         lp = self.log_probs(audio16k)
-        state, prob = ctc_viterbi(lp, [self.vocab[c] for c in labels], self.blank_id)
-        segs = merge_label_segments(state, prob, labels)
+        tokens = [self.vocab[c] for c in labels]
+        state, prob = ctc_viterbi(lp, tokens, self.blank_id)
+        segs = merge_label_segments(state, prob, labels, lp, tokens, self.blank_id)
         out = []
         for word, f0, f1, score in label_to_word_frames(segs):
             s0, s1 = frames_to_seconds(f0, f1, len(audio16k), lp.shape[0], self.sample_rate)
