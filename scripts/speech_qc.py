@@ -16,7 +16,7 @@ p = snakemake.params
 records = select_shard(pd.read_parquet(snakemake.input.records), int(p.shard), int(p.shard_size))
 manifest = pd.read_parquet(snakemake.input.manifest).set_index("known_id")
 asr = WhisperASR(p.model, cache_dir=p.cache_dir, device=p.device, compute_type=p.compute_type,
-                 beam_size=p.beam_size, cpu_threads=snakemake.threads)
+                 beam_size=p.beam_size, cpu_threads=snakemake.threads, engine=p.engine)
 rows, t0 = [], time.perf_counter()
 for r in records.itertuples(index=False):
     m = manifest.loc[r.known_id]

@@ -125,6 +125,22 @@ def test_whisper_base_transcribes_piper_clip(asr, vinson):
     assert w.status == "ok" and 0 <= w.subject_start_s < 0.1 and 0.6 < w.subject_end_s < 1.0
 
 
+@pytest.mark.slow
+def test_openai_whisper_on_converted_checkpoint(vinson):
+    """The CTranslate2 whisper-base converted to an openai-whisper checkpoint (strict state-dict load)
+    transcribes like faster-whisper float32 (docs/offline-models: identical on 20 clips)."""
+    pytest.importorskip("whisper")
+    from crosstrace.models.loading import default_cache_dir
+    from crosstrace.speech.asr import WhisperASR, normalize_for_wer
+
+    asr = WhisperASR(cache_dir=default_cache_dir(), engine="openai-whisper", cpu_threads=2, beam_size=1)
+    tr = asr.transcribe(vinson.audio)
+    assert normalize_for_wer(tr.text) in {"benson masseth is located in the continent of",
+                                          "benson massif is located in the continent of"}
+    assert [w[0] for w in tr.words][2:] == ["is", "located", "in", "the", "continent", "of"]
+    assert tr.words[0][1] == 0.0 and 2.0 < tr.words[-1][2] < 2.8
+
+
 def test_tiny_hubert_ctc_aligner_end_to_end(tiny_ctc, vinson):
     a = align_record("ctc", 3, VINSON, "Vinson Massif", vinson.audio, ctc=tiny_ctc)
     assert a.status == "ok", a.reason

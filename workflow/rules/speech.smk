@@ -77,6 +77,7 @@ rule speech_qc:
         shard=lambda wc: int(wc.shard),
         shard_size=SPEECH["shard_size"],
         model=SPEECH["asr"]["model"],
+        engine=SPEECH["asr"]["engine"],
         cache_dir=config.get("cache_dir"),
         device=SPEECH["asr"]["device"],
         compute_type=SPEECH["asr"]["compute_type"],

