@@ -153,6 +153,30 @@ def test_tiny_hubert_ctc_aligner_end_to_end(tiny_ctc, vinson):
     assert a.subject_start_s == a.words[0].start_s and a.subject_end_s == a.words[1].end_s
 
 
+def test_ctc_aligner_from_saved_folder(tmp_path, vinson):
+    """A CTC model folder as users give it (model + Wav2Vec2CTCTokenizer + feature extractor)."""
+    import json
+
+    import torch
+    from transformers import HubertConfig, HubertForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
+
+    chars = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("ETAONIHSRDLUMWCFGYPBVKXJQZ'")
+    (tmp_path / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
+    tok = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), pad_token="<pad>", word_delimiter_token="|")
+    torch.manual_seed(1)
+    cfg = HubertConfig(vocab_size=len(chars), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                       num_conv_pos_embedding_groups=4, pad_token_id=0)
+    HubertForCTC(cfg).save_pretrained(tmp_path / "ctc")
+    tok.save_pretrained(tmp_path / "ctc")
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(tmp_path / "ctc")
+    al = CTCAligner.from_pretrained(str(tmp_path / "ctc"))
+    assert al.blank_id == 0 and al.vocab["|"] == 4 and al.normalize_audio
+    a = al.align(8, vinson.audio, VINSON, "continent")
+    assert a.status == "ok" and [w.word for w in a.words][-2:] == ["CONTINENT", "OF"]
+    assert a.words[5].end_s <= a.subject_start_s < a.subject_end_s <= a.words[7].start_s
+
+
 def test_tts_aligner_uses_piper_timings(vinson):
     a = align_record("tts", 4, VINSON, "Vinson Massif", vinson.audio, word_timings=vinson.word_timings)
     assert a.status == "ok" and a.subject_start_s == vinson.word_timings[0].start_s
