@@ -114,7 +114,7 @@ class WhisperASR:
     """Whisper transcription of 16 kHz float32 audio with faster-whisper or openai-whisper."""
 
     def __init__(self, model: str = OFFLINE_WHISPER, cache_dir: str | Path | None = None, device: str = "cpu",
-                 compute_type: str = "float32", beam_size: int = 5, language: str = "en", cpu_threads: int = 0,
+                 compute_type: str = "int8", beam_size: int = 5, language: str = "en", cpu_threads: int = 0,
                  engine: str = "faster-whisper"):
         if engine not in ENGINES:
             raise ValueError(f"unknown Whisper engine {engine!r}; choose one of {ENGINES}")
