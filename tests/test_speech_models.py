@@ -97,6 +97,20 @@ def test_unknown_backend_is_a_clear_error():
         get_backend("festival")
 
 
+def test_optional_backends_fail_clearly_when_absent():
+    import importlib.util
+    import shutil
+
+    from crosstrace.speech.tts import TTSError
+
+    if importlib.util.find_spec("melo") is None:
+        with pytest.raises(TTSError, match="MeloTTS is not installed"):
+            get_backend("melotts")
+    if shutil.which("espeak-ng") is None:
+        with pytest.raises(TTSError, match="espeak-ng binary not found"):
+            get_backend("espeak-ng")
+
+
 def test_espeak_fallback_if_present():
     import shutil
 
