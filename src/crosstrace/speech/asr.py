@@ -124,7 +124,9 @@ class WhisperASR:
             from faster_whisper import WhisperModel
 
             path = str(prepare_whisper_base(cache_dir)) if model == OFFLINE_WHISPER else model
-            self._model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+            dev, _, index = device.partition(":")  # faster-whisper takes "cuda" plus an index
+            self._model = WhisperModel(path, device=dev, device_index=int(index or 0), compute_type=compute_type,
+                                       cpu_threads=cpu_threads)
         else:
             import json
 
