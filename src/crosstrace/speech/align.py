@@ -380,7 +380,7 @@ def whisper_alignment(known_id, prompt: str, subject: str,
 
 
 # --------------------------------------------------------------------------- accuracy
-def boundary_errors(reference, candidate, aligner_col: str = "aligner") -> pd.DataFrame:  # noqa: F821
+def boundary_errors(reference, candidate) -> pd.DataFrame:  # noqa: F821
     """Absolute subject-boundary errors in ms of ``candidate`` against ``reference`` (both alignment
     tables with ``known_id``, ``subject_start_s``, ``subject_end_s``, ``status``; only rows ``ok`` in
     both count). Returns one row per known_id: ``start_err_ms``, ``end_err_ms``."""
