@@ -27,11 +27,12 @@ def test_categories_two_token_subject_has_no_middle_and_subject_at_end():
 
 
 def test_category_means_average_positions():
-    ie = np.arange(12, dtype=float).reshape(6, 2)  # 6 tokens × 2 layers
-    m = category_means(ie, (1, 3))
-    np.testing.assert_array_equal(m["middle_subject"], [4.0, 5.0])  # row 2
-    np.testing.assert_array_equal(m["further"], [8.0, 9.0])  # row 4 only (T-2 = 4)
-    np.testing.assert_array_equal(m["last"], [10.0, 11.0])
+    ie = np.arange(14, dtype=float).reshape(7, 2)  # 7 tokens × 2 layers, subject [1, 4)
+    m = category_means(ie, (1, 4))
+    np.testing.assert_array_equal(m["middle_subject"], [4.0, 5.0])  # row 2 only
+    np.testing.assert_array_equal(m["first_subsequent"], [8.0, 9.0])  # row 4
+    np.testing.assert_array_equal(m["further"], [10.0, 11.0])  # row 5 only (T-2 = 5)
+    np.testing.assert_array_equal(m["last"], [12.0, 13.0])
 
 
 def test_span_errors():
