@@ -59,7 +59,9 @@ def trace_params():
 def selected_count(wildcards):
     """Prompts to trace: known ones, capped by trace.max_prompts (read after the filter checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
-    table = pd.read_parquet(known, columns=["known"])
+    table = pd.read_parquet(known)
+    if "status" in table.columns:  # S→T: records without a traceable spoken prompt are never traced
+        table = table[table["status"] == "ok"]
     n = int(table["known"].sum()) if config["filter"]["require_known"] else len(table)
     cap = config["trace"]["max_prompts"]
     return n if cap is None else min(n, cap)
