@@ -7,8 +7,8 @@ import torch
 
 from crosstrace.io import read_json, setup_logging, write_parquet
 from crosstrace.modality import speech_root, units_row
-from crosstrace.models.loading import resolve_device
 from crosstrace.models.hubert import SpeechTokenizer, SpeechTokenizerError
+from crosstrace.models.loading import resolve_device
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

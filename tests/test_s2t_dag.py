@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -60,7 +59,7 @@ def test_aie_for_all_three_runs(run):
 def test_s2t_rows_subject_inside_unit_region(run):
     ie = pd.read_parquet(run / "spirit" / "s2t" / "ie_per_prompt.parquet")
     assert ie["known_id"].nunique() >= 1
-    for kid, g in ie.groupby("known_id"):
+    for _kid, g in ie.groupby("known_id"):
         toks = g.drop_duplicates("token_index").sort_values("token_index")["token"].tolist()
         b, e = int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0])
         assert toks[1] == "[Speech]" and toks[-1] == "[Text]"

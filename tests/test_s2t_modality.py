@@ -7,8 +7,6 @@ import pytest
 import torch
 from spiritlm_fixture import build_tiny_spiritlm
 
-from crosstrace.models.loading import ModelLoadError
-from crosstrace.models.hubert import Units
 from crosstrace.modality import (
     check_spiritlm_root,
     encode_s2t,
@@ -20,6 +18,8 @@ from crosstrace.modality import (
     trace_one_fn,
     units_row,
 )
+from crosstrace.models.hubert import Units
+from crosstrace.models.loading import ModelLoadError
 from crosstrace.speech.units import UnitSpanError
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.noise import embedding_std

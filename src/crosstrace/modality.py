@@ -173,9 +173,8 @@ def s2t_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: pd.
         row = {"known_id": kid, "subject": r["subject"], "attribute": r["attribute"], "prompt": r["prompt"],
                "status": "ok", "stage": "", "reason": "", "aligner": aligner}
 
-        def bad(stage, reason):
+        def bad(stage, reason, row=row, kid=kid):
             row.update(status="quarantined", stage=stage, reason=f"known_id={kid}: {reason}")
-            return row
 
         rows.append(row)
         if kid not in selected:
@@ -234,7 +233,7 @@ def trace_one_fn(spec: dict, tracer, modality: str):
 
     def fix_tokens(tr):
         if spirit:
-            tr.tokens = [unit_token(i) or s for i, s in zip(tr.input_ids, tr.tokens)]
+            tr.tokens = [unit_token(i) or s for i, s in zip(tr.input_ids, tr.tokens, strict=True)]
         return tr
 
     if modality == "s2t":
