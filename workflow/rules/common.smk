@@ -18,6 +18,16 @@ def workflow_path(p):
 MODELS = {m["name"]: m for m in config["models"]}
 if len(MODELS) != len(config["models"]):
     raise ValueError("config: model names must be unique")
+for _name, _spec in MODELS.items():
+    if "s2t" in _spec.get("modalities", ["t2t"]) and _spec.get("family", "hf") != "spiritlm":
+        raise ValueError(f"config: model {_name!r} lists modality s2t, which needs family: spiritlm")
+    if _spec.get("stray_space", False) and _spec.get("family", "hf") != "spiritlm":
+        raise ValueError(f"config: model {_name!r}: stray_space applies to family spiritlm only")
+    if "s2t" in _spec.get("modalities", ["t2t"]) and not config["speech"]["enabled"]:
+        raise ValueError(f"config: model {_name!r} lists modality s2t, which needs speech.enabled: true")
+if any("s2t" in s.get("modalities", ["t2t"]) for s in MODELS.values()) and config["speech"]["align"]["use"] not in config["speech"]["align"]["aligners"]:
+    raise ValueError(f"config: speech.align.use {config['speech']['align']['use']!r} is not among "
+                     f"speech.align.aligners {config['speech']['align']['aligners']}")
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
 KINDS = config["trace"]["kinds"]
 FORMATS = config["figures"]["formats"]
@@ -49,7 +59,9 @@ def trace_params():
 def selected_count(wildcards):
     """Prompts to trace: known ones, capped by trace.max_prompts (read after the filter checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
-    table = pd.read_parquet(known, columns=["known"])
+    table = pd.read_parquet(known)
+    if "status" in table.columns:  # S→T: records without a traceable spoken prompt are never traced
+        table = table[table["status"] == "ok"]
     n = int(table["known"].sum()) if config["filter"]["require_known"] else len(table)
     cap = config["trace"]["max_prompts"]
     return n if cap is None else min(n, cap)

@@ -1,13 +1,13 @@
 checkpoint filter_known:
     input:
-        records=rules.validate_known.output.records,
-        model=rules.prepare_model.output[0],
+        unpack(filter_inputs),
     output:
         table=f"{R}/{{model}}/{{modality}}/known.parquet",
     params:
         spec=model_spec,
         max_new_tokens=config["filter"]["max_new_tokens"],
         batch_size=config["filter"]["batch_size"],
+        aligner=config["speech"]["align"]["use"],
     threads: workflow.cores
     resources:
         gpu=lambda wc: int(MODELS[wc.model].get("device", "cpu").startswith("cuda")),

@@ -14,12 +14,13 @@ rule prepare_model:
 
 rule noise_std:
     input:
-        records=rules.validate_known.output.records,
-        model=rules.prepare_model.output[0],
+        unpack(noise_inputs),
     output:
         f"{R}/{{model}}/{{modality}}/noise.json",
     params:
         spec=model_spec,
+    resources:
+        gpu=lambda wc: int(MODELS[wc.model].get("device", "cpu").startswith("cuda")),
     log:
         "logs/noise_std/{model}_{modality}.log",
     conda:

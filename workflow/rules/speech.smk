@@ -84,6 +84,8 @@ rule speech_qc:
         beam_size=SPEECH["asr"]["beam_size"],
         max_wer=SPEECH["asr"]["max_wer"],
     threads: 2
+    resources:
+        gpu=int(SPEECH["asr"]["device"].startswith("cuda")),
     log:
         "logs/speech_qc/{shard}.log",
     conda:
@@ -107,6 +109,8 @@ rule align:
         ctc_subject_chars=SPEECH["align"]["ctc_subject_chars"],
         device=SPEECH["align"]["device"],
     threads: 2
+    resources:
+        gpu=int(SPEECH["align"]["device"].startswith("cuda")),
     log:
         "logs/align/{shard}.log",
     conda:
