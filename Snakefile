@@ -19,10 +19,12 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/s2t.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/filter.smk"
 include: "workflow/rules/trace.smk"
+include: "workflow/rules/speech.smk"
 include: "workflow/rules/report.smk"
 
 

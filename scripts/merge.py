@@ -20,6 +20,8 @@ summary = {
     "known": int(known["known"].sum()),
     "known_exact": int((known["label"] == "exact").sum()),
     "known_partial": int((known["label"] == "partial").sum()),
+    # S→T: records without a traceable spoken prompt (no speech, alignment or units; see known.parquet)
+    "no_prompt": int((known["label"] == "quarantined").sum()),
     "traced": int(ie["known_id"].nunique()) if len(ie) else 0,
     "quarantined": len(quarantined),
     "noise_std": noise["std"],

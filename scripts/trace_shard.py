@@ -5,7 +5,7 @@ import torch
 
 from crosstrace.filtering import select_for_trace
 from crosstrace.io import read_json, setup_logging, write_parquet
-from crosstrace.models.loading import load_model
+from crosstrace.modality import load_any, trace_one_fn
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.tables import trace_records
 
@@ -13,7 +13,7 @@ log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p, w = snakemake.params, snakemake.wildcards
 m = read_json(snakemake.input.model)
-lm = load_model(m["resolved"], m.get("device", "cpu"), m.get("dtype", "float32"), name=m["name"])
+lm = load_any(m)
 t = p.trace
 settings = TraceSettings(kinds=tuple(t["kinds"]), window=t["window"], noise=NoiseConfig(**t["noise"]),
                          engine=t["engine"], max_rows=t["max_rows"])
@@ -21,6 +21,6 @@ std = read_json(snakemake.input.noise)["std"]
 tracer = Tracer(lm.model, lm.tokenizer, settings, std)
 shard = select_for_trace(pd.read_parquet(snakemake.input.known), p.max_prompts, int(w.shard), p.shard_size, p.require_known)
 log.info("shard %s: %d prompts, engine %s, noise scale %.4f", w.shard, len(shard), tracer.engine, tracer.noise_scale)
-ie, quarantined = trace_records(tracer, shard.to_dict("records"), m["name"], w.modality)
+ie, quarantined = trace_records(tracer, shard.to_dict("records"), m["name"], w.modality, trace_one=trace_one_fn(m, tracer, w.modality))
 write_parquet(quarantined, snakemake.output.quarantine)
 write_parquet(ie, snakemake.output.ie)

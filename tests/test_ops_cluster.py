@@ -12,8 +12,8 @@ PROFILES = ROOT / "workflow" / "profiles"
 SLURM = PROFILES / "slurm"
 RULE_TEXT = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")])
 RULES = set(re.findall(r"^(?:rule|checkpoint)\s+(\w+)\s*:", RULE_TEXT, re.M))
-SPEECH_RULES = {"synthesize", "speech_qc", "align"}  # added by the speech pipeline (workflow/rules/speech.smk)
-MODEL_RULES = ("trace", "filter_known", "noise_std")
+SPEECH_RULES = {"synthesize", "speech_qc", "align"}  # CPU rules of the speech pipeline (workflow/rules/speech.smk)
+MODEL_RULES = ("trace", "filter_known", "noise_std", "speech_units")
 
 
 def load(profile: str) -> dict:
@@ -26,8 +26,8 @@ def test_slurm_profile_settings():
     assert p["jobs"] >= 1 and p["retries"] >= 1 and p["latency-wait"] >= 30
     assert p["rerun-incomplete"] is True
     named = set(p["set-resources"]) | set(p["set-threads"]) | set(p["groups"])
-    assert named <= RULES | SPEECH_RULES, f"profile names unknown rules: {named - RULES - SPEECH_RULES}"
-    assert set(MODEL_RULES) | {"download_known", "validate_known"} | SPEECH_RULES <= set(p["set-resources"])
+    assert named <= RULES, f"profile names unknown rules: {named - RULES}"
+    assert RULES - {"all", "speech"} <= set(p["set-resources"]), "every rule that runs gets resources"
     # The rules decide GPU or not from the model's device; a profile value would override that for CPU models.
     for rule in MODEL_RULES:
         assert "gpu" not in p["set-resources"][rule] and "gres" not in p["set-resources"][rule]
@@ -70,7 +70,7 @@ def job_resources(output: str) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("device,gpu", [("cuda", "gpu=1"), ("cpu", "gpu=0")])
 def test_slurm_profile_dry_run(tmp_path, device, gpu):
-    cfg = tiny_config(tmp_path / "no-model-needed-for-a-dry-run")
+    cfg = tiny_config(tmp_path / "no-model-needed-for-a-dry-run", speech={"enabled": True})
     cfg["models"][0]["device"] = device
     write_config(tmp_path / "config.yaml", cfg)
     r = snakemake(tmp_path, "--profile", str(SLURM), "--dry-run")
@@ -79,7 +79,8 @@ def test_slurm_profile_dry_run(tmp_path, device, gpu):
     for rule in ("filter_known", "noise_std"):
         assert gpu in res[rule][0], res[rule]
     assert "mem_mb=32000" in res["filter_known"][0] and "runtime=120" in res["filter_known"][0]
-    assert "Group job data" in r.stdout  # download + validate share one sbatch job
+    assert "Group job data" in r.stdout  # download + validate (+ speech selection) share one sbatch job
+    assert "gpu=" not in res["speech_select"][0]
 
 
 def test_workflow_parses_without_cores(tmp_path):

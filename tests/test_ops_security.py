@@ -80,3 +80,12 @@ def test_scan_catches_unsafe_code(tmp_path):
     names = [(name, kw) for _, name, kw in calls(p)]
     assert ("pickle.load" in {n for n, _ in names}) and "eval" in {n for n, _ in names}
     assert sum(1 for n, kw in names if n == "torch.load" and not kw_is(kw, "weights_only", True)) == 2
+
+
+def test_pinned_openai_whisper_loads_weights_only():
+    """crosstrace.speech.asr loads Whisper checkpoints through whisper.load_model (openai-whisper==20250625)."""
+    import inspect
+
+    whisper = pytest.importorskip("whisper")
+    src = inspect.getsource(whisper.load_model)
+    assert '"weights_only": True' in src and "torch.load(fp, map_location=device, **kwargs)" in src

@@ -22,6 +22,7 @@ TINY_CONFIG = {
     "filter": {"require_known": False, "max_new_tokens": 3},
     "trace": {"window": 2, "noise": {"samples": 2}, "max_prompts": 3, "shard_size": 1},
     "figures": {"formats": ["png"]},
+    "speech": {"enabled": False},  # text side only: these tests are about the DAG, not TTS/Whisper
 }
 
 

@@ -3,10 +3,8 @@
     python -m crosstrace.bench                 # JSON line: seconds per kind, speedup, max |ΔIE|
     python -m crosstrace.bench --scaling       # also time prompt lengths 8..128 → docs/performance.md
 
-The reference is ROME's algorithm (2 + T·L full forward passes per kind). It runs a batch of
-``samples`` corrupted rows; ROME adds the clean row to every batch, which we record once instead, so
-the reference here is slightly faster than ROME's and the speedup is conservative. Both engines get
-identical noise.
+The reference is ROME's algorithm exactly (2 + T·L full forward passes of batch samples + 1 per
+kind, the clean prompt in row 0 as the source of restored states). Both engines get identical noise.
 """
 
 from __future__ import annotations

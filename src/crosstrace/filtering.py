@@ -113,6 +113,8 @@ def select_for_trace(known, max_prompts: int | None, shard: int | None = None, s
     ``require_known=False`` traces every valid record whatever the model answered (a control, and how
     the tests run the DAG on tiny random models that know nothing).
     """
+    if "status" in known.columns:  # S→T: prompts without speech / alignment / units cannot be traced
+        known = known[known["status"] == "ok"]
     sel = known[known["known"]] if require_known else known
     if max_prompts is not None:
         sel = sel.iloc[:max_prompts]

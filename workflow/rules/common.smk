@@ -17,6 +17,21 @@ def workflow_path(p):
 MODELS = {m["name"]: m for m in config["models"]}
 if len(MODELS) != len(config["models"]):
     raise ValueError("config: model names must be unique")
+for _name, _spec in MODELS.items():
+    if "s2t" in _spec.get("modalities", ["t2t"]) and _spec.get("family", "hf") != "spiritlm":
+        raise ValueError(f"config: model {_name!r} lists modality s2t, which needs family: spiritlm")
+    if _spec.get("stray_space", False) and _spec.get("family", "hf") != "spiritlm":
+        raise ValueError(f"config: model {_name!r}: stray_space applies to family spiritlm only")
+    if "s2t" in _spec.get("modalities", ["t2t"]) and not config["speech"]["enabled"]:
+        raise ValueError(f"config: model {_name!r} lists modality s2t, which needs speech.enabled: true")
+if (
+    any("s2t" in s.get("modalities", ["t2t"]) for s in MODELS.values())
+    and config["speech"]["align"]["use"] not in config["speech"]["align"]["aligners"]
+):
+    raise ValueError(
+        f"config: speech.align.use {config['speech']['align']['use']!r} is not among "
+        f"speech.align.aligners {config['speech']['align']['aligners']}"
+    )
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
 KINDS = config["trace"]["kinds"]
 FORMATS = config["figures"]["formats"]
@@ -64,7 +79,9 @@ def trace_params():
 def selected_count(wildcards):
     """Prompts to trace: known ones, capped by trace.max_prompts (read after the filter checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
-    table = pd.read_parquet(known, columns=["known"])
+    table = pd.read_parquet(known)
+    if "status" in table.columns:  # S→T: records without a traceable spoken prompt are never traced
+        table = table[table["status"] == "ok"]
     n = int(table["known"].sum()) if config["filter"]["require_known"] else len(table)
     cap = config["trace"]["max_prompts"]
     return n if cap is None else min(n, cap)
@@ -83,6 +100,8 @@ def shard_outputs(wildcards):
 
 def all_targets():
     out = [f"{R}/data/quarantine.parquet"]
+    if config["speech"]["enabled"]:
+        out += SPEECH_TARGETS
     for m, mod in RUNS:
         out += [
             f"{R}/{m}/{mod}/aie.parquet",
@@ -90,3 +109,69 @@ def all_targets():
         ]
         out += expand(f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
     return out
+
+
+# Speech helpers (used by speech.smk)
+
+SPEECH = config["speech"]
+
+
+def speech_shard_ids():
+    """Shard indices of the prompts selected for speech (read after the speech_select checkpoint)."""
+    sel = checkpoints.speech_select.get().output.records
+    n = len(pd.read_parquet(sel, columns=["known_id"]))
+    return range(max(1, math.ceil(n / SPEECH["shard_size"])))
+
+
+def speech_align_shards(wildcards):
+    return expand(f"{R}/speech/align/{{shard}}.parquet", shard=speech_shard_ids())
+
+
+def speech_qc_shards(wildcards):
+    return expand(f"{R}/speech/qc/{{shard}}.parquet", shard=speech_shard_ids())
+
+
+SPEECH_TARGETS = [
+    f"{R}/speech/alignment.parquet",
+    f"{R}/speech/align_accuracy.parquet",
+    f"{R}/speech/qc.parquet",
+    f"{R}/speech/wer.json",
+    f"{R}/speech/figures/wer_hist.png",
+]
+
+
+# S→T helpers (used by s2t.smk, filter.smk, models.smk)
+
+
+def units_shards(wildcards):
+    return expand(
+        f"{R}/{{model}}/s2t/units/{{shard}}.parquet", model=wildcards.model, shard=speech_shard_ids()
+    )
+
+
+def manifest_shards(wildcards):
+    return expand(f"{R}/speech/manifest/{{shard}}.parquet", shard=speech_shard_ids())
+
+
+def filter_inputs(wildcards):
+    """T→T: the validated records. S→T also: speech selection, manifests, QC, alignment, units."""
+    inp = {"records": f"{R}/data/records.parquet", "model": f"{R}/models/{wildcards.model}.json"}
+    if wildcards.modality == "s2t":
+        inp.update(
+            speech_records=f"{R}/speech/records.parquet",
+            manifest=manifest_shards(wildcards),
+            qc=speech_qc_shards(wildcards),
+            alignment=f"{R}/speech/alignment.parquet",
+            units=units_shards(wildcards),
+        )
+    return inp
+
+
+def noise_inputs(wildcards):
+    """T→T: std over the dataset's subjects; S→T: over the unit tokens in the S→T subject spans (known table)."""
+    records = (
+        f"{R}/{wildcards.model}/s2t/known.parquet"
+        if wildcards.modality == "s2t"
+        else f"{R}/data/records.parquet"
+    )
+    return {"records": records, "model": f"{R}/models/{wildcards.model}.json"}

@@ -1,7 +1,6 @@
 checkpoint filter_known:
     input:
-        records=rules.validate_known.output.records,
-        model=rules.prepare_model.output[0],
+        unpack(filter_inputs),
     output:
         table=f"{R}/{{model}}/{{modality}}/known.parquet",
     log:
@@ -15,5 +14,6 @@ checkpoint filter_known:
         spec=model_spec,
         max_new_tokens=config["filter"]["max_new_tokens"],
         batch_size=config["filter"]["batch_size"],
+        aligner=config["speech"]["align"]["use"],
     script:
         "../../scripts/filter_known.py"

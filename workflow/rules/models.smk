@@ -14,8 +14,7 @@ rule prepare_model:
 
 rule noise_std:
     input:
-        records=rules.validate_known.output.records,
-        model=rules.prepare_model.output[0],
+        unpack(noise_inputs),
     output:
         f"{R}/{{model}}/{{modality}}/noise.json",
     log:

@@ -36,17 +36,29 @@ def supports_fast(model) -> bool:
 
 
 class _KV:
-    """Minimal stand-in for an HF cache: prepends fixed past keys/values, optionally records new ones."""
+    """Minimal stand-in for an HF cache: prepends fixed past keys/values, optionally records new ones.
+
+    ``past`` holds one (samples, heads, t, dim) block per noise draw; the batch has ``groups`` items of
+    ``samples`` rows each, so the past is tiled into a preallocated buffer (one copy, no repeat + cat).
+    """
 
     def __init__(self, past: tuple[torch.Tensor, torch.Tensor] | None = None, keep: list | None = None):
         self.past, self.keep = past, keep
 
+    @staticmethod
+    def _join(past: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        S, H, t, D = past.shape
+        rows, _, q, _ = new.shape
+        out = new.new_empty(rows, H, t + q, D)
+        out.view(rows // S, S, H, t + q, D)[:, :, :, :t] = past[None]
+        out[:, :, t:] = new
+        return out
+
     def update(self, k, v, layer_idx, cache_kwargs=None):
         if self.keep is not None:
             self.keep.append((k, v))
-        if self.past is not None:
-            k = torch.cat([self.past[0], k], dim=2)
-            v = torch.cat([self.past[1], v], dim=2)
+        if self.past is not None and self.past[0].shape[2] > 0:
+            k, v = self._join(self.past[0], k), self._join(self.past[1], v)
         return k, v
 
 
@@ -81,7 +93,9 @@ class LlamaRunner:
         pos = torch.arange(start, end, device=h.device)[None]
         return self.inner.rotary_emb(h, position_ids=pos)
 
-    def block(self, k: int, h, pe, mask, kv: _KV, patch_attn=None, patch_mlp=None, keep=None):
+    def block(self, k: int, h, pe, mask, kv: _KV, patch_attn=None, patch_mlp=None, keep=None, last_only=False):
+        """One decoder block. ``last_only``: return only the last position (all that the logits need
+        after the final block; earlier positions still feed this block's keys and values)."""
         layer = self.layers[k]
         residual = h
         x = layer.input_layernorm(h)
@@ -89,6 +103,8 @@ class LlamaRunner:
         if patch_attn is not None:
             a = patch_attn(a)
         h = residual + a
+        if last_only:
+            h = h[:, -1:]
         m = layer.mlp(layer.post_attention_layernorm(h))
         if patch_mlp is not None:
             m = patch_mlp(m)
@@ -152,6 +168,8 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
             x = (corr.block_in[k] if k < L else corr.final)[:, t:].clone()
             if kind == "hidden":
                 x[:, 0] = clean.block_in[k][0, t] if k < L else clean.final[0, t]
+            if k == L:  # after the last block only the last position is kept
+                x, h = x[:, -1:], h[:, -1:]
             h = torch.cat([h, x], dim=0)
             active.append(it)
 
@@ -172,12 +190,14 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
         join(k)
         if not active:
             continue
-        n = len(active)
         pk, pv = corr.kv[k]
-        past = (pk[:, :, :t].repeat(n, 1, 1, 1), pv[:, :, :t].repeat(n, 1, 1, 1))
+        past = (pk[:, :, :t], pv[:, :, :t])
         pa = patcher(k, clean.attn[k]) if kind == "attn" else None
-        pm = patcher(k, clean.mlp[k]) if kind == "mlp" else None
-        h = runner.block(k, h, pe, mask, _KV(past), patch_attn=pa, patch_mlp=pm)
+        last = k == L - 1
+        # patches touch relative position 0 (token t); after slicing to the last position that is
+        # only still present when t is the last token
+        pm = patcher(k, clean.mlp[k]) if kind == "mlp" and (not last or t == T - 1) else None
+        h = runner.block(k, h, pe, mask, _KV(past), patch_attn=pa, patch_mlp=pm, last_only=last)
     join(L)
     probs = runner.answer_probs(h[:, -1], answer_id).double()
     order = torch.tensor([it.layer for it in active])

@@ -1,0 +1,261 @@
+"""Model families (hf, spiritlm) and modalities (T→T, S→T): loading, prompt ids, subject spans.
+
+The workflow scripts stay thin; everything that depends on the family or modality lives here.
+
+- ``load_any(spec)``: one loader for a model entry of the config (``family: hf | spiritlm``).
+- ``encode_t2t``: T→T ids and subject span (HF: the tokenizer's own prompt; SpiritLM: ``[Text]`` + text).
+- ``encode_s2t``: S→T ids ``[1, ([▁,) 32001, 32002+u…, 32000]`` and the subject's :class:`UnitSpan` from
+  its aligned seconds (paper eq. 2, through the deduplication run lengths, offset from the real ids).
+- ``s2t_table``: the S→T prompt table (every record; missing speech / QC failure / alignment or unit
+  failure become labelled or quarantined rows with a reason, never a silent drop).
+- ``s2t_subject_embedding_ids``: the unit ids inside every subject span, for the S→T noise scale.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .models import spiritlm as slm
+from .models.loading import LoadedModel, ModelLoadError, load_model, prepare_model
+from .speech.units import UnitSpan, unit_span_positions
+from .trace.tokens import Encoded, SpanError, encode_prompt
+
+FAMILIES = ("hf", "spiritlm")
+MODALITIES = ("t2t", "s2t")
+
+#: speech tokenizer files under a SpiritLM checkpoint root (spiritlm-format.md §1)
+HUBERT_FILES = (
+    Path("speech_tokenizer") / "hubert_25hz" / "mhubert_base_25hz.pt",
+    Path("speech_tokenizer") / "hubert_25hz" / "L11_quantizer_500.pt",
+)
+
+#: extra columns of the S→T known table (on top of crosstrace.filtering.FILTER_COLUMNS)
+S2T_COLUMNS = [
+    "status", "stage", "wav_path", "duration_s", "passes_qc", "wer", "aligner", "subject_start_s",
+    "subject_end_s", "n_frames", "n_units", "frame_start", "frame_end", "dedup_start", "dedup_end",
+    "unit_offset", "pos_start", "pos_end", "dedup", "run_lengths",
+]
+
+
+def family(spec: dict) -> str:
+    f = spec.get("family", "hf")
+    if f not in FAMILIES:
+        raise ModelLoadError(f"model {spec.get('name')!r}: family must be one of {FAMILIES}, got {f!r}")
+    return f
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def check_spiritlm_root(root: str | Path, modalities: Sequence[str] = ("t2t",)) -> Path:
+    """The SpiritLM LM folder; with ``s2t`` also the speech tokenizer files. Errors name expected paths."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ModelLoadError(
+            f"SpiritLM checkpoint root {root} does not exist; expected {root / slm.LM_SUBDIR} "
+            "(the $SPIRITLM_CHECKPOINTS_DIR layout, see docs/paper-run.md)"
+        )
+    folder = slm.resolve_spiritlm_folder(root)
+    if "s2t" in modalities:
+        base = root if folder != root else root.parent.parent
+        missing = [str(base / f) for f in HUBERT_FILES if not (base / f).is_file()]
+        if missing:
+            raise ModelLoadError(f"SpiritLM speech tokenizer file(s) missing (needed for s2t): {', '.join(missing)}")
+    return folder
+
+
+def prepare_any(spec: dict, cache_dir: str | Path | None = None) -> str:
+    """Resolve a model entry to a loadable path (HF: converted/cached folder or hub id; SpiritLM: LM folder)."""
+    if family(spec) == "spiritlm":
+        return str(check_spiritlm_root(spec["path"], spec.get("modalities", ["t2t"])))
+    return prepare_model(spec["path"], cache_dir)
+
+
+def load_any(spec: dict) -> LoadedModel:
+    """Load a prepared model entry (``spec["resolved"]`` from prepare_model, else ``spec["path"]``)."""
+    path = spec.get("resolved", spec["path"])
+    device, dtype, name = spec.get("device", "cpu"), spec.get("dtype", "float32"), spec.get("name")
+    if family(spec) == "spiritlm":
+        lm = slm.load_spiritlm_bundle(path, device, dtype, name=name or "spiritlm")
+        if lm.device.type == "cpu":
+            from .models.loading import _own_memory
+
+            _own_memory(lm.model)
+        return lm
+    return load_model(path, device, dtype, name=name)
+
+
+def speech_root(spec: dict) -> Path:
+    """The SpiritLM checkpoint root (holding speech_tokenizer/) of a spiritlm model entry."""
+    root = Path(spec["path"]).expanduser()
+    if (root / "config.json").exists():  # the LM folder itself was given
+        root = root.parent.parent
+    return root
+
+
+# ---------------------------------------------------------------------------------------------- T→T
+
+
+def encode_t2t(spec: dict, tokenizer, prompt: str, subject: str | None) -> Encoded:
+    """T→T ids + subject span for a model entry (SpiritLM: ``[Text]`` + prompt, BOS/marker shift positions)."""
+    if family(spec) == "spiritlm":
+        return slm.t2t_encode(tokenizer, prompt, subject, stray_space=bool(spec.get("stray_space", False)))
+    if subject is None:
+        return Encoded(list(tokenizer(prompt)["input_ids"]), [], (0, 0))
+    return encode_prompt(tokenizer, prompt, subject)
+
+
+def bad_words(spec: dict, model=None) -> list[list[int]] | None:
+    """``bad_words_ids`` for greedy text answers: SpiritLM must not emit markers or units."""
+    if family(spec) != "spiritlm":
+        return None
+    vocab = model.get_input_embeddings().weight.shape[0] if model is not None else 32512
+    return slm.text_bad_words(vocab)
+
+
+# ---------------------------------------------------------------------------------------------- S→T
+
+
+def encode_s2t(dedup: Sequence[int], run_lengths: Sequence[int], t_start: float, t_end: float,
+               n_frames: int | None = None, stray_space: bool = False) -> tuple[list[int], UnitSpan]:
+    """S→T prompt ids from the deduplicated units and the subject's :class:`UnitSpan` (positions in those ids)."""
+    ids = slm.s2t_ids(dedup, stray_space=stray_space)
+    span = unit_span_positions(t_start, t_end, list(run_lengths), ids, n_frames)
+    return ids, span
+
+
+def s2t_row_ids(row: dict, stray_space: bool = False) -> list[int]:
+    return slm.s2t_ids([int(u) for u in row["dedup"]], stray_space=stray_space)
+
+
+def s2t_subject_embedding_ids(rows: Sequence[dict], stray_space: bool = False) -> list[list[int]]:
+    """For every S→T prompt with a subject span: the unit token ids at positions [pos_start, pos_end)."""
+    out = []
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            continue
+        ids = s2t_row_ids(r, stray_space)
+        out.append(ids[int(r["pos_start"]) : int(r["pos_end"])])
+    return out
+
+
+def unit_token(i: int) -> str | None:
+    """``[Hu123]`` for unit ids, ``[Text]``/``[Speech]`` for markers, else None."""
+    if slm.HU0_ID <= i <= slm.HU_LAST_ID:
+        return f"[Hu{i - slm.HU0_ID}]"
+    return {slm.TEXT_ID: slm.TEXT_MARKER, slm.SPEECH_ID: slm.SPEECH_MARKER}.get(i)
+
+
+def _first(df: pd.DataFrame | None, known_id: int) -> dict | None:
+    if df is None or df.empty:
+        return None
+    hit = df[df["known_id"] == known_id]
+    return None if hit.empty else hit.iloc[0].to_dict()
+
+
+def s2t_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: pd.DataFrame, qc: pd.DataFrame | None,
+              alignment: pd.DataFrame, units: pd.DataFrame, aligner: str, stray_space: bool = False) -> pd.DataFrame:
+    """One row per validated record with everything needed to build and trace its S→T prompt.
+
+    ``status`` is ``ok`` or ``quarantined`` (``stage`` says where: speech, synthesize, align, units, span;
+    ``reason`` why). QC failures (``passes_qc`` False) stay ``ok`` but labelled.
+    """
+    selected = set(speech_records["known_id"].astype(int))
+    align = alignment[alignment["aligner"] == aligner] if len(alignment) else alignment
+    rows = []
+    for r in records.to_dict("records"):
+        kid = int(r["known_id"])
+        row = {"known_id": kid, "subject": r["subject"], "attribute": r["attribute"], "prompt": r["prompt"],
+               "status": "ok", "stage": "", "reason": "", "aligner": aligner}
+
+        def bad(stage, reason, row=row, kid=kid):
+            row.update(status="quarantined", stage=stage, reason=f"known_id={kid}: {reason}")
+
+        rows.append(row)
+        if kid not in selected:
+            bad("speech", "not selected for speech (speech.max_prompts)")
+            continue
+        m = _first(manifest, kid)
+        if m is None or m.get("status") != "ok":
+            bad("synthesize", (m or {}).get("reason") or "no synthesised audio")
+            continue
+        row.update(wav_path=m["path"], duration_s=float(m["duration_s"]))
+        q = _first(qc, kid)
+        if q is not None:
+            row.update(passes_qc=bool(q["passes_qc"]), wer=float(q["wer"]) if q.get("wer") is not None else np.nan)
+        a = _first(align, kid)
+        if a is None or a.get("status") != "ok":
+            bad("align", (a or {}).get("reason") or f"no {aligner} alignment")
+            continue
+        row.update(subject_start_s=float(a["subject_start_s"]), subject_end_s=float(a["subject_end_s"]))
+        u = _first(units, kid)
+        if u is None or u.get("status") != "ok":
+            bad("units", (u or {}).get("reason") or "no speech units")
+            continue
+        dedup, runs = [int(x) for x in u["dedup"]], [int(x) for x in u["run_lengths"]]
+        row.update(dedup=dedup, run_lengths=runs, n_frames=int(u["n_frames"]), n_units=len(dedup))
+        try:
+            _, span = encode_s2t(dedup, runs, row["subject_start_s"], row["subject_end_s"], row["n_frames"], stray_space)
+        except (SpanError, ValueError) as e:
+            bad("span", str(e))
+            continue
+        row.update(frame_start=span.frame_start, frame_end=span.frame_end, dedup_start=span.dedup_start,
+                   dedup_end=span.dedup_end, unit_offset=span.offset, pos_start=span.pos_start, pos_end=span.pos_end)
+    df = pd.DataFrame(rows)
+    for c in S2T_COLUMNS:
+        if c not in df:
+            df[c] = None
+    return df
+
+
+def units_row(known_id: int, units=None, error: str | None = None) -> dict:
+    """A row of ``{model}/s2t/units/{shard}.parquet`` (``units``: a hubert.Units, or None with ``error``)."""
+    if units is None:
+        return {"known_id": known_id, "units": [], "dedup": [], "run_lengths": [], "n_frames": 0,
+                "chunk_frames": "[]", "status": "quarantined", "reason": f"known_id={known_id}: {error}"}
+    return {"known_id": known_id, "units": list(units.units), "dedup": list(units.dedup),
+            "run_lengths": list(units.run_lengths), "n_frames": int(units.n_frames),
+            "chunk_frames": json.dumps(list(units.chunk_frames)), "status": "ok", "reason": ""}
+
+
+# ------------------------------------------------------------------------------------------- tracing
+
+
+def trace_one_fn(spec: dict, tracer, modality: str):
+    """``record -> PromptTrace`` for :func:`crosstrace.trace.tables.trace_records` (None: the default T→T path)."""
+    stray = bool(spec.get("stray_space", False))
+    spirit = family(spec) == "spiritlm"
+
+    def fix_tokens(tr):
+        if spirit:
+            tr.tokens = [unit_token(i) or s for i, s in zip(tr.input_ids, tr.tokens, strict=True)]
+        return tr
+
+    if modality == "s2t":
+        if not spirit:
+            raise ValueError(f"model {spec.get('name')!r}: s2t needs family spiritlm")
+
+        def one(r):
+            if r.get("status", "ok") != "ok":
+                raise SpanError(r.get("reason") or "no S→T prompt")
+            ids, span = encode_s2t(r["dedup"], r["run_lengths"], r["subject_start_s"], r["subject_end_s"],
+                                   int(r["n_frames"]), stray)
+            if span.positions != (int(r["pos_start"]), int(r["pos_end"])):
+                raise SpanError(f"recomputed span {span.positions} differs from the known table's "
+                                f"({r['pos_start']}, {r['pos_end']})")
+            return fix_tokens(tracer.trace_ids(int(r["known_id"]), ids, span.positions))
+
+        return one
+    if not spirit:
+        return None
+
+    def one_t2t(r):
+        enc = encode_t2t(spec, tracer.tokenizer, r["prompt"], r["subject"])
+        return fix_tokens(tracer.trace_ids(int(r["known_id"]), enc.input_ids, enc.subject_span))
+
+    return one_t2t

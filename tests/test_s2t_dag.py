@@ -1,0 +1,78 @@
+"""The paper-like DAG on tiny fixtures: tiny SpiritLM (t2t + s2t) and a tiny HF Llama baseline (t2t).
+
+One module-scoped Snakemake run (~1-3 min: every job imports torch; piper and Whisper base int8 run for real)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, make_tiny_model_dir
+from spiritlm_fixture import build_tiny_spiritlm
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dag")
+    spirit = d / "ckpt"
+    build_tiny_spiritlm(spirit)
+    llama = make_tiny_model_dir(d / "llama")
+    cfg = {
+        "results": "results",
+        "data": {"limit": 3},
+        "models": [
+            {"name": "spirit", "family": "spiritlm", "path": str(spirit), "modalities": ["t2t", "s2t"], "dtype": "float32"},
+            {"name": "backbone", "path": str(llama), "modalities": ["t2t"]},
+        ],
+        "filter": {"require_known": False, "max_new_tokens": 3},
+        "trace": {"noise": {"samples": 2}, "window": 2, "max_prompts": 2, "shard_size": 8},
+        "figures": {"formats": ["png"]},
+        "speech": {"max_prompts": 2, "align": {"aligners": ["tts"], "use": "tts", "reference": "tts"}},
+    }
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(d),
+         "--configfile", str(d / "config.yaml"), "--cores", "2"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    if proc.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((d / "logs").rglob("*.log"))
+                         if "Error" in p.read_text() or "Traceback" in p.read_text())
+        pytest.fail(f"snakemake failed:\n{proc.stderr[-6000:]}\n{logs}")
+    return d / "results"
+
+
+def test_aie_for_all_three_runs(run):
+    for model, mod in [("spirit", "t2t"), ("spirit", "s2t"), ("backbone", "t2t")]:
+        aie = pd.read_parquet(run / model / mod / "aie.parquet")
+        assert len(aie) and set(aie["modality"]) == {mod}, (model, mod)
+        assert (run / model / mod / "figures" / "aie_hidden.png").exists()
+
+
+def test_s2t_rows_subject_inside_unit_region(run):
+    ie = pd.read_parquet(run / "spirit" / "s2t" / "ie_per_prompt.parquet")
+    assert ie["known_id"].nunique() >= 1
+    for _kid, g in ie.groupby("known_id"):
+        toks = g.drop_duplicates("token_index").sort_values("token_index")["token"].tolist()
+        b, e = int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0])
+        assert toks[1] == "[Speech]" and toks[-1] == "[Text]"
+        assert 2 <= b < e <= len(toks) - 1
+        assert all(t.startswith("[Hu") for t in toks[b:e])
+    known = pd.read_parquet(run / "spirit" / "s2t" / "known.parquet")
+    assert len(known) == 3  # every validated record, none dropped
+    q = known[known["status"] != "ok"]
+    assert (q["stage"] == "speech").all() and q["reason"].str.startswith("known_id=").all()
+    ok = known[known["status"] == "ok"]
+    assert {"subject_start_s", "frame_start", "dedup_start", "pos_start", "pos_end"} <= set(known.columns)
+    assert (ok["pos_start"] >= ok["unit_offset"]).all()
+    noise = pd.read_json(run / "spirit" / "s2t" / "noise.json", typ="series")
+    assert noise["std"] > 0 and noise["n_tokens"] > 0
+    units = pd.read_parquet(run / "spirit" / "s2t" / "units" / "0.parquet")
+    assert (units["status"] == "ok").all() and (units["n_frames"] == units["run_lengths"].map(sum)).all()

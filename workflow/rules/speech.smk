@@ -1,0 +1,140 @@
+# Speech side: synthesise the prompts (TTS), check them with Whisper (WER), and find the subject's time
+# span in each clip (CTC forced alignment, TTS timings, Whisper timestamps). Engine: crosstrace.speech.
+# Its helper functions (SPEECH, speech_shard_ids, ...) live in common.smk (snakemake --lint: no functions
+# among rules).
+
+
+checkpoint speech_select:
+    input:
+        records=f"{R}/data/records.parquet",
+    output:
+        records=f"{R}/speech/records.parquet",
+    log:
+        "logs/speech_select/speech_select.log",
+    conda:
+        "../../envs/speech.yaml"
+    threads: 1
+    params:
+        max_prompts=SPEECH["max_prompts"],
+    script:
+        "../../scripts/speech_select.py"
+
+
+rule synthesize:
+    input:
+        records=f"{R}/speech/records.parquet",
+    output:
+        manifest=f"{R}/speech/manifest/{{shard}}.parquet",
+        wavs=directory(f"{R}/speech/wav/{{shard}}"),
+    log:
+        "logs/synthesize/{shard}.log",
+    conda:
+        "../../envs/speech.yaml"
+    threads: 1
+    params:
+        shard=lambda wc: int(wc.shard),
+        shard_size=SPEECH["shard_size"],
+        backend=SPEECH["tts"]["backend"],
+        backend_options=SPEECH["tts"]["options"],
+        min_duration_s=SPEECH["tts"]["min_duration_s"],
+        min_rms=SPEECH["tts"]["min_rms"],
+    script:
+        "../../scripts/speech_synthesize.py"
+
+
+rule speech_qc:
+    input:
+        records=f"{R}/speech/records.parquet",
+        manifest=f"{R}/speech/manifest/{{shard}}.parquet",
+    output:
+        qc=f"{R}/speech/qc/{{shard}}.parquet",
+    log:
+        "logs/speech_qc/{shard}.log",
+    conda:
+        "../../envs/speech.yaml"
+    threads: 2
+    resources:
+        gpu=int(SPEECH["asr"]["device"].startswith("cuda")),
+    params:
+        shard=lambda wc: int(wc.shard),
+        shard_size=SPEECH["shard_size"],
+        model=SPEECH["asr"]["model"],
+        engine=SPEECH["asr"]["engine"],
+        cache_dir=config.get("cache_dir"),
+        device=SPEECH["asr"]["device"],
+        compute_type=SPEECH["asr"]["compute_type"],
+        beam_size=SPEECH["asr"]["beam_size"],
+        max_wer=SPEECH["asr"]["max_wer"],
+    script:
+        "../../scripts/speech_qc.py"
+
+
+rule align:
+    input:
+        records=f"{R}/speech/records.parquet",
+        manifest=f"{R}/speech/manifest/{{shard}}.parquet",
+        qc=f"{R}/speech/qc/{{shard}}.parquet",
+    output:
+        alignment=f"{R}/speech/align/{{shard}}.parquet",
+    log:
+        "logs/align/{shard}.log",
+    conda:
+        "../../envs/speech.yaml"
+    threads: 2
+    resources:
+        gpu=int(SPEECH["align"]["device"].startswith("cuda")),
+    params:
+        shard=lambda wc: int(wc.shard),
+        shard_size=SPEECH["shard_size"],
+        aligners=SPEECH["align"]["aligners"],
+        ctc_model=SPEECH["align"]["ctc_model"],
+        ctc_subject_chars=SPEECH["align"]["ctc_subject_chars"],
+        device=SPEECH["align"]["device"],
+    script:
+        "../../scripts/speech_align.py"
+
+
+rule align_accuracy:
+    input:
+        shards=speech_align_shards,
+    output:
+        alignment=f"{R}/speech/alignment.parquet",
+        accuracy=f"{R}/speech/align_accuracy.parquet",
+    log:
+        "logs/align_accuracy/align_accuracy.log",
+    conda:
+        "../../envs/speech.yaml"
+    threads: 1
+    params:
+        reference=SPEECH["align"]["reference"],
+    script:
+        "../../scripts/speech_align_accuracy.py"
+
+
+rule speech_wer:
+    input:
+        shards=speech_qc_shards,
+        records=f"{R}/speech/records.parquet",
+    output:
+        qc=f"{R}/speech/qc.parquet",
+        summary=f"{R}/speech/wer.json",
+        figure=report(
+            f"{R}/speech/figures/wer_hist.png",
+            caption="../report/speech_wer.rst",
+            category="Speech",
+        ),
+    log:
+        "logs/speech_wer/speech_wer.log",
+    conda:
+        "../../envs/speech.yaml"
+    threads: 1
+    params:
+        max_wer=SPEECH["asr"]["max_wer"],
+    script:
+        "../../scripts/speech_wer.py"
+
+
+rule speech:
+    default_target: False
+    input:
+        SPEECH_TARGETS,
