@@ -79,6 +79,11 @@ def test_adding_a_model_runs_only_that_models_jobs(completed_run, model_dir):
     assert "tiny2" in out and "wildcards: model=tiny," not in out
 
 
+def test_speech_settings_do_not_rerun_text_jobs(completed_run, model_dir):
+    jobs, out = dry_run(completed_run, tiny_config(model_dir, speech={"align": {"use": "whisper"}}))
+    assert jobs == {}, out[-3000:]
+
+
 def test_figure_format_reruns_figures_only(completed_run, model_dir):
     jobs, out = dry_run(completed_run, tiny_config(model_dir, figures={"formats": ["png", "svg"]}))
     assert jobs == {"figures": 1, "all": 1}, out[-3000:]

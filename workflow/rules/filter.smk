@@ -14,6 +14,6 @@ checkpoint filter_known:
         spec=model_spec,
         max_new_tokens=config["filter"]["max_new_tokens"],
         batch_size=config["filter"]["batch_size"],
-        aligner=config["speech"]["align"]["use"],
+        aligner=lambda wc: config["speech"]["align"]["use"] if wc.modality == "s2t" else None,
     script:
         "../../scripts/filter_known.py"
