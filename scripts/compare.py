@@ -20,7 +20,13 @@ aie = pd.concat([pd.read_parquet(i.aie_a), pd.read_parquet(i.aie_b)], ignore_ind
 if a == b:
     raise ValueError(f"stats.compare: a and b are the same run {a}")
 
-comp = paired_comparison(cat, a, b, n_perm=st["n_perm"], seed=st["seed"], alpha=st["alpha"])
+COLUMNS = ["a_model", "a_modality", "b_model", "b_modality", "kind", "category", "layer", "n", "mean_a", "mean_b",
+           "diff", "p", "q", "significant"]
+try:
+    comp = paired_comparison(cat, a, b, n_perm=st["n_perm"], seed=st["seed"], alpha=st["alpha"])
+except ValueError as e:  # no prompt traced in both runs: empty outputs with the reason in the log
+    log.warning("no comparison: %s", e)
+    comp = pd.DataFrame(columns=COLUMNS)
 write_parquet(comp, out.table)
 peaks = peak_summary(aie)
 shared = sorted(set(cat.loc[(cat["model"] == a[0]) & (cat["modality"] == a[1]), "known_id"])
@@ -56,7 +62,8 @@ summary = {
 }
 write_json(summary, out.summary)
 
-title = f"{run_label(*a)} − {run_label(*b)}: mean paired IE difference"
+title = (f"{run_label(*a)} − {run_label(*b)}: mean paired IE difference\n"
+         f"red: {run_label(*a)} larger, blue: {run_label(*b)} larger; {len(shared)} prompts in both")
 save(difference_figure(comp, p.kinds, st["alpha"], title), list(out.figures))
 
 sentences = [v["sentence"] or f"{k}: no ratio ({v['why_not']})" for k, v in quotes.items()]

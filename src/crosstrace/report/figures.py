@@ -127,12 +127,23 @@ def draw_heatmap(ax, mat: np.ndarray, labels: Sequence[str], norm: LogNorm, cmap
     return im
 
 
-def _notes(n_nonpos: int, n_masked: int | None) -> str:
+def ci_level(meta: Mapping) -> str:
+    """'95%' from a summary.json's ci.level (written by the merge rule)."""
+    return f"{meta.get('ci', {}).get('level', 0.95):.0%}"
+
+
+def _note(fig: plt.Figure, text: str) -> None:
+    """A small grey note under the figure (a supxlabel, so constrained layout makes room for it)."""
+    if text:
+        fig.supxlabel(text, fontsize=7, color="0.35", x=0.01, ha="left")
+
+
+def _notes(n_nonpos: int, n_masked: int | None, level: str = "95%") -> str:
     parts = []
     if n_nonpos:
         parts.append(f"{n_nonpos} cell(s) with AIE ≤ 0 drawn at the floor colour")
     if n_masked:
-        parts.append(f"{n_masked} cell(s) whose 95% CI contains 0 hatched")
+        parts.append(f"{n_masked} cell(s) whose {level} CI contains 0 hatched")
     return "; ".join(parts)
 
 
@@ -160,11 +171,9 @@ def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool 
     if ci_panel:
         width = _matrix(sub, "ci_high") - _matrix(sub, "ci_low")
         imw = draw_heatmap(axes[1, 0], width, labels, norm, "Greys",
-                           "width of the 95% bootstrap CI (same log scale)")
+                           f"width of the {ci_level(meta)} bootstrap CI over prompts (same log scale)")
         fig.colorbar(imw, ax=axes[1, 0], label="CI width (log scale)")
-    note = _notes(n_nonpos, int((mask & np.isfinite(mat)).sum()) if mask is not None else None)
-    if note:
-        fig.text(0.01, 0.005, note, fontsize=7, color="0.35", va="bottom")
+    _note(fig, _notes(n_nonpos, int((mask & np.isfinite(mat)).sum()) if mask is not None else None, ci_level(meta)))
     return fig
 
 
@@ -202,7 +211,8 @@ def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequ
                 axes[i, j].set_xlabel("")
         fig.colorbar(im, ax=axes[:, j], shrink=0.8, label="AIE (log scale)")
     if notes:
-        fig.text(0.01, 0.003, "cells with AIE ≤ 0 (floor colour): " + ", ".join(notes), fontsize=7, color="0.35")
+        _note(fig, "cells with AIE ≤ 0 (floor colour): " + ", ".join(notes)
+              + ("; hatched: CI contains 0" if mask_ci_zero else ""))
     return fig
 
 
