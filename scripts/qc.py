@@ -27,6 +27,6 @@ sections = [
 ]
 Path(out.html).write_text(html.page(f"QC: {label}", sections), encoding="utf-8")
 
-bars = counts[~counts["stage"].str.startswith("  ")].reset_index(drop=True)
+bars = counts[~counts["stage"].str.startswith("known:")].reset_index(drop=True)  # the split is in the table
 save(counts_figure(bars, f"{label}: prompts per stage ({noise_text(summary)})"), list(out.figures))
 log.info("wrote %s, %s", out.html, list(out.figures))

@@ -9,9 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 from matplotlib.patches import Rectangle
 
-from conftest import ROOT
 from crosstrace.report import figures as F
 from crosstrace.report import html
 from crosstrace.report.stats import aie_table, paired_comparison
@@ -112,6 +112,6 @@ def test_stage_counts_and_page():
     c = html.stage_counts(summary, validation_quarantined=2, trace_quarantine=q).set_index("stage")["count"]
     assert c["Known records read"] == 12 and c["valid records"] == 10
     assert c["selected for tracing"] == 5 and c["quarantined in tracing"] == 1 and c["traced"] == 4
-    assert c["  known, exact"] + c["  known, partial"] == c["known (exact or partial)"]
+    assert c["known: exact"] + c["known: partial"] == c["known (exact or partial)"]
     page = html.page("QC <x>", [("Quarantined", html.table(q))])
     assert "no subject &lt;span&gt;" in page and "QC &lt;x&gt;" in page and page.startswith("<!DOCTYPE html>")

@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import ROOT, make_tiny_model_dir
+
 from crosstrace.report.stats import aie_table
+
+pytestmark = pytest.mark.slow
 
 RUNS = [("tiny-a", "t2t"), ("tiny-b", "t2t")]
 N_PROMPTS = 3
@@ -51,7 +53,7 @@ def run(tmp_path_factory):
         "data": {"limit": 6},
         "models": models,
         "filter": {"require_known": False, "max_new_tokens": 3},
-        "trace": {"window": 2, "noise": {"samples": 2}, "max_prompts": N_PROMPTS, "shard_size": 2},
+        "trace": {"window": 2, "noise": {"samples": 2}, "max_prompts": N_PROMPTS, "shard_size": N_PROMPTS},
         "figures": {"formats": ["png", "pdf"], "mask_ci_zero": True},
         "stats": {**STATS, "compare": [{"a": {"model": "tiny-a", "modality": "t2t"},
                                         "b": {"model": "tiny-b", "modality": "t2t"}}]},

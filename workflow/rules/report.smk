@@ -21,13 +21,13 @@ rule figures:
                 labels={"run": "{model} {modality}", "kind": kind},
             )
         ],
-    params:
-        mask_ci_zero=config["figures"]["mask_ci_zero"],
-        ci_panel=config["figures"]["ci_panel"],
     log:
         "logs/figures/{model}_{modality}.log",
     conda:
         "../../envs/crosstrace.yaml"
+    params:
+        mask_ci_zero=config["figures"]["mask_ci_zero"],
+        ci_panel=config["figures"]["ci_panel"],
     script:
         "../../scripts/figures.py"
 
@@ -43,22 +43,28 @@ rule qc:
             caption=f"{CAPTIONS}/qc.rst",
             category="Quality control",
             subcategory="{model} {modality}",
-            labels={"run": "{model} {modality}", "content": "counts per stage (table)"},
+            labels={
+                "run": "{model} {modality}",
+                "content": "counts per stage (table)",
+            },
         ),
         figures=figure_outputs(
             f"{R}/{{{{model}}}}/{{{{modality}}}}/figures/counts.{{ext}}",
             "counts.rst",
             "Quality control",
             "{model} {modality}",
-            labels={"run": "{model} {modality}", "content": "counts per stage (figure)"},
+            labels={
+                "run": "{model} {modality}",
+                "content": "counts per stage (figure)",
+            },
         ),
-    params:
-        require_known=config["filter"]["require_known"],
-        max_prompts=config["trace"]["max_prompts"],
     log:
         "logs/qc/{model}_{modality}.log",
     conda:
         "../../envs/crosstrace.yaml"
+    params:
+        require_known=config["filter"]["require_known"],
+        max_prompts=config["trace"]["max_prompts"],
     script:
         "../../scripts/qc.py"
 
@@ -74,14 +80,14 @@ rule panels:
             "Overview",
             "AIE across runs",
         ),
-    params:
-        runs=RUNS,
-        kinds=KINDS,
-        mask_ci_zero=config["figures"]["mask_ci_zero"],
     log:
         "logs/panels/panels.log",
     conda:
         "../../envs/crosstrace.yaml"
+    params:
+        runs=RUNS,
+        kinds=KINDS,
+        mask_ci_zero=config["figures"]["mask_ci_zero"],
     script:
         "../../scripts/panels.py"
 
@@ -125,14 +131,17 @@ rule compare:
             "{pair}",
             labels={"comparison": "{pair}", "content": "difference heatmaps"},
         ),
-    params:
-        pair=lambda wc: PAIRS[wc.pair],
-        kinds=KINDS,
-        stats={k: config["stats"][k] for k in ("n_perm", "seed", "alpha", "n_boot", "level")},
     log:
         "logs/compare/{pair}.log",
     conda:
         "../../envs/crosstrace.yaml"
+    params:
+        pair=lambda wc: PAIRS[wc.pair],
+        kinds=KINDS,
+        stats={
+            k: config["stats"][k]
+            for k in ("n_perm", "seed", "alpha", "n_boot", "level")
+        },
     script:
         "../../scripts/compare.py"
 
@@ -145,11 +154,11 @@ rule report_config:
             category="Quality control",
             subcategory="Configuration",
         ),
-    params:
-        config=config,
     log:
         "logs/report_config/report_config.log",
     conda:
         "../../envs/crosstrace.yaml"
+    params:
+        config=config,
     script:
         "../../scripts/report_config.py"

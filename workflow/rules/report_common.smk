@@ -14,8 +14,13 @@ def figure_outputs(pattern, caption, category, subcategory, labels=None, **expan
     for p in expand(pattern, ext=FORMATS, **expand_kw):
         if p.endswith(f".{REPORT_EXT}"):
             lab = labels(p) if callable(labels) else labels
-            p = report(p, caption=f"{CAPTIONS}/{caption}", category=category, subcategory=subcategory,
-                       labels=lab)
+            p = report(
+                p,
+                caption=f"{CAPTIONS}/{caption}",
+                category=category,
+                subcategory=subcategory,
+                labels=lab,
+            )
         out.append(p)
     return out
 
@@ -29,21 +34,30 @@ PAIRS = {}
 for _c in config["stats"]["compare"]:
     for _side in (_c["a"], _c["b"]):
         if (_side["model"], _side["modality"]) not in RUNS:
-            raise ValueError(f"stats.compare: {_side['model']} {_side['modality']} is not a configured run "
-                             f"(models[].name + modalities); runs: {RUNS}")
+            raise ValueError(
+                f"stats.compare: {_side['model']} {_side['modality']} is not a configured run "
+                f"(models[].name + modalities); runs: {RUNS}"
+            )
     PAIRS[f"{run_id(_c['a'])}_vs_{run_id(_c['b'])}"] = (_c["a"], _c["b"])
 
 
 def report_targets():
     """Everything the report shows; rule all asks for these (see all_targets in common.smk)."""
     out = [f"{R}/figures/aie_panels.{ext}" for ext in FORMATS]
-    out += [f"{R}/tables/peaks.parquet", f"{R}/tables/peaks.html", f"{R}/report/config.html"]
+    out += [
+        f"{R}/tables/peaks.parquet",
+        f"{R}/tables/peaks.html",
+        f"{R}/report/config.html",
+    ]
     for m, mod in RUNS:
         out += [f"{R}/{m}/{mod}/qc.html"]
         out += expand(f"{R}/{m}/{mod}/figures/counts.{{ext}}", ext=FORMATS)
     for pair in PAIRS:
-        out += [f"{R}/compare/{pair}/comparison.parquet", f"{R}/compare/{pair}/summary.json",
-                f"{R}/compare/{pair}/summary.html"]
+        out += [
+            f"{R}/compare/{pair}/comparison.parquet",
+            f"{R}/compare/{pair}/summary.json",
+            f"{R}/compare/{pair}/summary.html",
+        ]
         out += expand(f"{R}/compare/{pair}/diff.{{ext}}", ext=FORMATS)
     return out
 

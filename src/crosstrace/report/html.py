@@ -66,8 +66,8 @@ def stage_counts(summary: Mapping, validation_quarantined: int, trace_quarantine
         ("quarantined at validation", validation_quarantined, "malformed records, see data/quarantine.parquet"),
         ("valid records", int(summary.get("records", 0)), "checked by the Known filter"),
         ("known (exact or partial)", known, "greedy continuation contains the attribute"),
-        ("  known, exact", int(summary.get("known_exact", 0)), "continuation starts with the attribute"),
-        ("  known, partial", int(summary.get("known_partial", 0)), "attribute as whole words later on"),
+        ("known: exact", int(summary.get("known_exact", 0)), "continuation starts with the attribute"),
+        ("known: partial", int(summary.get("known_partial", 0)), "attribute as whole words later on"),
         ("selected for tracing", traced + q_trace,
          ("known prompts" if require_known else "all valid records (filter.require_known: false)")
          + ", capped by trace.max_prompts"),
