@@ -21,6 +21,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/filter.smk"
 include: "workflow/rules/trace.smk"
+include: "workflow/rules/speech.smk"
 include: "workflow/rules/report.smk"
 
 

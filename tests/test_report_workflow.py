@@ -55,6 +55,7 @@ def run(tmp_path_factory):
         "filter": {"require_known": False, "max_new_tokens": 3},
         "trace": {"window": 2, "noise": {"samples": 2}, "max_prompts": N_PROMPTS, "shard_size": N_PROMPTS},
         "figures": {"formats": ["png", "pdf"], "mask_ci_zero": True},
+        "speech": {"enabled": False},
         "stats": {**STATS, "compare": [{"a": {"model": "tiny-a", "modality": "t2t"},
                                         "b": {"model": "tiny-b", "modality": "t2t"}}]},
     }

@@ -68,6 +68,8 @@ def shard_outputs(wildcards):
 
 def all_targets():
     out = [f"{R}/data/quarantine.parquet"]
+    if config["speech"]["enabled"]:
+        out += SPEECH_TARGETS
     for m, mod in RUNS:
         out += [
             f"{R}/{m}/{mod}/aie.parquet",

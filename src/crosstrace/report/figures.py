@@ -264,3 +264,17 @@ def save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
         Path(p).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(p, dpi=200)
     plt.close(fig)
+
+
+def prompt_figure(tokens: Sequence[str], span: tuple[int, int], p_restored: np.ndarray, p_corrupted: float,
+                  kind: str, answer: str, window: int) -> plt.Figure:
+    """ROME-style single-prompt trace: P_restored[o] per (token, layer), subject tokens starred."""
+    labels = [f"{t!r}{'*' if span[0] <= i < span[1] else ''}" for i, t in enumerate(tokens)]
+    fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(tokens) + 1.6), constrained_layout=True)
+    im = ax.imshow(p_restored, aspect="auto", cmap=KIND_CMAPS[kind], vmin=min(p_corrupted, float(p_restored.min())),
+                   interpolation="nearest")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("layer" + (f" (window {window})" if kind != "hidden" else ""))
+    ax.set_title(f"restoring {KIND_TITLES[kind]}: P({answer!r}); corrupted = {p_corrupted:.3f}", fontsize=10)
+    fig.colorbar(im, ax=ax, label=f"P({answer.strip()})")
+    return fig

@@ -1,0 +1,50 @@
+"""Subject time spans of one shard with every configured aligner (ctc, tts, whisper)."""
+
+import time
+
+import pandas as pd
+import torch
+
+from crosstrace.speech._io import select_shard, setup_logging, write_parquet
+from crosstrace.speech.align import CTCAligner
+from crosstrace.speech.pipeline import (
+    align_record,
+    alignment_row,
+    load_audio16k,
+    timings_from_json,
+    transcript_from_qc,
+)
+
+log = setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+p = snakemake.params
+records = select_shard(pd.read_parquet(snakemake.input.records), int(p.shard), int(p.shard_size))
+manifest = pd.read_parquet(snakemake.input.manifest).set_index("known_id")
+qc = pd.read_parquet(snakemake.input.qc).set_index("known_id")
+aligners = list(p.aligners)
+ctc = None
+if "ctc" in aligners:
+    if not p.ctc_model:
+        raise ValueError("speech.align.aligners has 'ctc' but speech.align.ctc_model is null")
+    ctc = CTCAligner.from_pretrained(p.ctc_model, device=p.device, subject_chars=p.ctc_subject_chars)
+rows, spent = [], {a: 0.0 for a in aligners}
+for r in records.itertuples(index=False):
+    m = manifest.loc[r.known_id]
+    audio = load_audio16k(m["path"]) if m["status"] == "ok" else None
+    q = qc.loc[r.known_id]
+    transcript = transcript_from_qc(q["transcript"], q["words"]) if q["words"] else None
+    for name in aligners:
+        t0 = time.perf_counter()
+        a = align_record(name, r.known_id, r.prompt, r.subject, audio, ctc=ctc,
+                         word_timings=timings_from_json(m["word_timings"]), transcript=transcript)
+        spent[name] += time.perf_counter() - t0
+        if a.status != "ok":
+            log.warning("%s", a.reason)
+        rows.append(alignment_row(a))
+table = pd.DataFrame(rows, columns=["known_id", "aligner", "subject_start_s", "subject_end_s", "words", "score",
+                                    "status", "reason"])
+write_parquet(table, snakemake.output.alignment)
+for name in aligners:
+    sub = table[table["aligner"] == name]
+    log.info("shard %s, %s: %d ok of %d, %.3f s per prompt", p.shard, name, int((sub["status"] == "ok").sum()),
+             len(sub), spent[name] / max(1, len(records)))

@@ -1,0 +1,177 @@
+"""Per-record steps with quarantine: a bad prompt becomes a row with ``status="quarantined"`` and a
+``reason`` naming its known_id and the problem; it never stops the shard.
+
+Table schemas (one parquet per shard, written by ``scripts/speech_*.py``):
+
+* manifest: known_id, path, duration_s, sample_rate, backend, voice, status, reason,
+  word_timings (JSON list of ``[word, start_s, end_s, exact]`` or null)
+* qc: known_id, transcript, wer, passes_qc, reason
+* alignment: known_id, aligner, subject_start_s, subject_end_s, words (JSON list of
+  ``[word, start_s, end_s, score]``), score, status, reason
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .align import Alignment, WordSegment, quarantined, tts_alignment, whisper_alignment
+from .asr import Transcript
+from .tts import TTSBackend, WordTiming, read_wav, resample_to_16k, write_wav16
+
+log = logging.getLogger(__name__)
+
+OK, QUARANTINED = "ok", "quarantined"
+
+
+@dataclass
+class SynthResult:
+    known_id: int | str
+    path: str
+    duration_s: float
+    sample_rate: int
+    backend: str
+    voice: str
+    status: str
+    reason: str
+    word_timings: str | None  # JSON
+
+    def timings(self) -> list[WordTiming] | None:
+        return timings_from_json(self.word_timings)
+
+
+@dataclass
+class QCResult:
+    known_id: int | str
+    transcript: str
+    wer: float
+    passes_qc: bool
+    reason: str
+    words: str | None = None  # JSON list of Whisper words [word, start_s, end_s, prob], reused by the whisper aligner
+
+
+def timings_to_json(timings: list[WordTiming] | None) -> str | None:
+    if timings is None:
+        return None
+    return json.dumps([[t.word, round(t.start_s, 6), round(t.end_s, 6), t.exact] for t in timings])
+
+
+def timings_from_json(s: str | None) -> list[WordTiming] | None:
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return None
+    return [WordTiming(w, float(a), float(b), bool(x)) for w, a, b, x in json.loads(s)]
+
+
+def words_to_json(words: list[WordSegment]) -> str:
+    return json.dumps([[w.word, round(w.start_s, 6), round(w.end_s, 6), round(w.score, 6)] for w in words])
+
+
+def audio_problem(audio: np.ndarray, sr: int, min_duration_s: float = 0.1, min_rms: float = 1e-4) -> str | None:
+    """Why the audio is unusable (too short, silent, not finite), or None if it is fine."""
+    x = np.asarray(audio, dtype=np.float64)
+    if x.size == 0:
+        return "empty audio"
+    if not np.all(np.isfinite(x)):
+        return "audio has non-finite samples"
+    dur = x.size / sr
+    if dur < min_duration_s:
+        return f"audio too short ({dur:.3f} s < {min_duration_s} s)"
+    rms = float(np.sqrt(np.mean(x**2)))
+    if rms < min_rms:
+        return f"silent audio (RMS {rms:.2e} < {min_rms:.0e})"
+    return None
+
+
+def synthesize_record(backend: TTSBackend, known_id, prompt: str, wav_path: str | Path,
+                      min_duration_s: float = 0.1, min_rms: float = 1e-4) -> SynthResult:
+    """Synthesise one prompt to a 16 kHz 16-bit WAV; quarantine empty text, TTS failures, bad audio."""
+    def bad(problem: str, duration: float = math.nan) -> SynthResult:
+        log.warning("known_id=%s quarantined: %s", known_id, problem)
+        return SynthResult(known_id, "", duration, 16000, backend.name, backend.voice, QUARANTINED,
+                           f"known_id={known_id}: {problem}", None)
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        return bad("empty prompt text")
+    try:
+        syn = backend.synthesize(prompt)
+    except Exception as e:  # noqa: BLE001 - any synthesiser failure quarantines this prompt only
+        return bad(f"TTS failed: {type(e).__name__}: {e}")
+    problem = audio_problem(syn.audio, syn.sample_rate, min_duration_s, min_rms)
+    if problem:
+        return bad(problem, syn.duration_s)
+    write_wav16(wav_path, syn.audio, syn.sample_rate)
+    return SynthResult(known_id, str(wav_path), syn.duration_s, syn.sample_rate, syn.backend, syn.voice, OK, "",
+                       timings_to_json(syn.word_timings))
+
+
+def load_audio16k(path: str | Path) -> np.ndarray:
+    audio, sr = read_wav(path)
+    return resample_to_16k(audio, sr)
+
+
+def qc_record(asr, known_id, prompt: str, audio16k: np.ndarray | None, max_wer: float,
+              transcript: Transcript | None = None) -> QCResult:
+    """Transcribe (with word timestamps, unless ``transcript`` is given) and score one clip;
+    ``passes_qc`` iff WER <= ``max_wer``."""
+    from .asr import wer
+
+    if audio16k is None:
+        return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: no audio (quarantined at synthesis)")
+    problem = audio_problem(audio16k, 16000)
+    if problem:
+        return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: {problem}")
+    try:
+        tr = transcript if transcript is not None else asr.transcribe(audio16k, word_timestamps=True)
+        w = wer(prompt, tr.text)
+    except Exception as e:  # noqa: BLE001
+        return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: ASR failed: {type(e).__name__}: {e}")
+    ok = w <= max_wer
+    words = json.dumps([[a, round(b, 3), round(c, 3), round(d, 4)] for a, b, c, d in tr.words])
+    return QCResult(known_id, tr.text, w, ok, "" if ok else f"known_id={known_id}: WER {w:.2f} > {max_wer}", words)
+
+
+def transcript_from_qc(text: str, words_json: str | None) -> Transcript:
+    words = [] if not words_json else [(w, float(a), float(b), float(p)) for w, a, b, p in json.loads(words_json)]
+    return Transcript(text or "", words)
+
+
+def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np.ndarray | None, *,
+                 ctc=None, asr=None, word_timings: list[WordTiming] | None = None,
+                 transcript: Transcript | None = None) -> Alignment:
+    """Run one aligner (``ctc``, ``tts`` or ``whisper``) on one clip, quarantining instead of raising.
+
+    ``ctc`` is a :class:`CTCAligner`; ``tts`` needs the synthesiser's ``word_timings``; ``whisper``
+    uses ``transcript`` (e.g. from the QC table) or transcribes with ``asr``."""
+    if audio16k is None:
+        return quarantined(known_id, aligner, "no audio (quarantined at synthesis)")
+    problem = audio_problem(audio16k, 16000)
+    if problem:
+        return quarantined(known_id, aligner, problem)
+    try:
+        if aligner == "ctc":
+            return ctc.align(known_id, audio16k, prompt, subject)
+        if aligner == "tts":
+            segs = None if word_timings is None else [WordSegment(t.word, t.start_s, t.end_s, 1.0 if t.exact else 0.0)
+                                                      for t in word_timings]
+            return tts_alignment(known_id, prompt, subject, segs)
+        if aligner == "whisper":
+            tr = transcript if transcript is not None else asr.transcribe(audio16k, word_timestamps=True)
+            return whisper_alignment(known_id, prompt, subject, tr.words)
+    except Exception as e:  # noqa: BLE001
+        return quarantined(known_id, aligner, f"{aligner} aligner failed: {type(e).__name__}: {e}")
+    raise ValueError(f"unknown aligner {aligner!r}; choose ctc, tts or whisper")
+
+
+def alignment_row(a: Alignment) -> dict:
+    return {"known_id": a.known_id, "aligner": a.aligner, "subject_start_s": a.subject_start_s,
+            "subject_end_s": a.subject_end_s, "words": words_to_json(a.words), "score": a.score,
+            "status": a.status, "reason": a.reason}
+
+
+def row(obj) -> dict:
+    return asdict(obj)

