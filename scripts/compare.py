@@ -35,7 +35,7 @@ shared = sorted(set(cat.loc[(cat["model"] == a[0]) & (cat["modality"] == a[1]), 
 quotes = {}
 for kind in p.kinds:
     try:
-        q = quote_peak_ratio(peaks, a, b, kind)
+        q = quote_peak_ratio(peaks, a, b, kind).replace(" ATTN AIE ", " attention AIE ")
         r, lo, hi = peak_ratio_ci(cat, a, b, kind, n_boot=st["n_boot"], seed=st["seed"], level=st["level"])
         quotes[kind] = {"sentence": f"{q} ({st['level']:.0%} CI {lo:.1f}–{hi:.1f})", "ratio": r,
                         "ci_low": lo, "ci_high": hi}
