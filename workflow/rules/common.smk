@@ -90,4 +90,5 @@ def all_targets():
         out += expand(
             f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS
         )
+    out += report_targets()  # panels, peaks, QC, comparisons (workflow/rules/report.smk)
     return out

@@ -36,6 +36,7 @@ rule merge:
         summary=f"{R}/{{model}}/{{modality}}/summary.json",
     params:
         trace=trace_params(),
+        stats={k: config["stats"][k] for k in ("n_boot", "seed", "level")},
     log:
         "logs/merge/{model}_{modality}.log",
     conda:
