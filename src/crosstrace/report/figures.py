@@ -18,17 +18,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm, TwoSlopeNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from .stats import CATEGORY_ORDER  # noqa: E402
+from ..categories import CATEGORIES, CATEGORY_LABELS  # noqa: E402
 
-CATEGORIES = CATEGORY_ORDER  # same order as crosstrace.trace.tokens.CATEGORIES (checked in tests)
-CATEGORY_LABELS = {
-    "first_subject": "first subject",
-    "middle_subject": "middle subject",
-    "last_subject": "last subject",
-    "first_subsequent": "first subsequent",
-    "further": "further tokens",
-    "last": "last token",
-}
 KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP", "attn": "attention"}
 KIND_CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
 MODALITY_LABELS = {"t2t": "T→T", "s2t": "S→T"}
