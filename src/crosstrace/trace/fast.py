@@ -190,7 +190,6 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
         join(k)
         if not active:
             continue
-        n = len(active)
         pk, pv = corr.kv[k]
         past = (pk[:, :, :t], pv[:, :, :t])
         pa = patcher(k, clean.attn[k]) if kind == "attn" else None
