@@ -1,15 +1,17 @@
-"""All shards → raw IE per prompt, per-category IE, AIE, quarantine and a summary."""
+"""All shards → raw IE per prompt, per-category IE, AIE with bootstrap CIs, quarantine and a summary."""
 
 import pandas as pd
 
 from crosstrace.io import read_json, setup_logging, write_json, write_parquet
-from crosstrace.trace.tables import aie_table, category_table, merge_shards
+from crosstrace.report.stats import aie_table
+from crosstrace.trace.tables import category_table, merge_shards
 
 log = setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 ie, quarantined = merge_shards(snakemake.input.shards)
 cats = category_table(ie)
-aie = aie_table(cats)
+st = snakemake.params.stats
+aie = aie_table(cats, n_boot=st["n_boot"], seed=st["seed"], level=st["level"])
 known = pd.read_parquet(snakemake.input.known, columns=["known", "label"])
 noise = read_json(snakemake.input.noise)
 t = snakemake.params.trace
@@ -31,6 +33,7 @@ summary = {
     "window": t["window"],
     "kinds": t["kinds"],
     "engine": str(ie["engine"].iloc[0]) if len(ie) else None,
+    "ci": {"method": "percentile bootstrap over prompts", **st},
 }
 log.info("summary: %s", summary)
 write_parquet(ie, snakemake.output.ie)

@@ -113,3 +113,28 @@ def test_seeded_noise_is_per_prompt_and_draw():
     assert not torch.equal(draw_noise(1, 5, 3, 2, 4), a)
     u = draw_noise(0, 5, 2, 3, 4, kind="uniform")
     assert u.abs().max() <= 1.0
+
+
+def test_explicit_noise_equals_seeded_noise(llama):
+    from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
+
+    class Tok:
+        def decode(self, ids):
+            return str(ids)
+
+    tracer = Tracer(llama, Tok(), TraceSettings(window=3, noise=NoiseConfig(samples=3, seed=4)), 0.1)
+    ids, span = [3, 9, 27, 14, 5, 40], (1, 3)
+    seeded = tracer.trace_ids(11, ids, span)
+    explicit = tracer.trace_ids(11, ids, span, noise=draw_noise(4, 11, 3, 2, llama.config.hidden_size))
+    other = tracer.trace_ids(11, ids, span, noise=draw_noise(5, 11, 3, 2, llama.config.hidden_size))
+    for kind in KINDS:
+        np.testing.assert_array_equal(seeded.kinds[kind].ie, explicit.kinds[kind].ie)
+        assert not np.allclose(seeded.kinds[kind].ie, other.kinds[kind].ie)
+    with pytest.raises(ValueError, match="noise must be"):
+        tracer.trace_ids(11, ids, span, noise=torch.zeros(3, 1, llama.config.hidden_size))
+
+
+def test_auto_max_rows_on_cpu_is_the_default(llama):
+    from crosstrace.trace.fast import auto_max_rows
+
+    assert auto_max_rows(llama, 12, torch.device("cpu")) == 512

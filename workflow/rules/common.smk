@@ -108,6 +108,7 @@ def all_targets():
             f"{R}/{m}/{mod}/summary.json",
         ]
         out += expand(f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
+    out += report_targets()  # panels, peaks, QC, comparisons (workflow/rules/report.smk)
     return out
 
 

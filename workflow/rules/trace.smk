@@ -40,5 +40,6 @@ rule merge:
         "../../envs/crosstrace.yaml"
     params:
         trace=trace_params(),
+        stats={k: config["stats"][k] for k in ("n_boot", "seed", "level")},
     script:
         "../../scripts/merge.py"

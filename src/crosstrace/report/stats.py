@@ -22,6 +22,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from ..categories import CATEGORIES
+
 __all__ = [
     "CATEGORY_ORDER",
     "KIND_ORDER",
@@ -38,16 +40,8 @@ __all__ = [
     "similarity_by_layer",
 ]
 
-# Canonical orders for sorting output (kept here so this module does not import the tracer/torch;
-# must match crosstrace.trace.tokens.CATEGORIES). Unknown values sort after these, alphabetically.
-CATEGORY_ORDER: tuple[str, ...] = (
-    "first_subject",
-    "middle_subject",
-    "last_subject",
-    "first_subsequent",
-    "further",
-    "last",
-)
+# Canonical order for sorting output. Unknown values sort after these, alphabetically.
+CATEGORY_ORDER = CATEGORIES
 KIND_ORDER: tuple[str, ...] = ("hidden", "mlp", "attn")
 MODALITY_ORDER: tuple[str, ...] = ("t2t", "s2t")
 MODALITY_LABELS = {"t2t": "T→T", "s2t": "S→T"}

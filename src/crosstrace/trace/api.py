@@ -25,7 +25,7 @@ class TraceSettings:
     window: int = 10
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     engine: str = "auto"
-    max_rows: int = 512
+    max_rows: int | None = 512  # None: from free GPU memory (512 on CPU)
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in KINDS]

@@ -206,6 +206,22 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
     return out
 
 
+def auto_max_rows(model, n_tokens: int, device: torch.device, cpu_rows: int = 512, budget: float = 0.5) -> int:
+    """Rows per forward that fit in ``budget`` of free accelerator memory (CPU: ``cpu_rows``).
+
+    One row of ``n_tokens`` positions holds, at its widest point inside a block, the residual stream,
+    the normed input, attention projections and the MLP's gate/up activations, plus its tiled past
+    keys and values; we count 6·hidden + 3·intermediate values per position, doubled for temporaries.
+    """
+    if device.type != "cuda":
+        return cpu_rows
+    cfg = model.config
+    itemsize = next(model.parameters()).element_size()
+    per_row = 2 * n_tokens * (6 * cfg.hidden_size + 3 * cfg.intermediate_size) * itemsize
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, int(free * budget // per_row))
+
+
 def _chunks(items: list[_Item], per_chunk: int) -> list[list[_Item]]:
     return [items[i : i + per_chunk] for i in range(0, len(items), per_chunk)]
 
@@ -218,9 +234,10 @@ def trace_fast(
     corruption: Corruption,
     kinds: tuple[str, ...],
     window: int,
-    max_rows: int = 512,
+    max_rows: int | None = 512,
 ) -> dict[str, KindTrace]:
-    """All kinds for one prompt. ``max_rows`` caps sequences per forward (items × noise draws)."""
+    """All kinds for one prompt. ``max_rows`` caps sequences per forward (items × noise draws);
+    None derives it from free accelerator memory (:func:`auto_max_rows`)."""
     runner = LlamaRunner(model, adapter)
     L, T = adapter.num_layers, input_ids.shape[0]
     b, _ = corruption.span
@@ -234,6 +251,8 @@ def trace_fast(
     corr = runner.full(x_star)
     p_corr = float(runner.answer_probs(corr.final[:, -1], answer_id).double().mean())
     S = x_star.shape[0]
+    if max_rows is None:
+        max_rows = auto_max_rows(model, T, x.device)
     out = {}
     for kind in kinds:
         p_restored = torch.full((T, L), p_corr, dtype=torch.float64)

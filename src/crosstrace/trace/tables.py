@@ -1,4 +1,7 @@
-"""From traced prompts to tables: raw IE per (prompt, kind, token, layer), categories and AIE."""
+"""From traced prompts to tables: raw IE per (prompt, kind, token, layer) and per-category IE.
+
+AIE with bootstrap CIs is computed from the category table by :func:`crosstrace.report.stats.aie_table`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .api import PromptTrace, Tracer
-from .tokens import CATEGORIES, SpanError, category_means
+from .tokens import SpanError, category_means
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +25,6 @@ IE_COLUMNS = [
 ]
 QUARANTINE_COLUMNS = ["model", "modality", "known_id", "stage", "reason"]
 CATEGORY_COLUMNS = ["model", "modality", "known_id", "kind", "category", "layer", "ie"]
-AIE_COLUMNS = ["model", "modality", "kind", "category", "layer", "aie", "n"]
 
 
 class NonFiniteError(ValueError):
@@ -101,15 +103,6 @@ def category_table(ie: pd.DataFrame) -> pd.DataFrame:
     if not out:
         return pd.DataFrame(columns=CATEGORY_COLUMNS)
     return pd.concat(out, ignore_index=True)[CATEGORY_COLUMNS]
-
-
-def aie_table(cat: pd.DataFrame) -> pd.DataFrame:
-    """AIE(category, layer) = mean IE over the prompts that have that category; n = their number."""
-    g = cat.groupby(["model", "modality", "kind", "category", "layer"], sort=False)["ie"]
-    aie = g.agg(aie="mean", n="count").reset_index()
-    order = {c: i for i, c in enumerate(CATEGORIES)}
-    aie["_c"] = aie["category"].map(order)
-    return aie.sort_values(["model", "modality", "kind", "_c", "layer"]).drop(columns="_c").reset_index(drop=True)[AIE_COLUMNS]
 
 
 class ShardError(ValueError):

@@ -7,22 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CATEGORIES = (
-    "first_subject",
-    "middle_subject",
-    "last_subject",
-    "first_subsequent",
-    "further",
-    "last",
-)
-CATEGORY_LABELS = {
-    "first_subject": "first subject",
-    "middle_subject": "middle subject",
-    "last_subject": "last subject",
-    "first_subsequent": "first subsequent",
-    "further": "further tokens",
-    "last": "last token",
-}
+from ..categories import CATEGORIES, CATEGORY_LABELS  # noqa: F401 (re-exported)
 
 
 class SpanError(ValueError):
