@@ -10,7 +10,7 @@ from crosstrace.speech.align import CTCAligner
 from crosstrace.speech.pipeline import (
     align_record,
     alignment_row,
-    load_audio16k,
+    try_load_audio16k,
     timings_from_json,
     transcript_from_qc,
 )
@@ -30,13 +30,14 @@ if "ctc" in aligners:
 rows, spent = [], {a: 0.0 for a in aligners}
 for r in records.itertuples(index=False):
     m = manifest.loc[r.known_id]
-    audio = load_audio16k(m["path"]) if m["status"] == "ok" else None
+    audio, err = try_load_audio16k(m["path"]) if m["status"] == "ok" else (None, None)
     q = qc.loc[r.known_id]
     transcript = transcript_from_qc(q["transcript"], q["words"]) if q["words"] else None
     for name in aligners:
         t0 = time.perf_counter()
         a = align_record(name, r.known_id, r.prompt, r.subject, audio, ctc=ctc,
-                         word_timings=timings_from_json(m["word_timings"]), transcript=transcript)
+                         word_timings=timings_from_json(m["word_timings"]), transcript=transcript,
+                         audio_error=err)
         spent[name] += time.perf_counter() - t0
         if a.status != "ok":
             log.warning("%s", a.reason)

@@ -8,7 +8,7 @@ import torch
 
 from crosstrace.speech._io import select_shard, setup_logging, write_parquet
 from crosstrace.speech.asr import WhisperASR
-from crosstrace.speech.pipeline import load_audio16k, qc_record
+from crosstrace.speech.pipeline import try_load_audio16k, qc_record
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -20,8 +20,8 @@ asr = WhisperASR(p.model, cache_dir=p.cache_dir, device=p.device, compute_type=p
 rows, t0 = [], time.perf_counter()
 for r in records.itertuples(index=False):
     m = manifest.loc[r.known_id]
-    audio = load_audio16k(m["path"]) if m["status"] == "ok" else None
-    rows.append(asdict(qc_record(asr, r.known_id, r.prompt, audio, p.max_wer)))
+    audio, err = try_load_audio16k(m["path"]) if m["status"] == "ok" else (None, None)
+    rows.append(asdict(qc_record(asr, r.known_id, r.prompt, audio, p.max_wer, audio_error=err)))
 dt = time.perf_counter() - t0
 qc = pd.DataFrame(rows, columns=["known_id", "transcript", "wer", "passes_qc", "reason", "words"])
 write_parquet(qc, snakemake.output.qc)

@@ -395,6 +395,79 @@ def test_config_typo_stops_a_dry_run_naming_the_key(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ speech (WAV etc.)
-# SPEECH-STAGE CASES GO HERE (speech pipeline owner): missing/empty/corrupt WAV, wrong sample rate,
-# silence, clipped audio, transcript mismatch -- each asserting the error type and that the message names
-# the file / known_id, or the quarantined row's reason.
+# Each bad clip becomes a quarantined row naming the problem (and the known_id), never a failed job.
+
+
+def _wav(path, audio, sr=16000):
+    import soundfile as sf
+
+    sf.write(str(path), np.asarray(audio, dtype=np.float32), sr, subtype="PCM_16")
+    return path
+
+
+def _tone(seconds=0.5, sr=16000, amp=0.3):
+    t = np.arange(int(seconds * sr)) / sr
+    return amp * np.sin(2 * np.pi * 220 * t)
+
+
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda d: d / "missing.wav", "cannot read WAV"),
+        (lambda d: (d / "garbage.wav").write_bytes(b"RIFF not really a wav") and d / "garbage.wav", "cannot read WAV"),
+    ],
+    ids=["missing-wav", "corrupt-wav"],
+)
+def test_unreadable_wav_is_a_reason_naming_the_file(tmp_path, make, expected):
+    from crosstrace.speech.pipeline import qc_record, try_load_audio16k
+
+    path = make(tmp_path)
+    audio, err = try_load_audio16k(path)
+    assert audio is None and expected in err and str(path) in err
+    row = qc_record(None, 17, "Paris is in", audio, 0.5, audio_error=err)
+    assert not row.passes_qc and row.reason.startswith("known_id=17:") and str(path) in row.reason
+
+
+@pytest.mark.parametrize(
+    "audio,expected",
+    [
+        (np.zeros(0), "empty audio"),
+        (np.zeros(16000), "silent audio"),
+        (_tone(0.05), "too short"),
+        (np.clip(_tone(amp=3.0), -1, 1), "clipped audio"),
+        (np.full(16000, np.nan), "non-finite"),
+    ],
+    ids=["truncated-to-header", "silent", "too-short", "clipped", "nan"],
+)
+def test_bad_audio_is_quarantined_in_qc_and_alignment(tmp_path, audio, expected):
+    from crosstrace.speech.pipeline import align_record, audio_problem, qc_record
+
+    assert expected in audio_problem(audio, 16000)
+    q = qc_record(None, 5, "Paris is in", audio, 0.5)
+    assert not q.passes_qc and q.reason.startswith("known_id=5:") and expected in q.reason
+    a = align_record("tts", 5, "Paris is in", "Paris", audio)
+    assert a.status != "ok" and expected in a.reason
+
+
+def test_header_only_wav_reads_as_empty_audio(tmp_path):
+    from crosstrace.speech.pipeline import audio_problem, try_load_audio16k
+
+    path = _wav(tmp_path / "t.wav", _tone())
+    path.write_bytes(path.read_bytes()[:44])  # keep the RIFF header, drop the samples
+    audio, err = try_load_audio16k(path)
+    assert (audio is None and "cannot read WAV" in err) or audio_problem(audio, 16000) == "empty audio"
+
+
+def test_other_sample_rate_is_resampled_not_rejected(tmp_path):
+    from crosstrace.speech.pipeline import audio_problem, try_load_audio16k
+
+    audio, err = try_load_audio16k(_wav(tmp_path / "t.wav", _tone(1.0, sr=22050), sr=22050))
+    assert err is None and len(audio) == 16000 and audio_problem(audio, 16000) is None
+
+
+def test_subject_missing_from_alignment_is_quarantined():
+    from crosstrace.speech.align import WordSegment, tts_alignment
+
+    words = [WordSegment(w, i * 0.3, i * 0.3 + 0.25, 1.0) for i, w in enumerate(["Paris", "is", "in"])]
+    a = tts_alignment(9, "Paris is in", "Rome", words)
+    assert a.status != "ok" and "Rome" in a.reason

@@ -84,6 +84,9 @@ def audio_problem(audio: np.ndarray, sr: int, min_duration_s: float = 0.1, min_r
     rms = float(np.sqrt(np.mean(x**2)))
     if rms < min_rms:
         return f"silent audio (RMS {rms:.2e} < {min_rms:.0e})"
+    clipped = float(np.mean(np.abs(x) >= 0.999))
+    if clipped > 0.01:
+        return f"clipped audio ({100 * clipped:.1f}% of samples at full scale)"
     return None
 
 
@@ -114,14 +117,24 @@ def load_audio16k(path: str | Path) -> np.ndarray:
     return resample_to_16k(audio, sr)
 
 
+def try_load_audio16k(path: str | Path) -> tuple[np.ndarray | None, str | None]:
+    """(16 kHz audio, None), or (None, why) for a missing or unreadable file, so one bad WAV
+    quarantines its prompt instead of failing the job."""
+    try:
+        return load_audio16k(path), None
+    except Exception as e:  # noqa: BLE001 - soundfile raises several types for broken files
+        return None, f"cannot read WAV {path}: {type(e).__name__}: {e}"
+
+
 def qc_record(asr, known_id, prompt: str, audio16k: np.ndarray | None, max_wer: float,
-              transcript: Transcript | None = None) -> QCResult:
+              transcript: Transcript | None = None, audio_error: str | None = None) -> QCResult:
     """Transcribe (with word timestamps, unless ``transcript`` is given) and score one clip;
-    ``passes_qc`` iff WER <= ``max_wer``."""
+    ``passes_qc`` iff WER <= ``max_wer``. ``audio_error`` says why ``audio16k`` is missing."""
     from .asr import wer
 
     if audio16k is None:
-        return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: no audio (quarantined at synthesis)")
+        why = audio_error or "no audio (quarantined at synthesis)"
+        return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: {why}")
     problem = audio_problem(audio16k, 16000)
     if problem:
         return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: {problem}")
@@ -142,13 +155,13 @@ def transcript_from_qc(text: str, words_json: str | None) -> Transcript:
 
 def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np.ndarray | None, *,
                  ctc=None, asr=None, word_timings: list[WordTiming] | None = None,
-                 transcript: Transcript | None = None) -> Alignment:
+                 transcript: Transcript | None = None, audio_error: str | None = None) -> Alignment:
     """Run one aligner (``ctc``, ``tts`` or ``whisper``) on one clip, quarantining instead of raising.
 
     ``ctc`` is a :class:`CTCAligner`; ``tts`` needs the synthesiser's ``word_timings``; ``whisper``
     uses ``transcript`` (e.g. from the QC table) or transcribes with ``asr``."""
     if audio16k is None:
-        return quarantined(known_id, aligner, "no audio (quarantined at synthesis)")
+        return quarantined(known_id, aligner, audio_error or "no audio (quarantined at synthesis)")
     problem = audio_problem(audio16k, 16000)
     if problem:
         return quarantined(known_id, aligner, problem)
