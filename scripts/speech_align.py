@@ -10,9 +10,9 @@ from crosstrace.speech.align import CTCAligner
 from crosstrace.speech.pipeline import (
     align_record,
     alignment_row,
-    try_load_audio16k,
     timings_from_json,
     transcript_from_qc,
+    try_load_audio16k,
 )
 
 log = setup_logging(snakemake.log[0])

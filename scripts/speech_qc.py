@@ -8,7 +8,7 @@ import torch
 
 from crosstrace.speech._io import select_shard, setup_logging, write_parquet
 from crosstrace.speech.asr import WhisperASR
-from crosstrace.speech.pipeline import try_load_audio16k, qc_record
+from crosstrace.speech.pipeline import qc_record, try_load_audio16k
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
