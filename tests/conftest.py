@@ -85,3 +85,20 @@ def make_tiny_model_dir(path: Path, layers: int = 2, hidden: int = 32, seed: int
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is fastest and avoids contention on a loaded 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny random SpiritLM checkpoint tree in the real formats (tests/spiritlm_fixture.py)."""
+    from spiritlm_fixture import build_tiny_spiritlm
+
+    return build_tiny_spiritlm(tmp_path_factory.mktemp("spiritlm"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from spiritlm_fixture import build_tiny_spiritlm
 
 from crosstrace.modality import (
     check_spiritlm_root,
@@ -24,20 +23,12 @@ from crosstrace.speech.units import UnitSpanError
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.noise import embedding_std
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    r = tmp_path_factory.mktemp("spiritlm")
-    build_tiny_spiritlm(r)
-    return r
+def root(ckpt):
+    return ckpt["root"]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from spiritlm_fixture import SPACE_ID, build_tiny_spiritlm
+from spiritlm_fixture import SPACE_ID
 
 from crosstrace.models.loading import ModelLoadError
 from crosstrace.models.spiritlm import (
@@ -23,18 +23,7 @@ from crosstrace.models.spiritlm import (
     text_bad_words,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return build_tiny_spiritlm(tmp_path_factory.mktemp("spiritlm"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
