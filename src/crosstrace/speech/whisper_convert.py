@@ -96,25 +96,25 @@ def ct2_to_openai_whisper(model_bin: str | Path) -> dict:
     sd["encoder.positional_embedding"] = v["encoder/position_encodings/encodings"]
     n_audio_layer = sum(1 for k in v if k.startswith("encoder/layer_") and k.endswith("/ffn/linear_0/weight"))
     n_text_layer = sum(1 for k in v if k.startswith("decoder/layer_") and k.endswith("/ffn/linear_0/weight"))
-    for i in range(n_audio_layer):
-        s, d = f"encoder/layer_{i}", f"encoder.blocks.{i}"
+
+    def block(s: str, d: str) -> None:
+        """Self-attention and FFN of one encoder or decoder layer (shared by both stacks)."""
         _attn(sd, f"{d}.attn", v, f"{s}/self_attention", 3)
         _ln(sd, f"{d}.attn_ln", v, f"{s}/self_attention/layer_norm")
         _lin(sd, f"{d}.mlp.0", v, f"{s}/ffn/linear_0")
         _lin(sd, f"{d}.mlp.2", v, f"{s}/ffn/linear_1")
         _ln(sd, f"{d}.mlp_ln", v, f"{s}/ffn/layer_norm")
+
+    for i in range(n_audio_layer):
+        block(f"encoder/layer_{i}", f"encoder.blocks.{i}")
     _ln(sd, "encoder.ln_post", v, "encoder/layer_norm")
     sd["decoder.token_embedding.weight"] = v["decoder/embeddings/weight"]
     sd["decoder.positional_embedding"] = v["decoder/position_encodings/encodings"]
     for i in range(n_text_layer):
         s, d = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        _attn(sd, f"{d}.attn", v, f"{s}/self_attention", 3)
-        _ln(sd, f"{d}.attn_ln", v, f"{s}/self_attention/layer_norm")
+        block(s, d)
         _attn(sd, f"{d}.cross_attn", v, f"{s}/attention", 2)
         _ln(sd, f"{d}.cross_attn_ln", v, f"{s}/attention/layer_norm")
-        _lin(sd, f"{d}.mlp.0", v, f"{s}/ffn/linear_0")
-        _lin(sd, f"{d}.mlp.2", v, f"{s}/ffn/linear_1")
-        _ln(sd, f"{d}.mlp_ln", v, f"{s}/ffn/layer_norm")
     _ln(sd, "decoder.ln", v, "decoder/layer_norm")
     dims = {
         "n_mels": int(v["encoder/conv1/weight"].shape[1]),
