@@ -107,16 +107,3 @@ def hooks(adapter: Adapter, edits: dict[str, Callable[[torch.Tensor], torch.Tens
         for h in handles:
             h.remove()
 
-
-def record(adapter: Adapter, sites: list[str]) -> tuple[dict[str, torch.Tensor], contextlib.AbstractContextManager]:
-    """Return (store, context): inside the context each site's output is saved (detached) in ``store``."""
-    store: dict[str, torch.Tensor] = {}
-
-    def saver(site):
-        def fn(out):
-            store[site] = out.detach()
-            return None
-
-        return fn
-
-    return store, hooks(adapter, {s: saver(s) for s in sites})
