@@ -32,7 +32,7 @@ def test_runner_full_pass_equals_hf_forward(llama):
     ids = torch.randint(0, 64, (2, 9))
     with torch.no_grad():
         hf = llama(input_ids=ids, output_hidden_states=True)
-        run = LlamaRunner(llama, get_adapter(llama)).full(llama.model.embed_tokens(ids))
+        run = LlamaRunner(llama, get_adapter(llama), 9, ids.device, torch.float32).full(llama.model.embed_tokens(ids))
     for k in range(6):
         torch.testing.assert_close(run.block_in[k], hf.hidden_states[k], atol=1e-6, rtol=0)
     torch.testing.assert_close(llama.model.norm(run.final), hf.hidden_states[-1], atol=1e-6, rtol=0)
@@ -58,6 +58,39 @@ def test_fast_equals_reference(llama, T, span, window):
         assert fast[kind].p_corrupted == pytest.approx(ref[kind].p_corrupted, abs=1e-6)
         np.testing.assert_allclose(fast[kind].ie, ref[kind].ie, atol=1e-6, rtol=0)
     # the case must actually exercise something: corruption moves the answer probability
+    assert abs(ref["hidden"].p_clean - ref["hidden"].p_corrupted) > 1e-3
+
+
+def _tiny(family: str):
+    """Other families the fast engine takes: Qwen2 (biased q/k/v) and Mistral (sliding window)."""
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
+    if family == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+        assert model.model.layers[0].self_attn.q_proj.bias is not None
+    else:
+        model = MistralForCausalLM(MistralConfig(sliding_window=3, **common)).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)
+        if family == "qwen2":  # random init leaves biases at zero; make them matter
+            for layer in model.model.layers:
+                layer.self_attn.q_proj.bias.normal_()
+                layer.self_attn.k_proj.bias.normal_()
+    return model
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_fast_equals_reference_other_families(family):
+    model = _tiny(family)
+    ids, corruption = _case(model, 8, (2, 4))
+    ad = get_adapter(model)
+    ref = trace_reference(model, ad, ids, corruption, KINDS, 3)
+    fast = trace_fast(model, ad, ids, corruption, KINDS, 3)
+    for kind in KINDS:
+        np.testing.assert_allclose(fast[kind].ie, ref[kind].ie, atol=1e-6, rtol=0)
     assert abs(ref["hidden"].p_clean - ref["hidden"].p_corrupted) > 1e-3
 
 

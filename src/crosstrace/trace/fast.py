@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..models.adapter import Adapter, window_layers
 from .state import Corruption, KindTrace
@@ -35,31 +36,18 @@ def supports_fast(model) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) in FAST_MODEL_TYPES
 
 
-class _KV:
-    """Minimal stand-in for an HF cache: prepends fixed past keys/values, optionally records new ones.
+def _join_past(past: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """Prepend fixed past keys/values to a batch's new ones.
 
-    ``past`` holds one (samples, heads, t, dim) block per noise draw; the batch has ``groups`` items of
-    ``samples`` rows each, so the past is tiled into a preallocated buffer (one copy, no repeat + cat).
+    ``past`` holds one (samples, kv heads, t, dim) block per noise draw; the batch has ``groups`` items
+    of ``samples`` rows each, so the past is tiled into a preallocated buffer (one copy, no repeat + cat).
     """
-
-    def __init__(self, past: tuple[torch.Tensor, torch.Tensor] | None = None, keep: list | None = None):
-        self.past, self.keep = past, keep
-
-    @staticmethod
-    def _join(past: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        S, H, t, D = past.shape
-        rows, _, q, _ = new.shape
-        out = new.new_empty(rows, H, t + q, D)
-        out.view(rows // S, S, H, t + q, D)[:, :, :, :t] = past[None]
-        out[:, :, t:] = new
-        return out
-
-    def update(self, k, v, layer_idx, cache_kwargs=None):
-        if self.keep is not None:
-            self.keep.append((k, v))
-        if self.past is not None and self.past[0].shape[2] > 0:
-            k, v = self._join(self.past[0], k), self._join(self.past[1], v)
-        return k, v
+    S, H, t, D = past.shape
+    rows, _, q, _ = new.shape
+    out = new.new_empty(rows, H, t + q, D)
+    out.view(rows // S, S, H, t + q, D)[:, :, :, :t] = past[None]
+    out[:, :, t:] = new
+    return out
 
 
 @dataclass
@@ -73,38 +61,74 @@ class _Run:
     final: torch.Tensor  # output of the last block (B,T,H)
 
 
-def _causal_mask(start: int, end: int, dtype, device) -> torch.Tensor:
-    """Additive mask for queries at positions start..end-1 over keys 0..end-1."""
-    q = torch.arange(start, end, device=device)[:, None]
-    k = torch.arange(end, device=device)[None, :]
-    mask = torch.zeros(end - start, end, dtype=dtype, device=device)
-    return mask.masked_fill(k > q, torch.finfo(dtype).min)[None, None]
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class LlamaRunner:
-    """Runs Llama blocks on a slice of positions with cached past keys/values and sublayer patches."""
+    """Llama decoder blocks on a slice of positions, with cached past keys/values and sublayer patches.
 
-    def __init__(self, model, adapter: Adapter):
+    The arithmetic is ``LlamaDecoderLayer.forward`` written out with the model's own weights (a test
+    pins it to the HF forward pass), for three reasons that matter when it runs thousands of times
+    per prompt: grouped-query attention goes straight to ``scaled_dot_product_attention`` with
+    ``enable_gqa`` (no ``repeat_kv`` copies), the rotary tables are computed once per prompt, and the
+    last block projects queries, attention output and MLP for the last position only.
+    """
+
+    def __init__(self, model, adapter: Adapter, n_tokens: int, device, dtype):
         self.model, self.adapter = model, adapter
         self.inner = model.model
         self.layers = adapter.layers
+        cfg = model.config
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        probe = torch.zeros(1, 1, self.head_dim, device=device, dtype=dtype)
+        cos, sin = self.inner.rotary_emb(probe, position_ids=torch.arange(n_tokens, device=device)[None])
+        self.cos, self.sin = cos[0], sin[0]  # (T, head_dim)
+        q = torch.arange(n_tokens, device=device)[:, None]
+        k = torch.arange(n_tokens, device=device)[None, :]
+        allowed = k <= q
+        if window:  # Mistral-style sliding window: a query sees at most `window` keys back
+            allowed &= (q - k) < window
+        self.allowed = allowed
 
-    def rotary(self, h: torch.Tensor, start: int, end: int):
-        pos = torch.arange(start, end, device=h.device)[None]
-        return self.inner.rotary_emb(h, position_ids=pos)
+    def _rope(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        cos, sin = self.cos[start : start + x.shape[2]], self.sin[start : start + x.shape[2]]
+        return x * cos + _rotate_half(x) * sin
 
-    def block(self, k: int, h, pe, mask, kv: _KV, patch_attn=None, patch_mlp=None, keep=None, last_only=False):
-        """One decoder block. ``last_only``: return only the last position (all that the logits need
-        after the final block; earlier positions still feed this block's keys and values)."""
+    def _attention(self, k: int, x: torch.Tensor, start: int, past, keep, last_only: bool) -> torch.Tensor:
+        attn = self.layers[k].self_attn
+        B, Tq, _ = x.shape
+        xq = x[:, -1:] if last_only else x
+        q = attn.q_proj(xq).view(B, xq.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
+        key = attn.k_proj(x).view(B, Tq, self.n_kv, self.head_dim).transpose(1, 2)
+        val = attn.v_proj(x).view(B, Tq, self.n_kv, self.head_dim).transpose(1, 2)
+        q, key = self._rope(q, start + Tq - q.shape[2]), self._rope(key, start)
+        if keep is not None:
+            keep.append((key, val))
+        if past is not None and start > 0:
+            key, val = _join_past(past[0], key), _join_past(past[1], val)
+        end = start + Tq
+        mask = self.allowed[end - q.shape[2] : end, :end]
+        o = F.scaled_dot_product_attention(
+            q, key, val, attn_mask=mask, scale=getattr(attn, "scaling", self.head_dim**-0.5),
+            enable_gqa=self.n_kv != self.n_heads,
+        )
+        return attn.o_proj(o.transpose(1, 2).reshape(B, q.shape[2], -1))
+
+    def block(self, k: int, h, start: int, past=None, patch_attn=None, patch_mlp=None, keep=None, keep_kv=None,
+              last_only=False):
+        """Block ``k`` on positions start..start+len-1 of ``h``. ``past``: keys/values of the positions
+        before ``start`` (one per noise draw). ``last_only``: return only the last position (all that
+        the logits need after the final block; earlier positions still feed its keys and values)."""
         layer = self.layers[k]
-        residual = h
-        x = layer.input_layernorm(h)
-        a = layer.self_attn(hidden_states=x, position_embeddings=pe, attention_mask=mask, past_key_values=kv)[0]
+        a = self._attention(k, layer.input_layernorm(h), start, past, keep_kv, last_only)
         if patch_attn is not None:
             a = patch_attn(a)
-        h = residual + a
-        if last_only:
-            h = h[:, -1:]
+        h = (h[:, -1:] if last_only else h) + a
         m = layer.mlp(layer.post_attention_layernorm(h))
         if patch_mlp is not None:
             m = patch_mlp(m)
@@ -114,16 +138,13 @@ class LlamaRunner:
 
     def full(self, embeds: torch.Tensor) -> _Run:
         """One pass over all positions keeping what restorations reuse."""
-        T = embeds.shape[1]
-        pe = self.rotary(embeds, 0, T)
-        mask = _causal_mask(0, T, embeds.dtype, embeds.device)
         h, block_in, sub, kv = embeds, [], [], []
         for k in range(len(self.layers)):
             block_in.append(h)
-            h = self.block(k, h, pe, mask, _KV(keep=kv), keep=sub)
+            h = self.block(k, h, 0, keep=sub, keep_kv=kv)
         return _Run(block_in, [a for a, _ in sub], [m for _, m in sub], kv, h)
 
-    def answer_probs(self, h_last: torch.Tensor, answer_id: int) -> torch.Tensor:
+    def answer_probs(self, h_last: torch.Tensor, answer_id) -> torch.Tensor:
         logits = self.model.lm_head(self.inner.norm(h_last))
         return logits.float().softmax(-1)[..., answer_id]
 
@@ -154,8 +175,6 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
     S, T = corr.final.shape[0], corr.final.shape[1]
     L = len(runner.layers)
     ref = corr.final
-    pe = runner.rotary(ref, t, T)
-    mask = _causal_mask(t, T, ref.dtype, ref.device)
     h = ref.new_empty(0, T - t, ref.shape[2])
     active: list[_Item] = []
     pending = list(items)
@@ -192,12 +211,13 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
             continue
         pk, pv = corr.kv[k]
         past = (pk[:, :, :t], pv[:, :, :t])
-        pa = patcher(k, clean.attn[k]) if kind == "attn" else None
         last = k == L - 1
-        # patches touch relative position 0 (token t); after slicing to the last position that is
-        # only still present when t is the last token
-        pm = patcher(k, clean.mlp[k]) if kind == "mlp" and (not last or t == T - 1) else None
-        h = runner.block(k, h, pe, mask, _KV(past), patch_attn=pa, patch_mlp=pm, last_only=last)
+        # patches touch relative position 0 (token t); the last block keeps only the last position,
+        # which is token t only when t is the last token
+        patchable = not last or t == T - 1
+        pa = patcher(k, clean.attn[k]) if kind == "attn" and patchable else None
+        pm = patcher(k, clean.mlp[k]) if kind == "mlp" and patchable else None
+        h = runner.block(k, h, t, past, patch_attn=pa, patch_mlp=pm, last_only=last)
     join(L)
     probs = runner.answer_probs(h[:, -1], answer_id).double()
     order = torch.tensor([it.layer for it in active])
@@ -238,10 +258,10 @@ def trace_fast(
 ) -> dict[str, KindTrace]:
     """All kinds for one prompt. ``max_rows`` caps sequences per forward (items × noise draws);
     None derives it from free accelerator memory (:func:`auto_max_rows`)."""
-    runner = LlamaRunner(model, adapter)
     L, T = adapter.num_layers, input_ids.shape[0]
     b, _ = corruption.span
     x = adapter.embed(input_ids[None])
+    runner = LlamaRunner(model, adapter, T, x.device, x.dtype)
     clean = runner.full(x)
     clean_probs = runner.answer_probs(clean.final[0, -1], slice(None))
     answer_id = int(clean_probs.argmax())
