@@ -1,10 +1,13 @@
 """Benchmark: the fast engine against the plain reference algorithm, in one process, same inputs.
 
     python -m crosstrace.bench                 # JSON line: seconds per kind, speedup, max |ΔIE|
-    python -m crosstrace.bench --scaling       # also time prompt lengths 8..128 → docs/performance.md
+    python -m crosstrace.bench --scaling       # also time prompt lengths 8..128 → docs/scaling.{md,png}
 
 The reference is ROME's algorithm exactly (2 + T·L full forward passes of batch samples + 1 per
 kind, the clean prompt in row 0 as the source of restored states). Both engines get identical noise.
+Next to each measured speedup the JSON gives ``matmul_ratio``: how many fewer multiply-accumulates
+the fast engine's algorithm needs (weights only, counted by :func:`matmul_macs`), the part of the
+speedup that no implementation detail can add to.
 """
 
 from __future__ import annotations
@@ -12,18 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .data import BUNDLED_KNOWN, load_known
-from .models.adapter import KINDS, get_adapter
+from .models.adapter import KINDS, get_adapter, site_name, window_layers
 from .models.loading import OFFLINE_DEFAULT, load_model
 from .trace.api import Tracer, TraceSettings
 from .trace.fast import trace_fast
 from .trace.noise import NoiseConfig
-from .trace.reference import trace_reference
+from .trace.reference import rome_inputs, trace_reference, trace_with_patch
+from .trace.state import Corruption
 from .trace.tokens import encode_prompt
 
 SMOLLM2_SUBJECT_STD = 0.11666  # over all 1209 Known subjects (method.md); avoids a pass over the data
@@ -35,42 +40,118 @@ def _time(fn):
     return out, time.perf_counter() - t0
 
 
-def compare(model, adapter, ids: torch.Tensor, corruption, kinds, window: int, max_rows: int) -> dict:
-    """Seconds for both engines per kind and the largest IE difference."""
+@dataclass(frozen=True)
+class Macs:
+    """Multiply-accumulates per position of each weight matrix group of a decoder and its LM head."""
+
+    q: int  # query projection
+    kv: int  # key and value projections
+    o: int  # attention output projection
+    mlp: int  # gate, up and down projections
+    head: int
+
+    @property
+    def block(self) -> int:
+        return self.q + self.kv + self.o + self.mlp
+
+    @classmethod
+    def of(cls, config) -> Macs:
+        H, nh = config.hidden_size, config.num_attention_heads
+        kv = getattr(config, "num_key_value_heads", None) or nh
+        d = getattr(config, "head_dim", None) or H // nh
+        return cls(H * nh * d, 2 * H * kv * d, nh * d * H, 3 * H * config.intermediate_size, H * config.vocab_size)
+
+
+def matmul_macs(kind: str, T: int, b: int, L: int, S: int, window: int, m: Macs) -> tuple[int, int]:
+    """(reference, fast) weight-matrix MACs for one kind on a prompt of T tokens, subject from token b.
+
+    Reference: a clean pass (1 row) and 1 + T·L passes of S + 1 rows, each over T positions through
+    L blocks and the head. Fast: clean and corrupted runs (1 + S rows; head at the last position);
+    then for each token t ≥ b and layer l, S rows × (T − t) positions through the blocks after the
+    first patched one, where the last block projects keys and values at every position but queries,
+    output and MLP at the last one, and the head runs once per row. A windowed kind first evaluates
+    its first patched block at token t alone: the ``attn`` kind runs that block's MLP there, the
+    ``mlp`` kind only adds the clean MLP output.
+    """
+    ref = (1 + (1 + T * L) * (S + 1)) * T * (L * m.block + m.head)
+    fast = (1 + S) * (T * L * m.block + m.head)
+    starts = [layer + 1 if kind == "hidden" else window_layers(layer, L, kind, window).start + 1 for layer in range(L)]
+    for t in range(b, T):
+        for start in starts:
+            n = L - start  # blocks the batch runs
+            if n > 0:
+                fast += S * ((T - t) * ((n - 1) * m.block + m.kv) + m.q + m.o + m.mlp)
+            fast += S * m.head
+        if kind == "attn":  # once per distinct first block (all restorations in one batch)
+            fast += len(set(starts)) * S * m.mlp
+    return ref, fast
+
+
+def compare(model, adapter, ids: torch.Tensor, corruption: Corruption, kinds, window: int, max_rows: int) -> dict:
+    """Seconds for both engines per kind, the largest IE difference and the MAC ratio."""
+    m = Macs.of(model.config)
+    L, T, S = adapter.num_layers, len(ids), corruption.noise.shape[0]
     row = {}
     for kind in kinds:
         ref, t_ref = _time(lambda kind=kind: trace_reference(model, adapter, ids, corruption, (kind,), window))
-        fast, t_fast = _time(lambda kind=kind: trace_fast(model, adapter, ids, corruption, (kind,), window, max_rows))
-        row[kind] = {"reference_s": t_ref, "fast_s": t_fast,
-                     "max_abs_diff_ie": float(np.abs(ref[kind].ie - fast[kind].ie).max())}
+        fast, t_fast = _time(
+            lambda kind=kind: trace_fast(model, adapter, ids, corruption, (kind,), window, max_rows)
+        )
+        macs = matmul_macs(kind, T, corruption.span[0], L, S, window, m)
+        row[kind] = {
+            "reference_s": t_ref,
+            "fast_s": t_fast,
+            "max_abs_diff_ie": float(np.abs(ref[kind].ie - fast[kind].ie).max()),
+            "reference_macs": macs[0],
+            "fast_macs": macs[1],
+        }
     return row
 
 
-def run(n_prompts: int, samples: int, window: int, kinds, threads: int, max_rows: int) -> dict:
+def _setup(samples: int, window: int, kinds, threads: int):
     torch.set_num_threads(threads)
     lm = load_model(OFFLINE_DEFAULT)
-    adapter = get_adapter(lm.model)
-    tracer = Tracer(lm.model, lm.tokenizer, TraceSettings(kinds=tuple(kinds), window=window, noise=NoiseConfig(samples=samples)),
-                    SMOLLM2_SUBJECT_STD)
-    records, _ = load_known(BUNDLED_KNOWN)
-    totals = {k: {"reference_s": 0.0, "fast_s": 0.0, "max_abs_diff_ie": 0.0} for k in kinds}
-    tokens = []
-    compare(lm.model, adapter, *_inputs(tracer, records[0]), kinds, window, max_rows)  # warm-up, not timed
-    for r in records[1 : 1 + n_prompts]:
-        ids, corruption = _inputs(tracer, r)
-        tokens.append(len(ids))
-        for kind, v in compare(lm.model, adapter, ids, corruption, kinds, window, max_rows).items():
-            totals[kind]["reference_s"] += v["reference_s"]
-            totals[kind]["fast_s"] += v["fast_s"]
-            totals[kind]["max_abs_diff_ie"] = max(totals[kind]["max_abs_diff_ie"], v["max_abs_diff_ie"])
+    settings = TraceSettings(kinds=tuple(kinds), window=window, noise=NoiseConfig(samples=samples))
+    return lm, get_adapter(lm.model), Tracer(lm.model, lm.tokenizer, settings, SMOLLM2_SUBJECT_STD)
+
+
+def _warm_up(model, adapter, ids, corruption, window: int, max_rows: int) -> None:
+    """One fast trace and one reference pass, so neither engine pays first-call costs in the timings."""
+    trace_fast(model, adapter, ids, corruption, ("mlp",), window, max_rows)
+    with torch.no_grad():
+        trace_with_patch(model, adapter, rome_inputs(adapter, ids, corruption), 0, [])
+
+
+def _summary(totals: dict) -> dict:
     for v in totals.values():
         v["speedup"] = v["reference_s"] / v["fast_s"]
+        v["matmul_ratio"] = v.pop("reference_macs") / v.pop("fast_macs")
     ref_all = sum(v["reference_s"] for v in totals.values())
     fast_all = sum(v["fast_s"] for v in totals.values())
-    return {"model": OFFLINE_DEFAULT, "device": "cpu", "threads": threads, "prompts": n_prompts, "tokens": tokens,
-            "layers": adapter.num_layers, "samples": samples, "window": window, "kinds": totals,
-            "speedup_all_kinds": ref_all / fast_all,
-            "max_abs_diff_ie": max(v["max_abs_diff_ie"] for v in totals.values())}
+    return {
+        "kinds": totals,
+        "speedup_all_kinds": ref_all / fast_all,
+        "max_abs_diff_ie": max(v["max_abs_diff_ie"] for v in totals.values()),
+    }
+
+
+def run(first: int, n_prompts: int, samples: int, window: int, kinds, threads: int, max_rows: int) -> dict:
+    """Known records first..first+n-1 (record 0 warms up), every kind, both engines."""
+    lm, adapter, tracer = _setup(samples, window, kinds, threads)
+    records, _ = load_known(BUNDLED_KNOWN)
+    _warm_up(lm.model, adapter, *_inputs(tracer, records[0]), window, max_rows)
+    keys = ("reference_s", "fast_s", "reference_macs", "fast_macs")
+    totals = {k: dict.fromkeys(keys, 0) | {"max_abs_diff_ie": 0.0} for k in kinds}
+    prompts = []
+    for r in records[first : first + n_prompts]:
+        ids, corruption = _inputs(tracer, r)
+        prompts.append({"known_id": r.known_id, "tokens": len(ids), "subject": list(corruption.span)})
+        for kind, v in compare(lm.model, adapter, ids, corruption, kinds, window, max_rows).items():
+            for key in keys:
+                totals[kind][key] += v[key]
+            totals[kind]["max_abs_diff_ie"] = max(totals[kind]["max_abs_diff_ie"], v["max_abs_diff_ie"])
+    head = {"model": OFFLINE_DEFAULT, "device": "cpu", "threads": threads, "prompts": prompts}
+    return head | {"layers": adapter.num_layers, "samples": samples, "window": window} | _summary(totals)
 
 
 def _inputs(tracer: Tracer, record):
@@ -78,25 +159,62 @@ def _inputs(tracer: Tracer, record):
     return torch.tensor(enc.input_ids), tracer.corruption(record.known_id, enc.subject_span)
 
 
-def scaling(lengths, samples: int, window: int, threads: int, max_rows: int, kind: str = "mlp") -> list[dict]:
-    """Time one kind on synthetic prompts of growing length (subject = tokens 1..3)."""
-    torch.set_num_threads(threads)
-    lm = load_model(OFFLINE_DEFAULT)
-    adapter = get_adapter(lm.model)
-    tracer = Tracer(lm.model, lm.tokenizer, TraceSettings(kinds=(kind,), window=window, noise=NoiseConfig(samples=samples)),
-                    SMOLLM2_SUBJECT_STD)
+def reference_seconds(model, adapter, ids, corruption: Corruption, kind: str, window: int, passes: int) -> float:
+    """Reference time of one kind extrapolated from ``passes`` timed restored runs.
+
+    Every run of the plain algorithm is the same full forward pass of S + 1 rows (only which hook
+    copies which row differs), so (2 + T·L) × the mean time of a few runs is its total.
+    """
+    L, T = adapter.num_layers, len(ids)
+    x = rome_inputs(adapter, ids, corruption)
+    with torch.no_grad():
+        layers = np.linspace(0, L - 1, passes).round().astype(int)
+        toks = np.linspace(corruption.span[0], T - 1, passes).round().astype(int)
+        sites = [
+            [(site_name(kind, k), int(t)) for k in window_layers(int(layer), L, kind, window)]
+            for layer, t in zip(layers, toks, strict=True)
+        ]
+        t0 = time.perf_counter()
+        for states in sites:
+            trace_with_patch(model, adapter, x, 0, states)
+        per_pass = (time.perf_counter() - t0) / passes
+    return (2 + T * L) * per_pass
+
+
+def scaling(lengths, samples: int, window: int, threads: int, max_rows: int, kind: str = "mlp",
+            full_reference_max: int = 16, passes: int = 8) -> list[dict]:
+    """Time one kind on synthetic prompts of growing length (subject = tokens 1..3, as in most Known
+    prompts). The reference runs in full up to ``full_reference_max`` tokens, beyond that it is
+    extrapolated from ``passes`` timed runs (:func:`reference_seconds`); the fast engine always runs."""
+    lm, adapter, tracer = _setup(samples, window, (kind,), threads)
+    m = Macs.of(lm.model.config)
     gen = torch.Generator().manual_seed(0)
     rows = []
     for T in lengths:
         ids = torch.randint(100, 40000, (T,), generator=gen)
         corruption = tracer.corruption(T, (1, 4))
-        r = compare(lm.model, adapter, ids, corruption, (kind,), window, max_rows)[kind]
-        rows.append({"tokens": T, **r, "speedup": r["reference_s"] / r["fast_s"]})
+        if T == lengths[0]:
+            _warm_up(lm.model, adapter, ids, corruption, window, max_rows)
+        if T <= full_reference_max:
+            r = compare(lm.model, adapter, ids, corruption, (kind,), window, max_rows)[kind]
+            r["reference"] = "measured"
+        else:
+            t0 = time.perf_counter()
+            trace_fast(lm.model, adapter, ids, corruption, (kind,), window, max_rows)
+            fast_s = time.perf_counter() - t0
+            ref_s = reference_seconds(lm.model, adapter, ids, corruption, kind, window, passes)
+            macs = matmul_macs(kind, T, 1, adapter.num_layers, samples, window, m)
+            r = {"reference_s": ref_s, "fast_s": fast_s, "max_abs_diff_ie": None, "reference_macs": macs[0],
+                 "fast_macs": macs[1], "reference": f"extrapolated from {passes} runs"}
+        r["matmul_ratio"] = r.pop("reference_macs") / r.pop("fast_macs")
+        rows.append({"tokens": T, "kind": kind, "samples": samples, "window": window, **r,
+                     "speedup": r["reference_s"] / r["fast_s"]})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def write_performance(rows: list[dict], headline: dict, path: Path) -> None:
+def write_scaling(rows: list[dict], threads: int, path: Path) -> None:
+    """The scaling table as Markdown next to a log-log plot of seconds against T."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,45 +224,54 @@ def write_performance(rows: list[dict], headline: dict, path: Path) -> None:
     T = [r["tokens"] for r in rows]
     ax.loglog(T, [r["reference_s"] for r in rows], "o-", label="plain reference (ROME)")
     ax.loglog(T, [r["fast_s"] for r in rows], "s-", label="fast exact engine")
+    ax.set_xscale("log", base=2)
     ax.set_xlabel("prompt length T (tokens)")
-    ax.set_ylabel("seconds per prompt (one kind)")
-    ax.set_title(f"{headline['model']}, CPU × {headline['threads']} threads")
-    ax.legend()
+    ax.set_ylabel(f"seconds per prompt ({rows[0]['kind']} kind)")
+    ax.set_title(f"{OFFLINE_DEFAULT}, CPU × {threads} threads, {rows[0]['samples']} draws", fontsize=9)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path.with_suffix(".png"), dpi=150)
+    fig.savefig(path.with_suffix(".pdf"))
+    r0 = rows[0]
     lines = [
-        "# Performance of the tracing engines", "",
-        "Measured by `python -m crosstrace.bench --scaling` (both engines in the same process, same noise).", "",
-        "## Known prompts (all kinds)", "", "```json", json.dumps(headline, indent=2), "```", "",
-        "## Scaling with prompt length (MLP kind, window "
-        f"{rows[0].get('window', '')})", "",
-        "| T | reference s | fast s | speedup | max abs ΔIE |", "|---|---|---|---|---|",
-        *[f"| {r['tokens']} | {r['reference_s']:.2f} | {r['fast_s']:.2f} | {r['speedup']:.1f}× | {r['max_abs_diff_ie']:.1e} |" for r in rows],
-        "", f"![scaling]({path.with_suffix('.png').name})", "",
+        f"# Scaling with prompt length ({r0['kind']} kind, window {r0['window']}, {r0['samples']} noise draws)",
+        "",
+        "Written by `python -m crosstrace.bench --scaling`; synthetic token ids, subject = tokens 1..3.",
+        "",
+        "| T | reference s | fast s | speedup | MAC ratio | max abs ΔIE | reference |",
+        "|---|---|---|---|---|---|---|",
     ]
+    for r in rows:
+        diff = "—" if r["max_abs_diff_ie"] is None else f"{r['max_abs_diff_ie']:.1e}"
+        lines.append(
+            f"| {r['tokens']} | {r['reference_s']:.1f} | {r['fast_s']:.1f} | {r['speedup']:.1f}× "
+            f"| {r['matmul_ratio']:.1f}× | {diff} | {r['reference']} |"
+        )
+    lines += ["", f"![scaling]({path.with_suffix('.png').name})", ""]
     path.write_text("\n".join(lines))
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m crosstrace.bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prompts", type=int, default=3, help="Known prompts to time (after one warm-up prompt)")
+    ap = argparse.ArgumentParser(
+        prog="python -m crosstrace.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--first", type=int, default=1, help="first Known record to time (record 0 warms up)")
+    ap.add_argument("--prompts", type=int, default=2, help="Known prompts to time")
     ap.add_argument("--samples", type=int, default=10, help="noise draws per prompt")
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-rows", type=int, default=512)
-    ap.add_argument("--scaling", action="store_true", help="also time lengths 8..128 and write docs/performance.md")
+    ap.add_argument("--scaling", action="store_true", help="time synthetic lengths instead and write --out")
     ap.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32, 64, 128])
-    ap.add_argument("--out", type=Path, default=Path("docs/performance.md"))
+    ap.add_argument("--scaling-samples", type=int, default=10, help="noise draws for the scaling table")
+    ap.add_argument("--out", type=Path, default=Path("docs/scaling.md"))
     a = ap.parse_args(argv)
-    headline = run(a.prompts, a.samples, a.window, a.kinds, a.threads, a.max_rows)
-    print(json.dumps(headline), flush=True)
     if a.scaling:
-        rows = scaling(a.lengths, a.samples, a.window, a.threads, a.max_rows)
-        for r in rows:
-            r["window"] = a.window
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        write_performance(rows, headline, a.out)
+        rows = scaling(a.lengths, a.scaling_samples, a.window, a.threads, a.max_rows)
+        write_scaling(rows, a.threads, a.out)
+        return
+    print(json.dumps(run(a.first, a.prompts, a.samples, a.window, a.kinds, a.threads, a.max_rows)), flush=True)
 
 
 if __name__ == "__main__":

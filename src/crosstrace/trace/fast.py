@@ -165,8 +165,10 @@ def _items(kind: str, L: int, window: int) -> list[_Item]:
             # Restoring the residual after block l = starting at block l+1 with a clean row t.
             items.append(_Item(layer, layer + 1, frozenset()))
         else:
+            # The first patched block a changes only token t (its other positions read corrupted
+            # inputs), so row t after block a is computed alone and the batch starts at block a+1.
             w = window_layers(layer, L, kind, window)
-            items.append(_Item(layer, w.start, frozenset(w)))
+            items.append(_Item(layer, w.start + 1, frozenset(w)))
     return sorted(items, key=lambda it: it.start)
 
 
@@ -179,17 +181,29 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
     active: list[_Item] = []
     pending = list(items)
 
+    def row_t(k: int) -> torch.Tensor:
+        """Token t's input to block k for restorations starting there (S rows)."""
+        if kind == "hidden":
+            return (clean.block_in[k][0, t] if k < L else clean.final[0, t]).expand(S, -1)
+        a = k - 1  # the first patched block, evaluated at token t only
+        if kind == "mlp":
+            return (corr.block_in[a][:, t] + corr.attn[a][:, t]) + clean.mlp[a][0, t]
+        mid = corr.block_in[a][:, t] + clean.attn[a][0, t]
+        layer = runner.layers[a]
+        return mid + layer.mlp(layer.post_attention_layernorm(mid))
+
     def join(k: int) -> None:
         nonlocal h
         new = [it for it in pending if it.start == k]
+        if not new:
+            return
+        x = (corr.block_in[k] if k < L else corr.final)[:, t:].clone()
+        x[:, 0] = row_t(k)
+        if k == L:  # after the last block only the last position is kept
+            x, h = x[:, -1:], h[:, -1:]
+        h = torch.cat([h, *[x] * len(new)], dim=0)
         for it in new:
             pending.remove(it)
-            x = (corr.block_in[k] if k < L else corr.final)[:, t:].clone()
-            if kind == "hidden":
-                x[:, 0] = clean.block_in[k][0, t] if k < L else clean.final[0, t]
-            if k == L:  # after the last block only the last position is kept
-                x, h = x[:, -1:], h[:, -1:]
-            h = torch.cat([h, x], dim=0)
             active.append(it)
 
     def patcher(k: int, source: torch.Tensor):
