@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_similarity_by_layer"]
 
@@ -50,6 +51,7 @@ def plot_similarity_by_layer(
                     x, df[f"{rcol}_ci_low"], df[f"{rcol}_ci_high"], color=color, alpha=0.12, lw=0
                 )
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, frameon=False)
