@@ -80,9 +80,8 @@ class MatchedStates:
     text: dict[str, np.ndarray]
     speech: dict[str, np.ndarray]
     positions: pd.DataFrame  # known_id, {t2t,s2t}_{subject,last}, n_{t2t,s2t}: token positions used
-    skipped: list[tuple[int, str]] = field(
-        default_factory=list
-    )  # (known_id, reason): no span in one modality
+    # (known_id, reason) of the prompts without a subject span in one modality
+    skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
 def matched_states(model, tokenizer, spec: dict, pairs: Sequence[tuple[dict, dict]]) -> MatchedStates:
