@@ -365,6 +365,8 @@ def test_default_config_is_valid():
     ("figures.formats", ["jpg"], "['figures']['formats'][0]"),
     ("data.sha256", "xyz", "['data']['sha256']"),
     ("trace.noise.samples", "10", "['trace']['noise']['samples']"),
+    ("stats.similarity.n_random", 0, "['stats']['similarity']['n_random']"),
+    ("stats.similarity.n_rnd", 3, "'n_rnd' was unexpected"),
 ])
 def test_config_error_names_the_key(key, value, named):
     from snakemake.exceptions import WorkflowError

@@ -13,7 +13,7 @@ SLURM = PROFILES / "slurm"
 RULE_TEXT = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")])
 RULES = set(re.findall(r"^(?:rule|checkpoint)\s+(\w+)\s*:", RULE_TEXT, re.M))
 SPEECH_RULES = {"synthesize", "speech_qc", "align"}  # CPU rules of the speech pipeline (workflow/rules/speech.smk)
-MODEL_RULES = ("trace", "filter_known", "noise_std", "speech_units")
+MODEL_RULES = ("trace", "filter_known", "noise_std", "speech_units", "similarity")
 
 
 def load(profile: str) -> dict:

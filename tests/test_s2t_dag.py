@@ -1,18 +1,23 @@
 """The paper-like DAG on tiny fixtures: tiny SpiritLM (t2t + s2t) and a tiny HF Llama baseline (t2t).
 
-One module-scoped Snakemake run (~1-3 min: every job imports torch; piper and Whisper base int8 run for real)."""
+One module-scoped Snakemake run (~1-3 min: every job imports torch; piper and Whisper base int8 run for real),
+then `snakemake --report`."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, make_tiny_model_dir
 from spiritlm_fixture import build_tiny_spiritlm
+
+from crosstrace.report.stats import SIMILARITY_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -34,18 +39,18 @@ def run(tmp_path_factory):
         "trace": {"noise": {"samples": 2}, "window": 2, "max_prompts": 2, "shard_size": 8},
         "figures": {"formats": ["png"]},
         "speech": {"max_prompts": 2, "align": {"aligners": ["tts"], "use": "tts", "reference": "tts"}},
+        "stats": {"similarity": {"n_random": 3, "n_boot": 50}},
     }
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(d),
-         "--configfile", str(d / "config.yaml"), "--cores", "2"],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
-    if proc.returncode != 0:
-        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((d / "logs").rglob("*.log"))
-                         if "Error" in p.read_text() or "Traceback" in p.read_text())
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-6000:]}\n{logs}")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(d),
+           "--configfile", str(d / "config.yaml"), "--cores", "2"]
+    for extra in ([], ["--report", str(d / "report.html")]):
+        proc = subprocess.run(cmd + extra, env=env, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((d / "logs").rglob("*.log"))
+                             if "Error" in p.read_text() or "Traceback" in p.read_text())
+            pytest.fail(f"snakemake {' '.join(extra)} failed:\n{proc.stderr[-6000:]}\n{logs}")
     return d / "results"
 
 
@@ -76,3 +81,33 @@ def test_s2t_rows_subject_inside_unit_region(run):
     assert noise["std"] > 0 and noise["n_tokens"] > 0
     units = pd.read_parquet(run / "spirit" / "s2t" / "units" / "0.parquet")
     assert (units["status"] == "ok").all() and (units["n_frames"] == units["run_lengths"].map(sum)).all()
+
+
+def test_similarity_table_figure_and_report(run):
+    """SpiritLM (t2t + s2t) gets the text-vs-speech similarity; the t2t-only backbone does not."""
+    sim = pd.read_parquet(run / "spirit" / "similarity" / "similarity.parquet")
+    t2t = pd.read_parquet(run / "spirit" / "t2t" / "known.parquet")
+    s2t = pd.read_parquet(run / "spirit" / "s2t" / "known.parquet")
+    both = set(t2t["known_id"]) & set(s2t.loc[s2t["status"] == "ok", "known_id"])  # require_known: false
+    assert len(both) == 2  # 3 records, 2 spoken
+    n_layers = pd.read_parquet(run / "spirit" / "t2t" / "ie_per_prompt.parquet")["layer"].nunique()
+    assert list(sim.columns) == ["model", *SIMILARITY_COLUMNS]
+    assert len(sim) == n_layers * 2 * 2 and not sim.duplicated(["layer", "position", "metric"]).any()
+    assert set(sim["position"]) == {"subject", "last"} and set(sim["metric"]) == {"cos", "l2"}
+    assert set(sim["layer"]) == set(range(n_layers)) and (sim["model"] == "spirit").all()
+    assert (sim["n"] == len(both)).all()
+    tol, cos = 1e-9, sim["metric"] == "cos"
+    for cols in (["mean", "ci_low", "ci_high"], ["baseline_mean", "baseline_ci_low", "baseline_ci_high"]):
+        mid, lo, hi = (sim[c].to_numpy(float) for c in cols)
+        assert np.isfinite(mid).all() and (lo <= mid + tol).all() and (mid <= hi + tol).all()
+        assert (np.abs(sim.loc[cos, cols].to_numpy(float)) <= 1 + tol).all()
+        assert (sim.loc[~cos, cols].to_numpy(float) >= 0).all()
+    np.testing.assert_allclose(sim["diff_mean"], sim["mean"] - sim["baseline_mean"], atol=1e-12)
+    d = run / "spirit" / "similarity"
+    assert (d / "similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (d / "similarity.png").stat().st_size > 5000
+    assert "last subject token" in (d / "similarity.html").read_text()
+    assert not (run / "backbone" / "similarity").exists()
+    raw = (run.parent / "report.html").read_text(encoding="utf-8")
+    text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), raw.replace("\\n", " "))
+    assert "similarity.png" in raw and "similarity.html" in raw
+    assert "Text vs speech representations of <strong>spirit</strong>" in text

@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import false_discovery_control
 
 from crosstrace.report.stats import (
+    SIMILARITY_COLUMNS,
     aie_table,
     bh_adjust,
     cosine_and_l2,
@@ -20,6 +21,7 @@ from crosstrace.report.stats import (
     quote_peak_ratio,
     random_partners,
     similarity_by_layer,
+    similarity_long,
 )
 
 
@@ -310,3 +312,22 @@ def test_similarity_figure(tmp_path):
     assert [p.name for p in paths] == ["sim.png", "sim.pdf"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths[1].read_bytes()[:5] == b"%PDF-"
+    svg = plot_similarity_by_layer(sim, tmp_path / "g" / "sim", formats=["svg"])
+    assert [p.name for p in svg] == ["sim.svg"] and b"<svg" in svg[0].read_bytes()
+
+
+def test_similarity_long_one_row_per_position_metric_layer():
+    rng = np.random.default_rng(8)
+    text = rng.normal(size=(6, 3, 4))
+    wides = {pos: similarity_by_layer(text, text + rng.normal(size=text.shape), rng, n_random=2, n_boot=20)
+             for pos in ("subject", "last")}
+    long = similarity_long(wides)
+    assert list(long.columns) == SIMILARITY_COLUMNS and len(long) == 2 * 2 * 3
+    assert list(long.groupby(["position", "metric"], sort=False).size().index) == [
+        ("subject", "cos"), ("subject", "l2"), ("last", "cos"), ("last", "l2")]
+    row = long[(long.position == "last") & (long.metric == "l2") & (long.layer == 2)].iloc[0]
+    w = wides["last"].iloc[2]
+    assert (row["n"], row["mean"], row["ci_low"], row["ci_high"]) == (6, w.l2, w.l2_ci_low, w.l2_ci_high)
+    assert (row["baseline_mean"], row["baseline_ci_high"]) == (w.random_l2, w.random_l2_ci_high)
+    assert (row["diff_mean"], row["diff_ci_low"]) == (w.l2_minus_random, w.l2_minus_random_ci_low)
+    assert list(similarity_long({}).columns) == SIMILARITY_COLUMNS

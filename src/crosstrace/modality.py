@@ -133,6 +133,22 @@ def s2t_row_ids(row: dict, stray_space: bool = False) -> list[int]:
     return slm.s2t_ids([int(u) for u in row["dedup"]], stray_space=stray_space)
 
 
+def s2t_row_prompt(r: dict, stray_space: bool = False) -> tuple[list[int], tuple[int, int]]:
+    """S→T ids and subject positions [b, e) of a known-table row, recomputed from its units and seconds.
+
+    Raises :class:`SpanError` for a quarantined row, or when the recomputed span differs from the row's
+    ``pos_start`` / ``pos_end`` (the table was built with other settings, e.g. ``stray_space``).
+    """
+    if r.get("status", "ok") != "ok":
+        raise SpanError(r.get("reason") or "no S→T prompt")
+    ids, span = encode_s2t(r["dedup"], r["run_lengths"], r["subject_start_s"], r["subject_end_s"],
+                           int(r["n_frames"]), stray_space)
+    if span.positions != (int(r["pos_start"]), int(r["pos_end"])):
+        raise SpanError(f"recomputed span {span.positions} differs from the known table's "
+                        f"({r['pos_start']}, {r['pos_end']})")
+    return ids, span.positions
+
+
 def s2t_subject_embedding_ids(rows: Sequence[dict], stray_space: bool = False) -> list[list[int]]:
     """For every S→T prompt with a subject span: the unit token ids at positions [pos_start, pos_end)."""
     out = []
@@ -241,14 +257,8 @@ def trace_one_fn(spec: dict, tracer, modality: str):
             raise ValueError(f"model {spec.get('name')!r}: s2t needs family spiritlm")
 
         def one(r):
-            if r.get("status", "ok") != "ok":
-                raise SpanError(r.get("reason") or "no S→T prompt")
-            ids, span = encode_s2t(r["dedup"], r["run_lengths"], r["subject_start_s"], r["subject_end_s"],
-                                   int(r["n_frames"]), stray)
-            if span.positions != (int(r["pos_start"]), int(r["pos_end"])):
-                raise SpanError(f"recomputed span {span.positions} differs from the known table's "
-                                f"({r['pos_start']}, {r['pos_end']})")
-            return fix_tokens(tracer.trace_ids(int(r["known_id"]), ids, span.positions))
+            ids, span = s2t_row_prompt(r, stray)
+            return fix_tokens(tracer.trace_ids(int(r["known_id"]), ids, span))
 
         return one
     if not spirit:

@@ -33,6 +33,13 @@ if (
         f"speech.align.aligners {config['speech']['align']['aligners']}"
     )
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
+# Models traced on both T→T and S→T (s2t implies family spiritlm): their text and speech states are compared
+# layer by layer (rule similarity, workflow/rules/similarity.smk).
+SIMILARITY_MODELS = (
+    [m for m, spec in MODELS.items() if {"t2t", "s2t"} <= set(spec["modalities"])]
+    if config["stats"]["similarity"]["enabled"]
+    else []
+)
 KINDS = config["trace"]["kinds"]
 FORMATS = config["figures"]["formats"]
 
@@ -109,6 +116,9 @@ def all_targets():
         ]
         out += expand(f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
     out += report_targets()  # panels, peaks, QC, comparisons (workflow/rules/report.smk)
+    for m in SIMILARITY_MODELS:  # text vs speech representations (workflow/rules/similarity.smk)
+        out += [f"{R}/{m}/similarity/similarity.parquet", f"{R}/{m}/similarity/similarity.html"]
+        out += expand(f"{R}/{m}/similarity/similarity.{{ext}}", ext=FORMATS)
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ __all__ = [
     "quote_peak_ratio",
     "random_partners",
     "similarity_by_layer",
+    "similarity_long",
 ]
 
 # Canonical order for sorting output. Unknown values sort after these, alphabetically.
@@ -520,3 +521,30 @@ def similarity_by_layer(
         f"drawn uniformly, same layer; {n_random} draws averaged per prompt"
     )
     return out
+
+
+SIMILARITY_COLUMNS = [
+    "layer", "position", "metric", "n", "mean", "ci_low", "ci_high",
+    "baseline_mean", "baseline_ci_low", "baseline_ci_high", "diff_mean", "diff_ci_low", "diff_ci_high",
+]
+
+
+def similarity_long(by_position: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Stack :func:`similarity_by_layer` tables (position → table) into one row per (position, metric, layer).
+
+    Columns ``SIMILARITY_COLUMNS``: ``metric`` is ``cos`` or ``l2``; ``mean`` / ``ci_low`` / ``ci_high`` the
+    matched pairs' mean and CI; ``baseline_*`` the matched-random baseline; ``diff_*`` matched − baseline
+    (paired per prompt). Rows follow the mapping's position order, then cos, l2, then layer.
+    """
+    parts = []
+    for position, wide in by_position.items():
+        for metric in ("cos", "l2"):
+            part = pd.DataFrame({"layer": wide["layer"], "position": position, "metric": metric, "n": wide["n"]})
+            for prefix, src in (("", metric), ("baseline_", f"random_{metric}"), ("diff_", f"{metric}_minus_random")):
+                part[f"{prefix}mean"] = wide[src]
+                part[f"{prefix}ci_low"] = wide[f"{src}_ci_low"]
+                part[f"{prefix}ci_high"] = wide[f"{src}_ci_high"]
+            parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=SIMILARITY_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[SIMILARITY_COLUMNS]

@@ -6,11 +6,12 @@ backends on save), so nothing here touches pyplot's global state or the session'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_similarity_by_layer"]
 
@@ -23,8 +24,9 @@ def plot_similarity_by_layer(
     title: str | None = None,
     show_random: bool = True,
     dpi: int = 150,
+    formats: Sequence[str] = ("png", "pdf"),
 ) -> list[Path]:
-    """Two panels (cosine, L2) over layers with CI bands; writes ``<out_stem>.png`` and ``.pdf``.
+    """Two panels (cosine, L2) over layers with CI bands; writes ``<out_stem>.<format>`` per format.
 
     ``sim`` is the output of :func:`crosstrace.report.stats.similarity_by_layer`, or a mapping
     label → such a table to overlay several series (e.g. one per model). Each series is a solid
@@ -49,6 +51,7 @@ def plot_similarity_by_layer(
                     x, df[f"{rcol}_ci_low"], df[f"{rcol}_ci_high"], color=color, alpha=0.12, lw=0
                 )
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, frameon=False)
@@ -57,8 +60,8 @@ def plot_similarity_by_layer(
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for ext in (".png", ".pdf"):
-        p = out_stem.with_name(out_stem.name + ext)
+    for ext in formats:
+        p = out_stem.with_name(f"{out_stem.name}.{ext}")
         fig.savefig(p, dpi=dpi)
         paths.append(p)
     return paths

@@ -1,0 +1,132 @@
+"""Hidden states of the same prompt spoken and written, for the cross-modal representation analysis.
+
+Why: the paper (§3) suggests that SpiritLM's text and speech representations may align in direction
+(cosine similarity) over deeper layers while staying apart in magnitude (Euclidean distance), which would
+explain why factual recall transfers only partly to speech. This module reads the states to test that;
+:func:`crosstrace.report.stats.similarity_by_layer` compares them.
+
+For every prompt in both sets, one clean forward pass per modality, without noise, keeping the residual
+stream after every block at two matched positions (``POSITIONS``):
+
+- ``subject``: the last subject token (T→T) ↔ the last unit of the subject span (S→T);
+- ``last``: the last prompt token (T→T) ↔ the last S→T token, the ``[Text]`` marker the answer follows.
+
+Prompt ids and subject spans are built exactly as the tracer builds them (:func:`encode_t2t`, and
+:func:`s2t_row_prompt`, which checks the span against the known table's). Layer ``l`` (0-based) is the
+tracer's ``hidden`` site ``resid.l``: the output of block ``l``, read by a forward hook on the block. With
+transformers' ``output_hidden_states`` that is ``hidden_states[l + 1]`` for every block but the last,
+whose entry there has the model's final norm applied. The input embeddings (``hidden_states[0]``) are not
+included: the tracer has no layer for them, and text tokens and speech units have separate embedding rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .filtering import select_for_trace
+from .modality import encode_t2t, s2t_row_prompt
+from .models.adapter import get_adapter, hooks, site_name
+from .trace.tokens import SpanError
+
+POSITIONS = ("subject", "last")
+
+
+def shared_prompts(
+    t2t: pd.DataFrame, s2t: pd.DataFrame, require_known: bool = True
+) -> list[tuple[dict, dict]]:
+    """(T→T row, S→T row) of every prompt in both sets, in the T→T table's (dataset) order.
+
+    A set is what the tracer would select from a known table, without the ``trace.max_prompts`` cap
+    (:func:`crosstrace.filtering.select_for_trace`): the known prompts, or every valid record with
+    ``require_known=False``; S→T rows also need ``status`` ok. Only the intersection (on ``known_id``)
+    is returned: a prompt known in one modality only has no partner and is left out.
+    """
+    a = select_for_trace(t2t, None, require_known=require_known)
+    b = select_for_trace(s2t, None, require_known=require_known)
+    by_id = {int(r["known_id"]): r for r in b.to_dict("records")}
+    return [(r, by_id[int(r["known_id"])]) for r in a.to_dict("records") if int(r["known_id"]) in by_id]
+
+
+@torch.no_grad()
+def block_states(model, input_ids: Sequence[int], positions: Sequence[int]) -> np.ndarray:
+    """(len(positions), layers, hidden) float32: the output of every block at ``positions``, one clean pass."""
+    adapter = get_adapter(model)
+    n_layers = adapter.num_layers
+    pos = [int(p) for p in positions]
+    got: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int):
+        def fn(out: torch.Tensor) -> None:
+            got[layer] = out[0, pos].float().cpu()
+
+        return fn
+
+    ids = torch.tensor([list(input_ids)], device=adapter.embed.weight.device)
+    with hooks(adapter, {site_name("hidden", layer): keep(layer) for layer in range(n_layers)}):
+        model(input_ids=ids, use_cache=False)
+    return torch.stack([got[layer] for layer in range(n_layers)], dim=1).numpy()
+
+
+@dataclass
+class MatchedStates:
+    """Per position: text and speech states (prompts × layers × hidden), row i = ``known_ids[i]``."""
+
+    known_ids: list[int]
+    text: dict[str, np.ndarray]
+    speech: dict[str, np.ndarray]
+    positions: pd.DataFrame  # known_id, {t2t,s2t}_{subject,last}, n_{t2t,s2t}: token positions used
+    # (known_id, reason) of the prompts without a subject span in one modality
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def matched_states(model, tokenizer, spec: dict, pairs: Sequence[tuple[dict, dict]]) -> MatchedStates:
+    """Block outputs at the matched positions of each (T→T row, S→T row) pair (see :func:`shared_prompts`).
+
+    ``spec`` is the prepared model entry (``family``, ``stray_space``). A prompt whose subject cannot be
+    located in one of the modalities is listed in ``skipped`` with the reason, never silently dropped.
+    """
+    stray = bool(spec.get("stray_space", False))
+    adapter = get_adapter(model)
+    kept, rows, skipped = [], [], []
+    text: list[np.ndarray] = []
+    speech: list[np.ndarray] = []
+    for t_row, s_row in pairs:
+        kid = int(t_row["known_id"])
+        try:
+            enc = encode_t2t(spec, tokenizer, t_row["prompt"], t_row["subject"])
+            s_ids, (_, s_end) = s2t_row_prompt(s_row, stray)
+        except SpanError as e:  # as the tracer: a prompt without a subject span is quarantined
+            skipped.append((kid, f"known_id={kid}: {e}"))
+            continue
+        t_ids = enc.input_ids
+        t_pos = {"subject": enc.subject_span[1] - 1, "last": len(t_ids) - 1}
+        s_pos = {"subject": s_end - 1, "last": len(s_ids) - 1}
+        text.append(block_states(model, t_ids, [t_pos[p] for p in POSITIONS]))
+        speech.append(block_states(model, s_ids, [s_pos[p] for p in POSITIONS]))
+        kept.append(kid)
+        rows.append(
+            {
+                "known_id": kid,
+                **{f"t2t_{p}": t_pos[p] for p in POSITIONS},
+                "n_t2t": len(t_ids),
+                **{f"s2t_{p}": s_pos[p] for p in POSITIONS},
+                "n_s2t": len(s_ids),
+            }
+        )
+    hidden = adapter.embed.weight.shape[1]
+    empty = np.empty((0, len(POSITIONS), adapter.num_layers, hidden), dtype=np.float32)
+    t_all = np.stack(text) if text else empty
+    s_all = np.stack(speech) if speech else empty
+    cols = ["known_id", *(f"t2t_{p}" for p in POSITIONS), "n_t2t", *(f"s2t_{p}" for p in POSITIONS), "n_s2t"]
+    return MatchedStates(
+        known_ids=kept,
+        text={p: t_all[:, i] for i, p in enumerate(POSITIONS)},
+        speech={p: s_all[:, i] for i, p in enumerate(POSITIONS)},
+        positions=pd.DataFrame(rows, columns=cols),
+        skipped=skipped,
+    )
