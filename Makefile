@@ -24,6 +24,7 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(VENV)/bin/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
