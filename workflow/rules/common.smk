@@ -1,4 +1,5 @@
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +46,7 @@ FORMATS = config["figures"]["formats"]
 
 
 wildcard_constraints:
-    model="|".join(MODELS),
+    model="|".join(re.escape(m) for m in MODELS),
     modality="t2t|s2t",
     shard=r"\d+",
     kind="hidden|mlp|attn",

@@ -27,7 +27,7 @@ rule similarity:
     log:
         "logs/similarity/{model}.log",
     wildcard_constraints:
-        model="|".join(SIMILARITY_MODELS) or "no-similarity-models",
+        model="|".join(re.escape(m) for m in SIMILARITY_MODELS) or "no-similarity-models",
     conda:
         "../../envs/crosstrace.yaml"
     threads: all_cores()
