@@ -8,6 +8,7 @@ The workflow scripts stay thin; everything that depends on the family or modalit
   its aligned seconds (paper eq. 2, through the deduplication run lengths, offset from the real ids).
 - ``s2t_table``: the S→T prompt table (every record; missing speech / QC failure / alignment or unit
   failure become labelled or quarantined rows with a reason, never a silent drop).
+- ``label_known_t2t`` / ``label_known_s2t``: the Known-t2t / Known-s2t tables (greedy decoding).
 - ``s2t_subject_embedding_ids``: the unit ids inside every subject span, for the S→T noise scale.
 """
 
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data import KnownRecord
+from .filtering import FILTER_COLUMNS, filter_known
 from .models import spiritlm as slm
 from .models.loading import LoadedModel, ModelLoadError, load_model, prepare_model
 from .speech.units import UnitSpan, unit_span_positions
@@ -227,6 +230,43 @@ def s2t_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: pd.
         if c not in df:
             df[c] = None
     return df
+
+
+def label_known_t2t(model, tokenizer, spec: dict, records: pd.DataFrame, max_new_tokens: int,
+                    batch_size: int) -> pd.DataFrame:
+    """Known-t2t: every validated record labelled exact / partial / none by greedy decoding."""
+    cols = ["known_id", "subject", "attribute", "prompt"]
+    recs = [KnownRecord(**r) for r in records[cols].to_dict("records")]
+    return filter_known(model, tokenizer, recs, lambda r: encode_t2t(spec, tokenizer, r.prompt, None).input_ids,
+                        max_new_tokens, batch_size, bad_words_ids=bad_words(spec, model))
+
+
+def label_known_s2t(model, tokenizer, spec: dict, table: pd.DataFrame, max_new_tokens: int,
+                    batch_size: int) -> pd.DataFrame:
+    """Known-s2t: the :func:`s2t_table` with the greedy-decoding labels of its ``ok`` rows.
+
+    Quarantined rows are not decoded: they keep their stage and reason and get label ``quarantined``
+    (not known), so the table still has one row per validated record.
+    """
+    stray = bool(spec.get("stray_space", False))
+    ok = table[table["status"] == "ok"]
+    by_id = {int(r["known_id"]): r for r in ok.to_dict("records")}
+    cols = ["known_id", "subject", "attribute", "prompt"]
+    records = [KnownRecord(**{c: r[c] for c in cols}) for r in ok.to_dict("records")]
+    if records:
+        labels = filter_known(model, tokenizer, records, lambda r: s2t_row_ids(by_id[r.known_id], stray),
+                              max_new_tokens, batch_size, bad_words_ids=bad_words(spec, model))
+    else:
+        labels = pd.DataFrame(columns=FILTER_COLUMNS)
+    lab = labels.set_index("known_id")
+    out = table.copy()
+    for c in ["n_tokens", "continuation", "first_token_id", "first_token", "label", "known"]:
+        out[c] = out["known_id"].map(lab[c])
+    is_ok = out["status"] == "ok"
+    out.loc[is_ok, "reason"] = out.loc[is_ok, "known_id"].map(lab["reason"])
+    out["label"] = out["label"].fillna("quarantined")
+    out["known"] = out["known"].fillna(False).astype(bool)
+    return out[FILTER_COLUMNS + [c for c in out.columns if c not in FILTER_COLUMNS]]
 
 
 def units_row(known_id: int, units=None, error: str | None = None) -> dict:
