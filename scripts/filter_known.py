@@ -6,13 +6,8 @@ reason and are not decoded."""
 import pandas as pd
 import torch
 
-from crosstrace.io import read_json, setup_logging, write_parquet
+from crosstrace.io import read_json, read_parquets, setup_logging, write_parquet
 from crosstrace.modality import label_known_s2t, label_known_t2t, load_any, s2t_table
-
-
-def concat(paths) -> pd.DataFrame | None:
-    return pd.concat([pd.read_parquet(f) for f in paths], ignore_index=True) if paths else None
-
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -21,8 +16,8 @@ m = read_json(inp.model)
 lm = load_any(m)
 df = pd.read_parquet(inp.records)
 if modality == "s2t":
-    prompts = s2t_table(df, pd.read_parquet(inp.speech_records), concat(inp.manifest), concat(inp.qc),
-                        pd.read_parquet(inp.alignment), concat(inp.units), p.aligner, bool(m.get("stray_space", False)))
+    prompts = s2t_table(df, pd.read_parquet(inp.speech_records), read_parquets(inp.manifest), read_parquets(inp.qc),
+                        pd.read_parquet(inp.alignment), read_parquets(inp.units), p.aligner, bool(m.get("stray_space", False)))
     table = label_known_s2t(lm.model, lm.tokenizer, m, prompts, p.max_new_tokens, p.batch_size)
     bad = table["status"] != "ok"
     log.info("%s s2t: %d records, %d with a traceable S→T prompt, %d quarantined by stage %s", m["name"],

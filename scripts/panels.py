@@ -1,13 +1,12 @@
 """All runs in one figure: rows = (model, modality), columns = kinds, one colour scale per column."""
 
-import pandas as pd
 
-from crosstrace.io import read_json, setup_logging
+from crosstrace.io import read_json, read_parquets, setup_logging
 from crosstrace.report.figures import panel_figure, save
 
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
-aie = pd.concat([pd.read_parquet(f) for f in snakemake.input.aie], ignore_index=True)
+aie = read_parquets(snakemake.input.aie)
 runs = [tuple(r) for r in p.runs]
 meta = {tuple(r): read_json(f) for r, f in zip(runs, snakemake.input.summaries, strict=True)}
 fig = panel_figure(aie, runs, p.kinds, shared_scale=True, meta=meta, mask_ci_zero=p.mask_ci_zero)

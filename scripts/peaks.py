@@ -1,13 +1,12 @@
 """Per run and kind: the (category, layer) cell with the largest AIE, with its CI."""
 
-import pandas as pd
 
-from crosstrace.io import setup_logging, write_parquet
+from crosstrace.io import read_parquets, setup_logging, write_parquet
 from crosstrace.report import html
 from crosstrace.report.stats import peak_summary
 
 log = setup_logging(snakemake.log[0])
-aie = pd.concat([pd.read_parquet(f) for f in snakemake.input.aie], ignore_index=True)
+aie = read_parquets(snakemake.input.aie)
 peaks = peak_summary(aie)
 write_parquet(peaks, snakemake.output.table)
 sections = [("", html.table(peaks)),

@@ -5,7 +5,7 @@ import time
 import pandas as pd
 import torch
 
-from crosstrace.speech._io import select_shard, setup_logging, write_parquet
+from crosstrace.io import select_shard, setup_logging, write_parquet
 from crosstrace.speech.align import CTCAligner
 from crosstrace.speech.pipeline import (
     align_record,

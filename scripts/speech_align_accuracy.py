@@ -1,12 +1,11 @@
 """Merge alignment shards; subject-boundary error of each aligner against the reference (TTS timings)."""
 
-import pandas as pd
 
-from crosstrace.speech._io import setup_logging, write_parquet
+from crosstrace.io import read_parquets, setup_logging, write_parquet
 from crosstrace.speech.align import alignment_accuracy
 
 log = setup_logging(snakemake.log[0])
-table = pd.concat([pd.read_parquet(f) for f in snakemake.input.shards], ignore_index=True)
+table = read_parquets(snakemake.input.shards)
 write_parquet(table, snakemake.output.alignment)
 acc = alignment_accuracy(table, reference=snakemake.params.reference)
 status = table.groupby("aligner")["status"].apply(lambda s: int((s == "ok").sum())).rename("n_ok").reset_index()

@@ -6,7 +6,7 @@ from dataclasses import asdict
 import pandas as pd
 import torch
 
-from crosstrace.speech._io import select_shard, setup_logging, write_parquet
+from crosstrace.io import select_shard, setup_logging, write_parquet
 from crosstrace.speech.asr import WhisperASR
 from crosstrace.speech.pipeline import qc_record, try_load_audio16k
 

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from crosstrace.speech._io import setup_logging, write_parquet
+from crosstrace.io import setup_logging, write_parquet
 
 log = setup_logging(snakemake.log[0])
 records = pd.read_parquet(snakemake.input.records)

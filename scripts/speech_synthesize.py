@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crosstrace.speech._io import select_shard, setup_logging, write_parquet
+from crosstrace.io import select_shard, setup_logging, write_parquet
 from crosstrace.speech.pipeline import synthesize_record
 from crosstrace.speech.tts import get_backend
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +49,19 @@ def write_json(obj: object, path: str | Path) -> None:
     tmp = _tmp(path)
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def read_parquets(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Shards (or any parquet tables with the same columns) as one table; no paths → an empty table."""
+    frames = [pd.read_parquet(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def select_shard(records: pd.DataFrame, shard: int, shard_size: int) -> pd.DataFrame:
+    """Rows ``[shard * shard_size, (shard + 1) * shard_size)`` of the records, in file order."""
+    if shard < 0 or shard_size < 1:
+        raise ValueError("shard must be >= 0 and shard_size >= 1")
+    return records.iloc[shard * shard_size : (shard + 1) * shard_size].reset_index(drop=True)
 
 
 def read_json(path: str | Path) -> dict:
