@@ -10,11 +10,11 @@ log = setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 ie, quarantined = merge_shards(snakemake.input.shards)
 cats = category_table(ie)
-st = snakemake.params.stats
+st, t = snakemake.params.stats, snakemake.params.trace
 aie = aie_table(cats, n_boot=st["n_boot"], seed=st["seed"], level=st["level"])
+aie["answer_mode"] = t["answer"]  # one setting per run, as in every shard (merge_shards refuses a mix)
 known = pd.read_parquet(snakemake.input.known, columns=["known", "label"])
 noise = read_json(snakemake.input.noise)
-t = snakemake.params.trace
 summary = {
     "model": w.model,
     "modality": w.modality,
@@ -32,6 +32,7 @@ summary = {
     "seed": t["noise"]["seed"],
     "window": t["window"],
     "kinds": t["kinds"],
+    "answer": t["answer"],
     "engine": str(ie["engine"].iloc[0]) if len(ie) else None,
     "ci": {"method": "percentile bootstrap over prompts", **st},
 }

@@ -16,7 +16,7 @@ m = read_json(snakemake.input.model)
 lm = load_any(m)
 t = p.trace
 settings = TraceSettings(kinds=tuple(t["kinds"]), window=t["window"], noise=NoiseConfig(**t["noise"]),
-                         engine=t["engine"], max_rows=t["max_rows"])
+                         engine=t["engine"], max_rows=t["max_rows"], answer=t["answer"])
 std = read_json(snakemake.input.noise)["std"]
 tracer = Tracer(lm.model, lm.tokenizer, settings, std)
 shard = select_for_trace(pd.read_parquet(snakemake.input.known), p.max_prompts, int(w.shard), p.shard_size, p.require_known)

@@ -253,7 +253,7 @@ def fake_trace(known_id: int, p_clean=0.5, p_corrupted=0.1, restored=None):
     restored = np.full((2, 2), 0.3) if restored is None else restored
     kind = SimpleNamespace(p_restored=restored, ie=restored - p_corrupted)
     return SimpleNamespace(known_id=known_id, input_ids=[1, 2], tokens=["a", "b"], subject_span=(0, 1), answer_id=3,
-                           answer="c", p_clean=p_clean, p_corrupted=p_corrupted, noise_scale=0.1, kinds={"hidden": kind})
+                           answer="c", answer_ids=(3,), answer_mode="top1", p_clean=p_clean, p_corrupted=p_corrupted, noise_scale=0.1, kinds={"hidden": kind})
 
 
 TRACER = SimpleNamespace(settings=SimpleNamespace(noise=SimpleNamespace(samples=2, seed=0), window=2), engine="fast")

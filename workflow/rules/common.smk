@@ -81,6 +81,7 @@ def trace_params():
         "noise": t["noise"],
         "engine": t["engine"],
         "max_rows": t["max_rows"],
+        "answer": t["answer"],
     }
 
 

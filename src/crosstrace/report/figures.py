@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm, TwoSlopeNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from ..answers import answer_label  # noqa: E402
 from ..categories import CATEGORIES, CATEGORY_LABELS  # noqa: E402
 
 KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP", "attn": "attention"}
@@ -156,7 +157,7 @@ def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool 
     n = int(sub["n"].max()) if len(sub) else 0
     title = (f"{run_label(meta['model'], meta['modality'])}: log AIE, {KIND_TITLES[kind]}"
              + (f" (window {meta['window']})" if kind != "hidden" and "window" in meta else "")
-             + f"\nn = {n} prompts, {noise_text(meta)}")
+             + f"\nn = {n} prompts, {noise_text(meta)}; {answer_label(meta.get('answer'))}")
     im = draw_heatmap(axes[0, 0], mat, labels, norm, KIND_CMAPS[kind], title, mask)
     fig.colorbar(im, ax=axes[0, 0], label="AIE (log scale)")
     if ci_panel:
@@ -258,7 +259,7 @@ def save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
 
 
 def prompt_figure(tokens: Sequence[str], span: tuple[int, int], p_restored: np.ndarray, p_corrupted: float,
-                  kind: str, answer: str, window: int) -> plt.Figure:
+                  kind: str, answer: str, window: int, answer_mode: str = "top1") -> plt.Figure:
     """ROME-style single-prompt trace: P_restored[o] per (token, layer), subject tokens starred."""
     labels = [f"{t!r}{'*' if span[0] <= i < span[1] else ''}" for i, t in enumerate(tokens)]
     fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(tokens) + 1.6), constrained_layout=True)
@@ -266,6 +267,7 @@ def prompt_figure(tokens: Sequence[str], span: tuple[int, int], p_restored: np.n
                    interpolation="nearest")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("layer" + (f" (window {window})" if kind != "hidden" else ""))
-    ax.set_title(f"restoring {KIND_TITLES[kind]}: P({answer!r}); corrupted = {p_corrupted:.3f}", fontsize=10)
+    ax.set_title(f"restoring {KIND_TITLES[kind]}: P({answer!r}); corrupted = {p_corrupted:.3f}\n"
+                 f"{answer_label(answer_mode)}", fontsize=10)
     fig.colorbar(im, ax=ax, label=f"P({answer.strip()})")
     return fig

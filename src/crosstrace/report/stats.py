@@ -325,12 +325,12 @@ def peak_summary(aie: pd.DataFrame) -> pd.DataFrame:
     """Per (model, modality, kind): the cell with the largest AIE.
 
     ``aie`` is the output of :func:`aie_table` (needs model, modality, kind, category, layer, aie;
-    n/ci_low/ci_high are carried along if present). Returns model, modality, kind, peak_aie,
-    category, layer [, n, ci_low, ci_high]. NaN AIEs are ignored; ties go to the first cell in
+    n/ci_low/ci_high/answer_mode are carried along if present). Returns model, modality, kind, peak_aie,
+    category, layer [, n, ci_low, ci_high, answer_mode]. NaN AIEs are ignored; ties go to the first cell in
     category order then layer.
     """
     _check_columns(aie, GROUP_COLS + CELL_COLS + ["aie"])
-    extra = [c for c in ("n", "ci_low", "ci_high") if c in aie.columns]
+    extra = [c for c in ("n", "ci_low", "ci_high", "answer_mode") if c in aie.columns]
     d = _sort_cells(aie[np.isfinite(aie["aie"].to_numpy(float))], GROUP_COLS + CELL_COLS)
     if d.empty:
         return pd.DataFrame(columns=GROUP_COLS + ["kind", "peak_aie", "category", "layer"] + extra)

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..answers import ANSWER_MODES, answer_tokens
 from ..models.adapter import KINDS, Adapter, get_adapter
 from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
 from .state import Corruption, KindTrace
-from .tokens import category_means, encode_prompt
+from .tokens import SpanError, attribute_token_ids, category_means, encode_prompt, encode_text
 
 log = logging.getLogger(__name__)
 ENGINES = ("auto", "fast", "reference")
@@ -26,6 +27,7 @@ class TraceSettings:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     engine: str = "auto"
     max_rows: int | None = 512  # None: from free GPU memory (512 on CPU)
+    answer: str = "top1"  # what P[o] reads: top1 | attribute_first | attribute_full (crosstrace.answers)
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in KINDS]
@@ -35,6 +37,8 @@ class TraceSettings:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.answer not in ANSWER_MODES:
+            raise ValueError(f"answer must be one of {ANSWER_MODES}, got {self.answer!r}")
 
 
 @dataclass
@@ -51,6 +55,8 @@ class PromptTrace:
     p_corrupted: float
     noise_scale: float
     kinds: dict[str, KindTrace]
+    answer_ids: tuple[int, ...] = ()  # every answer token read (attribute_full: all the attribute's)
+    answer_mode: str = "top1"
 
     def categories(self, kind: str) -> dict[str, np.ndarray]:
         return category_means(self.kinds[kind].ie, self.subject_span)
@@ -88,22 +94,32 @@ class Tracer:
             noise = draw_noise(cfg.seed, known_id, cfg.samples, n, self.hidden_size, cfg.kind)
         return Corruption(span, self.noise_scale * noise.to(torch.float32))
 
-    def trace_ids(self, known_id: int, input_ids: list[int], span: tuple[int, int], noise: torch.Tensor | None = None) -> PromptTrace:
+    def trace_ids(self, known_id: int, input_ids: list[int], span: tuple[int, int], noise: torch.Tensor | None = None,
+                  attribute_ids: list[int] | None = None) -> PromptTrace:
+        """``attribute_ids``: the attribute's tokens after the prompt (:func:`.tokens.attribute_token_ids`),
+        needed by the attribute answer modes, ignored by top1."""
         ids = torch.tensor(input_ids, device=self.device)
         corruption = self.corruption(known_id, span, noise)
         s = self.settings
+        answer = answer_tokens(s.answer, attribute_ids)
         if self.engine == "fast":
-            kinds = trace_fast(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.max_rows)
+            kinds = trace_fast(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.max_rows, answer)
         else:
-            kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window)
+            kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window, answer)
         first = next(iter(kinds.values()))
         tokens = [self.tokenizer.decode([i]) for i in input_ids]
-        return PromptTrace(known_id, list(input_ids), tokens, span, first.answer_id, self.tokenizer.decode([first.answer_id]),
-                           first.p_clean, first.p_corrupted, self.noise_scale, kinds)
+        return PromptTrace(known_id, list(input_ids), tokens, span, first.answer_id, self.tokenizer.decode(list(first.answer_ids)),
+                           first.p_clean, first.p_corrupted, self.noise_scale, kinds, first.answer_ids, s.answer)
 
-    def trace_text(self, known_id: int, prompt: str, subject: str, noise: torch.Tensor | None = None) -> PromptTrace:
+    def trace_text(self, known_id: int, prompt: str, subject: str, noise: torch.Tensor | None = None,
+                   attribute: str | None = None) -> PromptTrace:
         enc = encode_prompt(self.tokenizer, prompt, subject)
-        return self.trace_ids(known_id, enc.input_ids, enc.subject_span, noise)
+        attribute_ids = None
+        if self.settings.answer != "top1":
+            if not attribute or not attribute.strip():
+                raise SpanError(f"trace.answer {self.settings.answer!r} needs the record's attribute; it has none")
+            attribute_ids = attribute_token_ids(lambda text: encode_text(self.tokenizer, text), prompt, attribute)
+        return self.trace_ids(known_id, enc.input_ids, enc.subject_span, noise, attribute_ids)
 
 
 def subject_embedding_std(model, tokenizer, subjects: list[str]) -> float:
@@ -113,9 +129,11 @@ def subject_embedding_std(model, tokenizer, subjects: list[str]) -> float:
 
 
 def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSettings | None = None,
-                 noise_std: float | None = None, known_id: int = 0, noise: torch.Tensor | None = None) -> PromptTrace:
-    """Trace one prompt. Without ``noise_std`` the std is taken over this prompt's subject alone."""
+                 noise_std: float | None = None, known_id: int = 0, noise: torch.Tensor | None = None,
+                 attribute: str | None = None) -> PromptTrace:
+    """Trace one prompt. Without ``noise_std`` the std is taken over this prompt's subject alone.
+    ``attribute``: the expected answer, needed when ``settings.answer`` is not top1."""
     settings = settings or TraceSettings()
     if noise_std is None and settings.noise.absolute is None:
         noise_std = subject_embedding_std(model, tokenizer, [subject])
-    return Tracer(model, tokenizer, settings, noise_std).trace_text(known_id, prompt, subject, noise)
+    return Tracer(model, tokenizer, settings, noise_std).trace_text(known_id, prompt, subject, noise, attribute)
