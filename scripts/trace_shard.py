@@ -19,7 +19,8 @@ settings = TraceSettings(kinds=tuple(t["kinds"]), window=t["window"], noise=Nois
                          engine=t["engine"], max_rows=t["max_rows"])
 std = read_json(snakemake.input.noise)["std"]
 tracer = Tracer(lm.model, lm.tokenizer, settings, std)
-shard = select_for_trace(pd.read_parquet(snakemake.input.known), p.max_prompts, int(w.shard), p.shard_size, p.require_known)
+shard = select_for_trace(pd.read_parquet(snakemake.input.known), p.max_prompts, int(w.shard), p.shard_size, p.require_known,
+                         p.expect_answer)
 log.info("shard %s: %d prompts, engine %s, noise scale %.4f", w.shard, len(shard), tracer.engine, tracer.noise_scale)
 ie, quarantined = trace_records(tracer, shard.to_dict("records"), m["name"], w.modality, trace_one=trace_one_fn(m, tracer, w.modality))
 write_parquet(quarantined, snakemake.output.quarantine)

@@ -24,7 +24,7 @@ T2T = Path("results/tiny/t2t")
 UPSTREAM = {"download_known", "validate_known", "prepare_model", "noise_std", "filter_known"}
 # Report stage (workflow/rules/report.smk): downstream of merge; report_config renders the whole config,
 # so it reruns on any config change.
-REPORT = {"qc", "panels", "peaks", "compare", "report_config"}
+REPORT = {"qc", "prompts", "panels", "peaks", "compare", "report_config"}
 
 
 def assert_jobs(jobs: dict[str, int], required: dict[str, int], out: str, allowed: set[str] = REPORT | {"all"}) -> None:

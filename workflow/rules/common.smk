@@ -1,9 +1,13 @@
 import math
+import os
 import re
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
+
+from crosstrace.filtering import select_for_trace
+from crosstrace.offline import hub_models
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -33,6 +37,10 @@ if (
         f"config: speech.align.use {config['speech']['align']['use']!r} is not among "
         f"speech.align.aligners {config['speech']['align']['aligners']}"
     )
+# Offline when every model is on this machine, so nothing reaches for the network; with a hub model the hub is
+# allowed (an explicit HF_HUB_OFFLINE=1 still wins: hub models then load from the HF cache). Jobs inherit it.
+if not hub_models(config, workflow_path):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
 # Models traced on both T→T and S→T (s2t implies family spiritlm): their text and speech states are compared
 # layer by layer (rule similarity, workflow/rules/similarity.smk).
@@ -85,14 +93,17 @@ def trace_params():
 
 
 def selected_count(wildcards):
-    """Prompts to trace: known ones, capped by trace.max_prompts (read after the filter checkpoint)."""
+    """Prompts to trace (read after the filter checkpoint): the package's selection, as trace_shard.py makes it."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
-    table = pd.read_parquet(known)
-    if "status" in table.columns:  # S→T: records without a traceable spoken prompt are never traced
-        table = table[table["status"] == "ok"]
-    n = int(table["known"].sum()) if config["filter"]["require_known"] else len(table)
-    cap = config["trace"]["max_prompts"]
-    return n if cap is None else min(n, cap)
+    f = config["filter"]
+    return len(
+        select_for_trace(
+            pd.read_parquet(known),
+            config["trace"]["max_prompts"],
+            require_known=f["require_known"],
+            expect_answer=f["expect_answer"],
+        )
+    )
 
 
 def shard_outputs(wildcards):

@@ -19,6 +19,7 @@ rule trace:
         max_prompts=config["trace"]["max_prompts"],
         shard_size=config["trace"]["shard_size"],
         require_known=config["filter"]["require_known"],
+        expect_answer=config["filter"]["expect_answer"],
     script:
         "../../scripts/trace_shard.py"
 
@@ -41,5 +42,11 @@ rule merge:
     params:
         trace=trace_params(),
         stats={k: config["stats"][k] for k in ("n_boot", "seed", "level")},
+        select={
+            "require_known": config["filter"]["require_known"],
+            "expect_answer": config["filter"]["expect_answer"],
+            "max_prompts": config["trace"]["max_prompts"],
+        },
+        on_empty=config["trace"]["on_empty"],
     script:
         "../../scripts/merge.py"
