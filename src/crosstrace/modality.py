@@ -31,7 +31,7 @@ from .trace.tokens import Encoded, SpanError, encode_prompt
 FAMILIES = ("hf", "spiritlm")
 MODALITIES = ("t2t", "s2t")
 
-#: speech tokenizer files under a SpiritLM checkpoint root (spiritlm-format.md §1)
+#: speech tokenizer files under a SpiritLM checkpoint root (docs/spiritlm.md, checkpoint layout)
 HUBERT_FILES = (
     Path("speech_tokenizer") / "hubert_25hz" / "mhubert_base_25hz.pt",
     Path("speech_tokenizer") / "hubert_25hz" / "L11_quantizer_500.pt",

@@ -1,6 +1,6 @@
 """SpiritLM's base speech tokenizer: mHuBERT-25Hz (layer 11) + linear quantizer → 25 Hz units.
 
-Our own loader, written from the facts in docs spiritlm-format.md §3 and §5 and transformers' (Apache-2.0)
+Our own loader, written from the facts in docs/spiritlm.md (speech tokenizer; fairseq → transformers names) and transformers' (Apache-2.0)
 ``HubertModel``; no SpiritLM code. The two pickles are read with ``torch.load(weights_only=True)``:
 
 - ``mhubert_base_25hz.pt``: ``{model_cfg, task_cfg, model_weight, dictionaries_symbols}`` with fairseq key
@@ -112,7 +112,7 @@ def conv_output_frames(n_samples: int, kernels, strides) -> int:
 
 
 def hubert_config_from_cfg(model_cfg: dict, source: str = "model_cfg"):
-    """``HubertConfig`` from a fairseq HuBERT ``model_cfg`` (spiritlm-format.md §5); unknown keys ignored."""
+    """``HubertConfig`` from a fairseq HuBERT ``model_cfg`` (docs/spiritlm.md, fairseq → transformers names); unknown keys ignored."""
     from transformers import HubertConfig
 
     def get(key, default):
@@ -169,7 +169,7 @@ def hubert_config_from_cfg(model_cfg: dict, source: str = "model_cfg"):
 
 
 def fairseq_to_hf_key(key: str, conv_pos_batch_norm: bool) -> str | None:
-    """HF ``HubertModel`` name of a fairseq key (spiritlm-format.md §5); None for dropped keys.
+    """HF ``HubertModel`` name of a fairseq key (docs/spiritlm.md, fairseq → transformers names); None for dropped keys.
 
     Raises KeyError for keys that have no place in the model.
     """

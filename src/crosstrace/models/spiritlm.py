@@ -1,6 +1,6 @@
 """SpiritLM base 7B as a plain Llama: loading, tokenizer, and T→T / S→T prompt ids.
 
-Written from docs spiritlm-format.md §1-§2 and transformers (Apache-2.0); no SpiritLM code.
+Written from docs/spiritlm.md (checkpoint layout, language model) and transformers (Apache-2.0); no SpiritLM code.
 
 Token ids (fixed by the release): BOS 1, ``[Text]`` 32000, ``[Speech]`` 32001, ``[Hu0]``..``[Hu500]``
 32002..32502 (id = 32002 + unit). Prompts (SpiritLM's prompt string, tokenized as a whole):
@@ -8,7 +8,7 @@ Token ids (fixed by the release): BOS 1, ``[Text]`` 32000, ``[Speech]`` 32001, `
 - T→T ``[Text]<text>`` → ``[1, 32000, <text pieces>]``
 - S→T ``[Speech][Hu..]…[Text]`` → ``[1, 32001, 32002+u…, 32000]`` (built directly, never via the tokenizer)
 
-**▁ convention (our choice; spiritlm-format.md §2 pitfalls 2-3).** By default the ids are what the shipped
+**▁ convention (our choice; docs/spiritlm.md, tokenizer pitfalls).** By default the ids are what the shipped
 ``tokenizer.model`` gives for the whole prompt string under the pinned transformers 5 tokenizer loaded with
 ``legacy=False``: **no stray ``▁`` (29871) after BOS**, and the first text word right after ``[Text]`` has
 **no** ``▁`` (``[Text]The`` → ``The``, then ``▁capital`` …). This equals SentencePiece's own encoding of the

@@ -1,6 +1,6 @@
 """Speech units: deduplication, and mapping a time span in seconds to LM token positions.
 
-Pure functions (spiritlm-format.md §3.5 and §4; method.md "Speech side", paper eq. 2):
+Pure functions (docs/spiritlm.md: unit deduplication, seconds to positions; docs/method.md "Speech side", paper eq. 2):
 
 1. seconds → 25 Hz frames: ``f_a = floor(t_start·rate)``, ``f_end = ceil(t_end·rate)`` (exclusive), clipped
    to ``[0, n_frames]``;
