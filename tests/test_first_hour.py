@@ -181,18 +181,18 @@ def test_one_kind_panel_title_is_not_clipped():
 
 
 def test_report_figures_are_readable_at_900_px():
-    """The report shows a PNG about 900 px wide: tick labels must stay >= 11 px there."""
+    """The report shows a PNG about 900 px wide: tick labels must stay >= 12 px there."""
     rows = [dict(model=m, modality="t2t", kind=k, category=c, layer=layer, aie=0.01, n=4)
             for m in ("a", "b") for k in ("hidden", "mlp", "attn") for c in F.CATEGORIES for layer in range(32)]
     fig = F.panel_figure(pd.DataFrame(rows), [("a", "t2t"), ("b", "t2t")], ["hidden", "mlp", "attn"])
     width_in = fig.get_size_inches()[0]
     ticks = [t for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels() if t.get_text()]
-    assert min(t.get_fontsize() for t in ticks) * F.REPORT_WIDTH_PX / (72 * width_in) >= 10.8
+    assert min(t.get_fontsize() for t in ticks) * F.REPORT_WIDTH_PX / (72 * width_in) >= 11.8
     tokens = [f" token{i}" for i in range(25)]
     p = {k: np.random.default_rng(0).random((25, 32)) for k in ("hidden", "mlp", "attn")}
     fig = F.prompt_trace_figure(tokens, (2, 5), p, " Paris", 0.9, 0.1, window=10, title="x " * 80)
     ticks = [t for ax in fig.axes for t in ax.get_yticklabels() if t.get_text()]
-    assert min(t.get_fontsize() for t in ticks) * F.REPORT_WIDTH_PX / (72 * fig.get_size_inches()[0]) >= 10.8
+    assert min(t.get_fontsize() for t in ticks) * F.REPORT_WIDTH_PX / (72 * fig.get_size_inches()[0]) >= 11.8
     _inside(fig)
 
 

@@ -93,6 +93,13 @@ def test_speech_settings_do_not_rerun_text_jobs(completed_run, model_dir):
     assert set(jobs) <= {"report_config", "all"}, out[-3000:]
 
 
+def test_expect_answer_flag_to_trace_reruns_no_shard(completed_run, model_dir):
+    """Both modes trace the same prompts; only the summary and the pages change."""
+    jobs, out = dry_run(completed_run, tiny_config(model_dir, filter={"expect_answer": "trace"}))
+    assert_jobs(jobs, {"merge": 1, "figures": 1, "prompts": 1, "all": 1}, out)
+    assert not ({"trace"} | UPSTREAM) & set(jobs)
+
+
 def test_figure_format_reruns_figures_only(completed_run, model_dir):
     jobs, out = dry_run(completed_run, tiny_config(model_dir, figures={"formats": ["png", "svg"]}))
     assert_jobs(jobs, {"figures": 1, "all": 1}, out)

@@ -47,7 +47,7 @@ rule prompts:
             subcategory="{model} {modality}",
             labels={
                 "run": "{model} {modality}",
-                "content": "table and per-prompt heatmaps",
+                "content": "table and heatmaps",
             },
         ),
     log:

@@ -19,7 +19,8 @@ rule trace:
         max_prompts=config["trace"]["max_prompts"],
         shard_size=config["trace"]["shard_size"],
         require_known=config["filter"]["require_known"],
-        expect_answer=config["filter"]["expect_answer"],
+        # only "skip" changes which prompts are traced: switching between trace and flag reruns no shard
+        expect_answer="skip" if config["filter"]["expect_answer"] == "skip" else "trace",
     script:
         "../../scripts/trace_shard.py"
 
@@ -45,7 +46,6 @@ rule merge:
         select={
             "require_known": config["filter"]["require_known"],
             "expect_answer": config["filter"]["expect_answer"],
-            "max_prompts": config["trace"]["max_prompts"],
         },
         on_empty=config["trace"]["on_empty"],
     script:

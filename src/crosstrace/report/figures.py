@@ -22,6 +22,7 @@ from matplotlib.colors import LogNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
+from matplotlib.ticker import MaxNLocator
 
 from ..categories import CATEGORIES, CATEGORY_LABELS
 
@@ -48,7 +49,7 @@ DPI = 200
 # The Snakemake report shows a PNG at most about this wide (its content pane); text should stay at least
 # MIN_TEXT_PX there, so wide figures get proportionally larger fonts (see readable()).
 REPORT_WIDTH_PX = 900
-MIN_TEXT_PX = 11
+MIN_TEXT_PX = 12
 
 
 def styled(fn):
@@ -170,9 +171,14 @@ def log_norm(values: np.ndarray) -> tuple[LogNorm, int]:
     return LogNorm(vmin=lo, vmax=hi), int((finite <= 0).sum())
 
 
-def _layer_ticks(ax, L: int) -> None:
-    step = max(1, int(np.ceil(L / 10)))
-    ax.set_xticks(range(0, L, step))
+def _layer_ticks(ax, L: int, nbins: int = 8) -> None:
+    """Layer ticks at round steps (1, 2, 5, 10, ...), at most about ``nbins`` of them, so narrow panels with
+    large text keep their labels apart."""
+    if L <= 3:
+        ax.set_xticks(range(L))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True, steps=[1, 2, 5, 10]))
+    ax.set_xlim(-0.5, L - 0.5)
     ax.set_xlabel("layer")
 
 
@@ -185,7 +191,7 @@ def _hatch(ax, mask: np.ndarray) -> int:
 
 
 def draw_heatmap(ax, mat: np.ndarray, labels: Sequence[str], norm: LogNorm, cmap: str, title: str,
-                 mask: np.ndarray | None = None):
+                 mask: np.ndarray | None = None, nbins: int = 8):
     """Non-positive AIE cannot be logged: those cells are drawn in the floor colour (vmin).
 
     ``mask``: cells to hide (e.g. CI contains 0), drawn white with grey hatching.
@@ -196,7 +202,7 @@ def draw_heatmap(ax, mat: np.ndarray, labels: Sequence[str], norm: LogNorm, cmap
     if mask is not None:
         _hatch(ax, mask & np.isfinite(mat))
     ax.set_yticks(range(len(labels)), labels)
-    _layer_ticks(ax, mat.shape[1])
+    _layer_ticks(ax, mat.shape[1], nbins)
     ax.set_title(title)
     return im
 
@@ -252,6 +258,8 @@ def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool 
     fig.colorbar(im, ax=axes[0, 0], label="AIE (log scale)")
     if n == 0:
         _no_prompts(axes[0, 0])
+        for ax in axes[:, 0]:
+            ax.set_xticks([])
     if ci_panel:
         width = _matrix(sub, "ci_high") - _matrix(sub, "ci_low")
         imw = draw_heatmap(axes[1, 0], width, labels, norm, "Greys",
@@ -287,7 +295,7 @@ def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequ
             nn = norm or log_norm(mats[i])[0]
             mask = ci_zero_mask(sub) if mask_ci_zero else None
             im = draw_heatmap(axes[i, j], mats[i], aie_matrix(sub)[1], nn, KIND_CMAPS[kind],
-                              KIND_TITLES[kind] if i == 0 else "", mask)
+                              KIND_TITLES[kind] if i == 0 else "", mask, nbins=5)
             if j == 0:
                 nu = meta.get((m, mod), {}).get("noise_scale")
                 axes[i, j].set_ylabel(f"{run_label(m, mod)}\nn = {n}" + (f", ν = {nu:.3g}" if isinstance(nu, int | float) else ""))
@@ -387,7 +395,9 @@ def prompt_trace_figure(tokens: Sequence[str], span: tuple[int, int], p_restored
     T = len(tokens)
     L = np.asarray(next(iter(p_restored.values()))).shape[1]
     labels = [token_label(t) + (" *" if span[0] <= i < span[1] else "") for i, t in enumerate(tokens)]
-    fig = new_figure((1.4 + 3.0 * len(kinds), 0.24 * T + 1.9), pyplot=pyplot)
+    # ~2.6 in per kind: three kinds stay near 9 in, so the text stays legible where the report shows the
+    # figure 800-900 px wide.
+    fig = new_figure((1.2 + 2.6 * len(kinds), 0.24 * T + 1.9), pyplot=pyplot)
     axes = fig.subplots(1, len(kinds), squeeze=False, sharey=True)[0]
     for ax, kind in zip(axes, kinds, strict=True):
         p = np.asarray(p_restored[kind], dtype=float)
@@ -397,7 +407,7 @@ def prompt_trace_figure(tokens: Sequence[str], span: tuple[int, int], p_restored
                        interpolation="nearest")
         ax.set_title(f"restoring {KIND_TITLES.get(kind, kind)}"
                      + (f" (window {window})" if window and kind != "hidden" else ""))
-        _layer_ticks(ax, L)
+        _layer_ticks(ax, L, nbins=5)
         cb = fig.colorbar(im, ax=ax, shrink=min(1.0, 0.4 + 0.05 * T))
         cb.set_label("P(o) restored")
         cb.ax.axhline(p_corrupted, color="0.15", lw=1.2, ls="--")

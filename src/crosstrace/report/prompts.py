@@ -81,7 +81,7 @@ def png_data_uri(fig: Figure, dpi: int = 110) -> tuple[str, int]:
 _PAGE_CSS = """
 tr.flag td{background:#fff4e5} td .f{color:#b00020;font-weight:bold} .gallery figure{margin:18px 0 28px}
 .gallery img{max-width:100%;height:auto;border:1px solid #ddd} td.prompt{max-width:22em}
-table.traced{font-size:13px} table.traced td,table.traced th{padding:3px 6px}
+table.traced{font-size:13px} table.traced td,table.traced th{padding:3px 6px} td.nw{white-space:nowrap}
 """
 
 
@@ -130,10 +130,10 @@ def page(table: pd.DataFrame, summary: Mapping, gallery: Mapping[int, tuple[str,
         cells = [
             f'<td class="num"><a href="{href}">{kid}</a></td>',
             f'<td class="prompt">{_highlight(str(row.prompt), str(row.subject))}</td>',
-            f"<td>{_html.escape(str(row.attribute))}</td>",
+            f'<td class="nw">{_html.escape(str(row.attribute))}</td>',
             f"<td>{_html.escape(token_label(str(row.continuation)))}</td>",
             f"<td>{_html.escape(str(row.label))}</td>",
-            f"<td>{_html.escape(token_label(str(row.answer)))}</td>",
+            f'<td class="nw">{_html.escape(token_label(str(row.answer)))}</td>',
             f'<td class="num">{row.p_clean:.3f}</td>',
             f'<td class="num">{row.p_corrupted:.3f}</td>',
             f'<td>{"<br>".join(f"<span class=f>{_html.escape(x)}</span>" for x in f)}</td>',
