@@ -30,6 +30,7 @@ include: "workflow/rules/trace.smk"
 include: "workflow/rules/speech.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/similarity.smk"
+include: "workflow/rules/unit_view.smk"
 
 
 rule all:

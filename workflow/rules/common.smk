@@ -1,6 +1,7 @@
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 from snakemake.utils import validate
@@ -21,7 +22,7 @@ if len(MODELS) != len(config["models"]):
 for _name, _spec in MODELS.items():
     if "s2t" in _spec.get("modalities", ["t2t"]) and _spec.get("family", "hf") != "spiritlm":
         raise ValueError(f"config: model {_name!r} lists modality s2t, which needs family: spiritlm")
-    if _spec.get("stray_space", False) and _spec.get("family", "hf") != "spiritlm":
+    if "stray_space" in _spec and _spec.get("family", "hf") != "spiritlm":
         raise ValueError(f"config: model {_name!r}: stray_space applies to family spiritlm only")
     if "s2t" in _spec.get("modalities", ["t2t"]) and not config["speech"]["enabled"]:
         raise ValueError(f"config: model {_name!r} lists modality s2t, which needs speech.enabled: true")
@@ -34,6 +35,8 @@ if (
         f"speech.align.aligners {config['speech']['align']['aligners']}"
     )
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
+# Models traced on S→T: their per-unit view (rule unit_view, workflow/rules/unit_view.smk).
+S2T_MODELS = [m for m, spec in MODELS.items() if "s2t" in spec["modalities"]]
 # Models traced on both T→T and S→T (s2t implies family spiritlm): their text and speech states are compared
 # layer by layer (rule similarity, workflow/rules/similarity.smk).
 SIMILARITY_MODELS = (
@@ -106,6 +109,11 @@ def shard_outputs(wildcards):
     )
 
 
+def s2t_shard_outputs(wildcards):
+    """The S→T trace shards of a model (rule unit_view has no modality wildcard)."""
+    return shard_outputs(SimpleNamespace(model=wildcards.model, modality="s2t"))
+
+
 def all_targets():
     out = [f"{R}/data/quarantine.parquet"]
     if config["speech"]["enabled"]:
@@ -116,6 +124,9 @@ def all_targets():
             f"{R}/{m}/{mod}/summary.json",
         ]
         out += expand(f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
+        if mod == "s2t":  # the per-unit view (workflow/rules/unit_view.smk)
+            out += [f"{R}/{m}/s2t/ie_per_unit.parquet"]
+            out += expand(f"{R}/{m}/s2t/figures/ie_per_unit_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
     out += report_targets()  # panels, peaks, QC, comparisons (workflow/rules/report.smk)
     for m in SIMILARITY_MODELS:  # text vs speech representations (workflow/rules/similarity.smk)
         out += [f"{R}/{m}/similarity/similarity.parquet", f"{R}/{m}/similarity/similarity.html"]

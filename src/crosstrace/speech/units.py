@@ -32,6 +32,14 @@ class UnitSpanError(SpanError):
     """A time span that maps to no speech unit (or lies outside the utterance)."""
 
 
+class TokenUnitsError(UnitSpanError):
+    """A text token that owns no speech unit; ``token`` is its index among the prompt's text tokens."""
+
+    def __init__(self, message: str, token: int):
+        super().__init__(message)
+        self.token = token
+
+
 @dataclass(frozen=True)
 class UnitSpan:
     """One time span through every stage of the mapping; ``*_end`` bounds are exclusive."""
@@ -174,3 +182,97 @@ def unit_span_positions(
     f_a, f_end = seconds_to_frames(t_start, t_end, n, rate)
     r_a, r_end = frames_to_dedup_positions(f_a, f_end, run_lengths)
     return UnitSpan(float(t_start), float(t_end), f_a, f_end, r_a, r_end, off, off + r_a, off + r_end)
+
+
+# ------------------------------------------------------------------------ text tokens → units (whole prompt)
+
+
+@dataclass(frozen=True)
+class TokenUnits:
+    """Which deduplicated units each text token of a spoken prompt owns (a partition; ``*_end`` exclusive).
+
+    ``unit_start[k]``/``unit_end[k]``: token k's units as deduplicated positions (add the prompt's unit
+    offset for LM positions). ``eq2_start``/``eq2_end``: the units token k touches by paper eq. 2 before
+    boundary units are resolved (neighbours may share one). Units ``[0, lead)`` and ``[n_units − trail,
+    n_units)`` lie before the first and after the last token (silence) and belong to no token.
+    """
+
+    unit_start: list[int]
+    unit_end: list[int]
+    eq2_start: list[int]
+    eq2_end: list[int]
+    lead: int
+    trail: int
+    n_units: int
+
+
+def _frame_range(t_start: float, t_end: float, n_frames: int, rate: float) -> tuple[int, int]:
+    """Eq. 2 without the error for an empty span: ``[floor(t_start·rate), ceil(t_end·rate))`` clipped."""
+    f_a = max(0, min(n_frames, math.floor(_scaled(t_start, rate))))
+    f_end = max(0, min(n_frames, math.ceil(_scaled(t_end, rate))))
+    return f_a, max(f_a, f_end)
+
+
+def token_unit_ranges(starts: Sequence[float], ends: Sequence[float], run_lengths: Sequence[int],
+                      rate: float = FRAME_RATE, names: Sequence[str] | None = None) -> TokenUnits:
+    """Partition the deduplicated units of an utterance among its text tokens (paper §2.4, App. A, eq. 2).
+
+    ``starts``/``ends``: each text token's time range in seconds, in prompt order, contiguous
+    (``ends[k] == starts[k+1]``; see :func:`crosstrace.speech.align.token_times`). ``run_lengths``: the run
+    length of each deduplicated unit in 25 Hz frames, so unit j covers frames ``[F_j, F_{j+1})`` and the
+    time ``[F_j/rate, F_{j+1}/rate)``.
+
+    1. Eq. 2 gives token k the frames ``[floor(s_k·rate), ceil(e_k·rate))`` and through the run lengths
+       the units holding them: exactly the units whose time overlaps ``[s_k, e_k)``.
+    2. A unit touched by several tokens (a boundary falls inside it) goes to the one that overlaps it
+       longest in time; on a tie, to the earlier token. Every unit touched by any token thus belongs to
+       exactly one; units touched by none lie before the first or after the last token (silence).
+
+    Raises :class:`TokenUnitsError` naming the token (``names[k]``) when a token owns no unit (it is
+    shorter than the units around it, or lies past the end of the audio).
+    """
+    if len(starts) != len(ends) or not len(starts):
+        raise ValueError("need one start and one end per text token, and at least one token")
+    if any(r <= 0 for r in run_lengths) or not len(run_lengths):
+        raise ValueError("run lengths must be positive, and there must be at least one unit")
+    for k in range(len(starts)):
+        if not (math.isfinite(starts[k]) and math.isfinite(ends[k])) or ends[k] < starts[k]:
+            raise UnitSpanError(f"text token {k} has no valid time range [{starts[k]}, {ends[k]})")
+        if k and abs(starts[k] - ends[k - 1]) > 1e-9:
+            raise ValueError(f"text token time ranges must be contiguous: token {k} starts at {starts[k]}, "
+                             f"token {k - 1} ends at {ends[k - 1]}")
+    bounds = [0, *accumulate(run_lengths)]  # unit j covers frames [bounds[j], bounds[j+1])
+    n_frames, n_units = bounds[-1], len(run_lengths)
+    eq2 = []
+    for s, e in zip(starts, ends, strict=True):
+        f_a, f_end = _frame_range(s, e, n_frames, rate)
+        if f_end > f_a:
+            r_a, r_end = frames_to_dedup_positions(f_a, f_end, run_lengths)
+        else:
+            r_a = r_end = bisect_right(bounds, f_a) - 1 if f_a < n_frames else n_units
+        eq2.append((r_a, r_end))
+    owner = [-1] * n_units
+    best = [0.0] * n_units
+    for k, ((r_a, r_end), s, e) in enumerate(zip(eq2, starts, ends, strict=True)):
+        for j in range(r_a, r_end):
+            overlap = min(e, bounds[j + 1] / rate) - max(s, bounds[j] / rate)
+            if overlap > best[j] + 1e-12:  # strictly longer: a tie stays with the earlier token
+                owner[j], best[j] = k, overlap
+    unit_start, unit_end = [], []
+    for k in range(len(starts)):
+        mine = [j for j in range(n_units) if owner[j] == k]
+        if not mine:
+            name = f" {names[k]!r}" if names is not None else ""
+            raise TokenUnitsError(
+                f"text token {k}{name} ([{starts[k]:.3f}, {ends[k]:.3f}) s) owns no speech unit "
+                + ("(it lies past the end of the audio)" if eq2[k][0] >= n_units else
+                   "(every unit it touches overlaps a neighbouring token longer)"),
+                k,
+            )
+        if mine[-1] - mine[0] + 1 != len(mine):  # cannot happen for contiguous, ordered ranges
+            raise AssertionError(f"text token {k} owns non-contiguous units {mine}")
+        unit_start.append(mine[0])
+        unit_end.append(mine[-1] + 1)
+    lead = unit_start[0]
+    trail = n_units - unit_end[-1]
+    return TokenUnits(unit_start, unit_end, [a for a, _ in eq2], [b for _, b in eq2], lead, trail, n_units)
