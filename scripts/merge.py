@@ -18,12 +18,12 @@ if w.modality == "s2t":
     known_s2t = pd.read_parquet(snakemake.input.known)
     ie, q_agg = aggregate_by_text_tokens(ie, s2t_token_maps(known_s2t))
     quarantined = pd.concat([quarantined, q_agg], ignore_index=True) if len(q_agg) else quarantined
-    ok = known_s2t[known_s2t["status"] == "ok"]
+    ok = known_s2t[known_s2t["known_id"].isin(ie["known_id"].unique())]  # the traced prompts
     silence = {
         "aggregation": "IE per text token = mean IE of its speech units; last token = [Text]",
         "lead_silence_units": int(ok["lead_silence_units"].sum()),
         "trail_silence_units": int(ok["trail_silence_units"].sum()),
-        "units_in_prompts": int(ok["n_units"].sum()),
+        "units_in_prompts": int(ok["n_units"].sum()) if len(ok) else 0,
     }
     log.info("S→T aggregated by text tokens: %d prompts; %s", ie["known_id"].nunique() if len(ie) else 0, silence)
 cats = category_table(ie)

@@ -60,3 +60,23 @@ def test_dropping_the_stray_space_is_a_one_token_shift(tok):
     want = ids_of(case["ids"])
     assert t2t_ids(tok, case["prompt"], stray_space=False) == [want[0]] + want[2:]
     assert s2t_ids([7, 338], stray_space=False) == [1, 32001, 32009, 32340, 32000]
+
+
+def test_paper_config_reproduces_the_reference_with_no_extra_settings(tok):
+    """config/paper.yaml, validated with the schema's defaults, builds the reference ids and S→T spans from
+    text tokens: nothing to set for either."""
+    import yaml
+    from snakemake.utils import validate
+
+    from crosstrace.modality import encode_t2t, s2t_row_ids, stray_space
+
+    root = HERE.parent
+    cfg = yaml.safe_load((root / "config" / "paper.yaml").read_text())
+    validate(cfg, str(root / "workflow" / "schemas" / "config.schema.yaml"))
+    spec = next(m for m in cfg["models"] if m["family"] == "spiritlm")
+    assert "stray_space" not in spec and stray_space(spec) is True
+    for case in GOLDEN["t2t"][:20]:
+        assert encode_t2t(spec, tok, case["prompt"], None).input_ids == ids_of(case["ids"])
+    case = GOLDEN["s2t"][3]
+    assert s2t_row_ids({"dedup": ids_of(case["units"])}, stray_space(spec)) == ids_of(case["ids"])
+    assert cfg["speech"]["align"]["use"] == "ctc"  # the paper's aligner: CTC character frames inside words
