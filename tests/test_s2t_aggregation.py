@@ -104,7 +104,7 @@ def test_token_with_no_units_is_an_error():
 
 def _unit_ie(known_id: int = 7, layers: int = 2) -> pd.DataFrame:
     """Per-unit IE rows of the hand example: [BOS, ▁, [Speech], 13 units, [Text]] = 17 LM positions,
-    IE(p, l) = 10·p + l, P_corrupted 0.1 (so P_restored = IE + 0.1)."""
+    IE(p, l) = 10·p + l, P_corrupted 0.1 (so P_restored = IE + 0.1); the subject's units are LM 4..8."""
     rows = []
     for kind in ("hidden", "mlp"):
         for p in range(17):
@@ -113,7 +113,7 @@ def _unit_ie(known_id: int = 7, layers: int = 2) -> pd.DataFrame:
                 rows.append({"model": "m", "modality": "s2t", "known_id": known_id, "kind": kind, "token_index": p,
                              "token": f"t{p}", "layer": layer, "ie": ie, "p_restored": ie + 0.1, "p_clean": 0.9,
                              "p_corrupted": 0.1, "answer_id": 5, "answer": " x", "subject_start": 4,
-                             "subject_end": 8, "n_tokens": 17, "noise_scale": 0.3, "samples": 2, "seed": 0,
+                             "subject_end": 9, "n_tokens": 17, "noise_scale": 0.3, "samples": 2, "seed": 0,
                              "window": 2, "engine": "fast"})
     return pd.DataFrame(rows, columns=IE_COLUMNS)
 
@@ -164,3 +164,20 @@ def test_unit_view_regions():
     assert one["text_token_index"].tolist() == [-1] * 4 + [0, 1, 1, 1, 2, 3, 3, 3, 4, 4] + [-1] * 3
     assert one["text_token"].iloc[5] == "iff" and pd.isna(one["text_token"].iloc[0])
     assert np.array_equal(one["ie"].to_numpy(), 10.0 * np.arange(17))
+
+
+def test_unit_figure_draws_token_boundaries(tmp_path):
+    from crosstrace.report.figures import save, unit_figure
+
+    view = unit_view(pd.concat([_unit_ie(7), _unit_ie(8)], ignore_index=True), {7: _map(7), 8: _map(8)})
+    fig = unit_figure(view, "hidden", "m S→T", max_prompts=1)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2  # one prompt (max_prompts) and its colour bar
+    labels = [t.get_text() for t in ax.texts]
+    assert labels == ["E", "iff", "el", "Tower", "is"]
+    assert [t.get_color() for t in ax.texts][:3] == ["red"] * 3  # the subject's tokens
+    assert len(ax.lines) == 6  # a boundary before each token and after the last
+    save(fig, [tmp_path / "u.png"])
+    assert (tmp_path / "u.png").read_bytes()[:4] == b"\x89PNG"
+    empty = unit_figure(view.iloc[0:0], "hidden", "m S→T")
+    assert "no S→T prompt traced" in [t.get_text() for t in empty.axes[0].texts]
