@@ -52,7 +52,7 @@ def test_features_match_fairseq(tok, name):
 @pytest.mark.parametrize("name", sorted(waveforms()))
 def test_units_identical_through_the_quantizer(tok, name):
     ref = REF[f"{name}_units"].tolist()
-    assert len(set(ref)) > 10  # a meaningful comparison: the units vary
+    assert len(set(ref)) > 8  # a meaningful comparison: the units vary (and a fifth of the frames were blank)
     assert tok.encode(waveforms()[name], 16000).units == ref
 
 
