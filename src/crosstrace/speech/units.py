@@ -1,6 +1,7 @@
 """Speech units: deduplication, and mapping a time span in seconds to LM token positions.
 
-Pure functions (spiritlm-format.md §3.5 and §4; method.md "Speech side", paper eq. 2):
+Pure functions (docs/spiritlm.md "From seconds to LM positions"; docs/method.md "S→T: text tokens and
+units"; paper eq. 2):
 
 1. seconds → 25 Hz frames: ``f_a = floor(t_start·rate)``, ``f_end = ceil(t_end·rate)`` (exclusive), clipped
    to ``[0, n_frames]``;
@@ -101,7 +102,7 @@ def seconds_to_frames(t_start: float, t_end: float, n_frames: int, rate: float =
 def chunked_seconds_to_frames(
     t_start: float, t_end: float, chunk_frames: Sequence[int], chunk_seconds: float = 100.0, rate: float = FRAME_RATE
 ) -> tuple[int, int]:
-    """Eq. 2 for audio encoded in ``chunk_seconds`` pieces (frames restart at each chunk, §3.1/§4.1).
+    """Eq. 2 for audio encoded in ``chunk_seconds`` pieces (frames restart at each chunk; docs/spiritlm.md).
 
     A time t in chunk c = floor(t / chunk_seconds) maps to ``Σ chunk_frames[:c]`` plus its frame inside the
     chunk, clipped to that chunk's frames (the frames lost at each boundary). Times past the last encoded
