@@ -93,11 +93,19 @@ def test_token_unit_ranges_hand_computed():
     assert (tu.lead, tu.trail, tu.n_units) == (1, 2, 13)
 
 
+def test_a_short_token_keeps_a_unit_when_it_can():
+    # "is" squeezed into 10 ms inside unit 9 [.80, .92), which Tower covers longer (.04 s): by longest overlap
+    # "is" would own nothing, so unit 9 goes to "is" (the split with the most overlap that leaves no token empty)
+    tu = token_unit_ranges([0.10, 0.16, 0.34, 0.46, 0.84], [0.16, 0.34, 0.46, 0.84, 0.85], RUNS, names=TOKENS)
+    assert list(zip(tu.unit_start, tu.unit_end, strict=True)) == [(1, 2), (2, 5), (5, 6), (6, 9), (9, 10)]
+    assert (tu.lead, tu.trail) == (1, 3)
+
+
 def test_token_with_no_units_is_an_error():
-    # "is" squeezed into 10 ms inside unit 9, which Tower covers longer
-    with pytest.raises(TokenUnitsError, match=r"text token 4 '▁is' .* owns no speech unit") as e:
-        token_unit_ranges([0.10, 0.16, 0.34, 0.46, 0.84], [0.16, 0.34, 0.46, 0.84, 0.85], RUNS, names=TOKENS)
-    assert e.value.token == 4
+    # one 1.2 s unit, two tokens: only one can own it
+    with pytest.raises(TokenUnitsError, match=r"text token 1 'b' .* owns no speech unit") as e:
+        token_unit_ranges([0.1, 0.5], [0.5, 0.9], [30], names=["a", "b"])
+    assert e.value.token == 1
     with pytest.raises(TokenUnitsError, match="past the end of the audio"):
         token_unit_ranges([0.5, 1.3], [1.3, 1.5], RUNS)
 

@@ -146,11 +146,11 @@ def test_trace_s2t_row_positions_inside_units(lm, spec):
 
 def test_s2t_table_quarantines_tokens_with_reasons(lm, spec):
     records, speech, manifest, qc, alignment, units = _tables()
-    # whisper lost "is"; the subject "A" squeezed into 10 ms of a unit its neighbour covers longer
+    # whisper lost "is"; the subject "B" placed after the end of the 0.4 s audio
     alignment.loc[0, "prompt_words"] = prompt_words_to_json([PromptWord("A", 0, 1, 0.10, 0.22),
                                                             PromptWord("is", 2, 4, math.nan, math.nan)])
-    alignment.loc[1, "prompt_words"] = prompt_words_to_json([PromptWord("B", 0, 1, 0.0, 0.01),
-                                                            PromptWord("is", 2, 4, 0.01, 0.30)])
+    alignment.loc[1, "prompt_words"] = prompt_words_to_json([PromptWord("B", 0, 1, 0.5, 0.6),
+                                                            PromptWord("is", 2, 4, 0.6, 0.7)])
     t = s2t_table(records, speech, manifest, qc, alignment, units, "tts", spec, lm.tokenizer).set_index("known_id")
     assert (t.loc[0, "status"], t.loc[0, "stage"]) == ("quarantined", "tokens")
     assert "could not place the word 'is'" in t.loc[0, "reason"]

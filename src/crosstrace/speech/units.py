@@ -225,12 +225,16 @@ def token_unit_ranges(starts: Sequence[float], ends: Sequence[float], run_length
 
     1. Eq. 2 gives token k the frames ``[floor(s_k·rate), ceil(e_k·rate))`` and through the run lengths
        the units holding them: exactly the units whose time overlaps ``[s_k, e_k)``.
-    2. A unit touched by several tokens (a boundary falls inside it) goes to the one that overlaps it
-       longest in time; on a tie, to the earlier token. Every unit touched by any token thus belongs to
-       exactly one; units touched by none lie before the first or after the last token (silence).
+    2. Neighbours can touch the same unit. The units are split into consecutive, non-empty blocks, one per
+       token and inside its eq. 2 range, with the largest total time overlap between each token and its
+       units: a shared unit goes to the token that overlaps it longest, unless that would leave a token
+       with no unit at all (a short token inside long runs), in which case the split that costs the least
+       overlap is taken. On an exact tie a shared unit stays with the earlier token. Every unit touched by
+       a token thus belongs to exactly one; units touched by none lie before the first or after the last
+       token (silence).
 
-    Raises :class:`TokenUnitsError` naming the token (``names[k]``) when a token owns no unit (it is
-    shorter than the units around it, or lies past the end of the audio).
+    Raises :class:`TokenUnitsError` naming the token (``names[k]``) when no such split exists (more tokens
+    than units in a stretch) or a token lies past the end of the audio.
     """
     if len(starts) != len(ends) or not len(starts):
         raise ValueError("need one start and one end per text token, and at least one token")
@@ -252,28 +256,57 @@ def token_unit_ranges(starts: Sequence[float], ends: Sequence[float], run_length
         else:
             r_a = r_end = bisect_right(bounds, f_a) - 1 if f_a < n_frames else n_units
         eq2.append((r_a, r_end))
-    owner = [-1] * n_units
-    best = [0.0] * n_units
-    for k, ((r_a, r_end), s, e) in enumerate(zip(eq2, starts, ends, strict=True)):
-        for j in range(r_a, r_end):
-            overlap = min(e, bounds[j + 1] / rate) - max(s, bounds[j] / rate)
-            if overlap > best[j] + 1e-12:  # strictly longer: a tie stays with the earlier token
-                owner[j], best[j] = k, overlap
-    unit_start, unit_end = [], []
-    for k in range(len(starts)):
-        mine = [j for j in range(n_units) if owner[j] == k]
-        if not mine:
-            name = f" {names[k]!r}" if names is not None else ""
-            raise TokenUnitsError(
-                f"text token {k}{name} ([{starts[k]:.3f}, {ends[k]:.3f}) s) owns no speech unit "
-                + ("(it lies past the end of the audio)" if eq2[k][0] >= n_units else
-                   "(every unit it touches overlaps a neighbouring token longer)"),
-                k,
-            )
-        if mine[-1] - mine[0] + 1 != len(mine):  # cannot happen for contiguous, ordered ranges
-            raise AssertionError(f"text token {k} owns non-contiguous units {mine}")
-        unit_start.append(mine[0])
-        unit_end.append(mine[-1] + 1)
+    m = len(starts)
+
+    def name(k: int) -> str:
+        return f"text token {k}{f' {names[k]!r}' if names is not None else ''} ([{starts[k]:.3f}, {ends[k]:.3f}) s)"
+
+    for k, (r_a, r_end) in enumerate(eq2):
+        if r_end <= r_a:
+            why = "it lies past the end of the audio" if r_a >= n_units else "it has no duration"
+            raise TokenUnitsError(f"{name(k)} owns no speech unit ({why})", k)
+
+    def overlap(k: int, j: int) -> float:
+        return max(0.0, min(ends[k], bounds[j + 1] / rate) - max(starts[k], bounds[j] / rate))
+
+    # cum[k][j]: overlap of token k with units [0, j) (only units in its eq. 2 range count)
+    cum = []
+    for k, (r_a, r_end) in enumerate(eq2):
+        row = [0.0] * (n_units + 1)
+        for j in range(n_units):
+            row[j + 1] = row[j] + (overlap(k, j) if r_a <= j < r_end else 0.0)
+        cum.append(row)
+    # Boundaries c_0 = eq2[0] start < c_1 < … < c_m = eq2[m-1] end; token k owns units [c_k, c_k+1), which must
+    # lie inside its eq. 2 range. Maximise the total overlap (dynamic programme over boundaries; on a tie the
+    # later boundary, i.e. a shared unit stays with the earlier token).
+    neg = float("-inf")
+    best = {eq2[0][0]: 0.0}
+    back: list[dict[int, int]] = []
+    for k in range(m):
+        r_a, r_end = eq2[k]
+        lo = eq2[k + 1][0] if k + 1 < m else r_end
+        his = [r_end] if k + 1 == m else range(max(lo, r_a + 1), r_end + 1)
+        nxt: dict[int, float] = {}
+        arg: dict[int, int] = {}
+        for c2 in his:
+            top, where = neg, -1
+            for c, v in best.items():
+                if r_a <= c < c2:
+                    score = v + cum[k][c2] - cum[k][c]
+                    if score >= top - 1e-12 and (score > top + 1e-12 or c > where):
+                        top, where = max(top, score), c
+            if where >= 0:
+                nxt[c2], arg[c2] = top, where
+        if not nxt:
+            raise TokenUnitsError(f"{name(k)} owns no speech unit (it shares all its units with neighbouring tokens "
+                                  "that have no other unit)", k)
+        best = nxt
+        back.append(arg)
+    bounds_k = [eq2[-1][1]]
+    for k in range(m - 1, -1, -1):
+        bounds_k.append(back[k][bounds_k[-1]])
+    bounds_k.reverse()
+    unit_start, unit_end = bounds_k[:-1], bounds_k[1:]
     lead = unit_start[0]
     trail = n_units - unit_end[-1]
     return TokenUnits(unit_start, unit_end, [a for a, _ in eq2], [b for _, b in eq2], lead, trail, n_units)
