@@ -50,22 +50,27 @@ def _ie_table(values: dict[int, np.ndarray], p_clean=0.6, p_corr=0.1) -> pd.Data
 
 
 def test_screen_selects_top_n_and_uncertain_prompts_with_reasons():
-    ie = _ie_table({
-        3: np.array([[0.25, 0.25], [0.25, 0.25]]),  # layer sums 0.5 = total: gap 0, peak 0.25
-        1: np.array([[0.4, 0.0], [0.0, 0.0]]),  # sums 0.4, 0 → gap (0.1 + 0.5) / 2 / 0.5 = 0.6, peak 0.4
-        2: np.array([[0.1, 0.2], [0.2, 0.3]]),  # sums 0.3, 0.5 → gap 0.2, peak 0.3
-    })
-    scores = prompt_scores(ie)
-    assert dict(zip(scores["known_id"], scores["gap"].round(6), strict=True)) == {3: 0.0, 1: 0.6, 2: 0.2}
-    table = screen(scores, ScreenRule(top_n=1, max_gap=0.5))
-    assert list(table["known_id"]) == [1, 2, 3] and list(table["rank"]) == [1, 2, 3]
-    assert list(table["selected"]) == [True, False, False]
-    assert "rank 1" in table["reason"].iloc[0] and "gap 0.60 > max_gap 0.5" in table["reason"].iloc[0]
-    assert table["reason"].iloc[2].startswith("AtP only")
-    table = screen(scores, ScreenRule(top_n=None, max_gap=0.1))
-    assert set(table.loc[table["selected"], "known_id"]) == {1, 2}
+    ie = pd.concat([
+        _ie_table({3: np.array([[0.25, 0.25], [0.25, 0.25]])}, p_clean=0.6, p_corr=0.1),  # gap 0, peak 0.25
+        _ie_table({1: np.array([[0.4, 0.0], [0.0, 0.0]])}, p_clean=0.4, p_corr=0.1),  # gap (0.1+0.3)/2/0.3
+        _ie_table({2: np.array([[0.1, 0.2], [0.2, 0.3]])}, p_clean=0.9, p_corr=0.1),  # gap (0.5+0.3)/2/0.8
+    ])
+    scores = prompt_scores(ie).set_index("known_id")
+    assert scores["gap"].round(6).to_dict() == {3: 0.0, 1: round(2 / 3, 6), 2: 0.5}
+    assert scores["total_effect"].round(6).to_dict() == {3: 0.5, 1: 0.3, 2: 0.8}
+    assert scores["atp_peak"].to_dict() == {3: 0.25, 1: 0.4, 2: 0.3}
+    table = screen(scores.reset_index(), ScreenRule(top_n=1, max_gap=0.6))
+    assert list(table["known_id"]) == [2, 3, 1] and list(table["rank"]) == [1, 2, 3]
+    assert list(table["selected"]) == [True, False, True]
+    assert table["reason"].iloc[0] == "total_effect rank 1 ≤ top_n 1"
+    assert table["reason"].iloc[2] == "AtP completeness gap 0.67 > max_gap 0.6"
+    assert table["reason"].iloc[1].startswith("AtP only")
+    table = screen(scores.reset_index(), ScreenRule(top_n=2, max_gap=None, rank_by="atp_peak"))
+    assert list(table["known_id"]) == [1, 2, 3] and list(table["selected"]) == [True, True, False]
     with pytest.raises(ValueError, match="top_n must be >= 0"):
         ScreenRule(top_n=-1)
+    with pytest.raises(ValueError, match="rank_by must be one of"):
+        ScreenRule(rank_by="peak")
 
 
 def test_compare_reports_per_prompt_and_per_category():

@@ -33,7 +33,7 @@ def test_screen_traces_every_prompt_with_atp_and_the_top_one_exactly(screened_ru
     table = pd.read_parquet(screened_run / "screen.parquet")
     assert len(table) == 3 and table["selected"].sum() == 1  # input = selected + not selected
     top = table.loc[table["selected"]].iloc[0]
-    assert top["rank"] == 1 and top["peak_ie"] == table["peak_ie"].max() and "top_n 1" in top["reason"]
+    assert top["rank"] == 1 and top["total_effect"] == table["total_effect"].max() and "top_n 1" in top["reason"]
     assert (table.loc[~table["selected"], "reason"] != "").all()
     exact = pd.read_parquet(screened_run / "ie_per_prompt.parquet")
     assert list(exact["known_id"].unique()) == [top["known_id"]] and set(exact["engine"]) == {"fast"}

@@ -89,5 +89,6 @@ checkpoint screen:
     params:
         top_n=config["trace"]["screen"]["top_n"],
         max_gap=config["trace"]["screen"]["max_gap"],
+        rank_by=config["trace"]["screen"]["rank_by"],
     script:
         "../../scripts/screen.py"
