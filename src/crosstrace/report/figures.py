@@ -45,6 +45,11 @@ def run_label(model: str, modality: str) -> str:
     return f"{model} {MODALITY_LABELS.get(modality, modality)}"
 
 
+def approximate_text(meta: Mapping) -> str:
+    """' — APPROXIMATE (AtP)' for a run traced by attribution patching (summary.json engine atp), else ''."""
+    return " — APPROXIMATE (AtP)" if meta.get("engine") == "atp" else ""
+
+
 def noise_text(meta: Mapping) -> str:
     """'noise ν = 0.35 × 10 draws' from a run's summary.json (ν unknown when nothing was traced)."""
     nu = meta.get("noise_scale")
@@ -154,7 +159,7 @@ def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool 
     nrows = 2 if ci_panel else 1
     fig, axes = plt.subplots(nrows, 1, figsize=(7.5, 3.0 * nrows + 0.4), constrained_layout=True, squeeze=False)
     n = int(sub["n"].max()) if len(sub) else 0
-    title = (f"{run_label(meta['model'], meta['modality'])}: log AIE, {KIND_TITLES[kind]}"
+    title = (f"{run_label(meta['model'], meta['modality'])}: log AIE, {KIND_TITLES[kind]}{approximate_text(meta)}"
              + (f" (window {meta['window']})" if kind != "hidden" and "window" in meta else "")
              + f"\nn = {n} prompts, {noise_text(meta)}")
     im = draw_heatmap(axes[0, 0], mat, labels, norm, KIND_CMAPS[kind], title, mask)
@@ -191,8 +196,9 @@ def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequ
             extra = f", ν = {meta[(m, mod)]['noise_scale']:.3g}" if isinstance(
                 meta.get((m, mod), {}).get("noise_scale"), int | float) else ""
             mask = ci_zero_mask(sub) if mask_ci_zero else None
+            approx = approximate_text(meta.get((m, mod), {}))
             im = draw_heatmap(axes[i, j], mats[i], aie_matrix(sub)[1], nn, KIND_CMAPS[kind],
-                              f"{run_label(m, mod)} · {KIND_TITLES[kind]} (n = {n}{extra})", mask)
+                              f"{run_label(m, mod)} · {KIND_TITLES[kind]} (n = {n}{extra}){approx}", mask)
             n_nonpos = int((mats[i][np.isfinite(mats[i])] <= 0).sum())
             if n_nonpos:
                 notes.append(f"{run_label(m, mod)} {kind}: {n_nonpos}")
