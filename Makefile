@@ -16,7 +16,7 @@ TORCH ?= $(if $(wildcard $(VENV)/.torch-cuda),cuda,cpu)
 CUDA ?= cu128
 TORCH_INDEX ?= https://download.pytorch.org/whl/$(CUDA)
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test venv lint bench clean study
 
 $(VENV)/.torch-$(TORCH):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,14 @@ lint: venv
 	$(VENV)/bin/ruff check src scripts tests
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(VENV)/bin/snakemake --lint
+
+# The reference study in docs/results/smollm2-135m (config/study.yaml): trace, then export the tables,
+# panel figure and provenance (config, commit, wall time, machine). About 1.5 hours on 2 idle cores.
+study: venv
+	start=$$(date +%s); \
+	$(VENV)/bin/snakemake --configfile config/study.yaml --cores $(CORES) $(SNAKEMAKE_ARGS) && \
+	$(VENV)/bin/python -m crosstrace.report.study --results results/study --out docs/results/smollm2-135m \
+		--config config.yaml config/study.yaml --wall-seconds $$(( $$(date +%s) - start ))
 
 bench: venv
 	$(VENV)/bin/python -m crosstrace.bench

@@ -20,13 +20,6 @@ MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 # Pointers to files a user of the repository does not have (the project's private working notes).
 OUTSIDE = re.compile(r"\.\./shared|paper\.txt|spiritlm-format\.md|/work/(?:shared|helpers|main|wt)\b")
 
-# Written on other branches and merged separately: docs/method.md and docs/spiritlm.md (the method and
-# SpiritLM's formats in this project's words), docs/results/smollm2-135m (the reference study). Until
-# they land, a mention of exactly these paths may dangle; every other path must exist. Once they exist
-# they are checked like any other path; then this set can go.
-PENDING = {"docs/method.md", "docs/spiritlm.md", "docs/results/smollm2-135m"}
-
-
 def doc_files() -> list:
     return [ROOT / "README.md", ROOT / "config" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -89,7 +82,7 @@ def test_every_mentioned_path_exists():
         paths = mentioned_paths(text) if f.suffix in (".md", ".yaml") or f.name == "config.yaml" else {
             p for p in mentioned_paths(text) if p.startswith("docs/")}
         for p in sorted(paths):
-            if not exists(p) and p not in PENDING:
+            if not exists(p):
                 missing.append(f"{f.relative_to(ROOT)}: {p}")
         if f.suffix == ".md":
             for target in MD_LINK.findall(text):
