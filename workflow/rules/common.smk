@@ -8,6 +8,7 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
+DATA = config["data"]
 
 
 def workflow_path(p):
@@ -33,6 +34,27 @@ if (
         f"config: speech.align.use {config['speech']['align']['use']!r} is not among "
         f"speech.align.aligners {config['speech']['align']['aligners']}"
     )
+if config["speech"]["enabled"] and config["speech"]["source"] == "recordings":
+    if not config["speech"]["recordings"]["manifest"]:
+        raise ValueError(
+            "config: speech.source: recordings needs speech.recordings.manifest (a CSV: id, path, transcript)"
+        )
+    _align = config["speech"]["align"]
+    _tts_keys = [
+        f"speech.align.{k}"
+        for k, names in [
+            ("aligners", _align["aligners"]),
+            ("reference", [_align["reference"]]),
+            ("use", [_align["use"]]),
+        ]
+        if "tts" in names
+    ]
+    if _tts_keys:
+        raise ValueError(
+            f"config: speech.source: recordings has no TTS word timings, so the tts aligner cannot run; "
+            f"{', '.join(_tts_keys)} name tts: use whisper (offline) or ctc (needs speech.align.ctc_model), e.g. "
+            "speech.align: {aligners: [whisper], reference: whisper, use: whisper}"
+        )
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
 # Models traced on both T→T and S→T (s2t implies family spiritlm): their text and speech states are compared
 # layer by layer (rule similarity, workflow/rules/similarity.smk).
