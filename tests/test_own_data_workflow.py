@@ -52,7 +52,7 @@ def run(tmp_path_factory):
         spirit,
         data={"source": str(d / "facts.csv"), "columns": COLUMNS, "limit": None},
         trace={"max_prompts": 3, "shard_size": 8},
-        speech={"enabled": True, "source": "recordings", "max_prompts": None, "shard_size": 2,
+        speech={"enabled": True, "source": "recordings", "max_prompts": None, "shard_size": 8,
                 "recordings": {"manifest": str(audio / "manifest.csv")}, "align": WHISPER_ONLY},
         stats={"similarity": {"enabled": False}},
     )
@@ -86,7 +86,7 @@ def test_recordings_manifest_quarantines_bad_audio_with_reasons(run):
     assert sorted(m.index) == [10, 11, 13], "every record selected for speech is accounted for"
     assert m.loc[10, "status"] == "ok" and m.loc[10, "backend"] == "recordings" and m.loc[10, "voice"] == "vinson.wav"
     assert "silent audio" in m.loc[11, "reason"] and "missing audio file" in m.loc[13, "reason"]
-    wav, sr = sf.read(m.loc[10, "path"], always_2d=True)
+    wav, sr = sf.read(run / m.loc[10, "path"], always_2d=True)  # paths are relative to the run directory
     assert sr == 16000 and wav.shape[1] == 1
     qc = pd.read_parquet(sp / "qc.parquet").set_index("known_id")
     assert bool(qc.loc[10, "passes_qc"]) and not qc.loc[11, "passes_qc"]

@@ -211,27 +211,56 @@ def check_columns(raw: list[object], cols: Mapping[str, str | None], layout: str
 
 # ---------------------------------------------------------------------------------------- records
 
-def _text(record: Mapping, col: str, field: str) -> str | tuple[str]:
-    """The column's text, or a 1-tuple holding the quarantine reason."""
+class _Bad(Exception):
+    """One record's problem; the message is the quarantine reason."""
+
+
+def _text(record: Mapping, col: str, field: str) -> str:
     value = get_path(record, col)
     if value is _MISSING:
-        return (f"missing column {col!r} ({field})",)
+        raise _Bad(f"missing column {col!r} ({field})")
     if not isinstance(value, str):
-        return (f"column {col!r} ({field}) should be text, got {type(value).__name__} {value!r}",)
+        raise _Bad(f"column {col!r} ({field}) should be text, got {type(value).__name__} {value!r}")
     if not value.strip():
-        return (f"column {col!r} ({field}) is empty",)
+        raise _Bad(f"column {col!r} ({field}) is empty")
     return value
 
 
-def _id(record: Mapping, col: str, index: int) -> int | tuple[str]:
+def _id(record: Mapping, col: str) -> int:
     value = get_path(record, col)
     if value is _MISSING:
-        return (f"missing column {col!r} (id)",)
+        raise _Bad(f"missing column {col!r} (id)")
     if isinstance(record, _CsvRow) and isinstance(value, str) and _DIGITS.fullmatch(value):
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    return (f"column {col!r} (id) should be a non-negative integer, got {type(value).__name__} {value!r}",)
+    raise _Bad(f"column {col!r} (id) should be a non-negative integer, got {type(value).__name__} {value!r}")
+
+
+def _fields(raw: Mapping, kid: int, layout: str, cols: Mapping[str, str | None],
+            templates: Mapping[str, str] | None) -> dict[str, object]:
+    """The KnownRecord fields of one record (before :func:`validate_record`)."""
+    values = {field: _text(raw, cols[field], field) for field in required_fields(layout)}
+    fields: dict[str, object] = {"known_id": kid, "subject": values["subject"], "attribute": values["attribute"]}
+    if layout == "facts":
+        fields["prompt"] = values["prompt"]
+    else:
+        if layout == "popqa":
+            template = (templates or {}).get(values["relation"])
+            if template is None:
+                raise _Bad(f"no template for {cols['relation']} {values['relation']!r} (add it to data.templates)")
+        else:
+            template = values["template"]
+        if template.count("{}") != 1:
+            raise _Bad(f"template {template!r} should contain '{{}}' exactly once")
+        fields["prompt"] = template.replace("{}", values["subject"])
+        fields["template"] = template
+    # Optional text fields the file may carry (Known has both); anything else is not kept.
+    for field, name in (("template", "template"), ("relation", "relation_id")):
+        value = get_path(raw, cols[field]) if cols[field] and name not in fields else None
+        if isinstance(value, str):
+            fields[name] = value
+    return fields
 
 
 def convert_record(index: int, raw: object, layout: str, cols: Mapping[str, str | None],
@@ -241,37 +270,12 @@ def convert_record(index: int, raw: object, layout: str, cols: Mapping[str, str 
         return Quarantined(index, None, "load", str(raw))
     if not isinstance(raw, Mapping):
         return Quarantined(index, None, "load", f"record #{index} is a {type(raw).__name__}, not an object")
-    kid = _id(raw, cols["id"], index) if cols["id"] else index
-    if isinstance(kid, tuple):
-        return Quarantined(index, None, "load", kid[0])
-    values: dict[str, str] = {}
-    for field in required_fields(layout):
-        v = _text(raw, cols[field], field)
-        if isinstance(v, tuple):
-            return Quarantined(index, kid, "load", v[0])
-        values[field] = v
-    subject = values["subject"]
-    fields: dict[str, object] = {"known_id": kid, "subject": subject, "attribute": values["attribute"]}
-    if layout == "popqa":
-        template = (templates or {}).get(values["relation"])
-        if template is None:
-            return Quarantined(index, kid, "load", f"no template for {cols['relation']} {values['relation']!r} (add it to data.templates)")
-    elif layout == "counterfact":
-        template = values["template"]
-    else:
-        template = None
-        fields["prompt"] = values["prompt"]
-    if template is not None:
-        if template.count("{}") != 1:
-            return Quarantined(index, kid, "load", f"template {template!r} should contain '{{}}' exactly once")
-        fields["prompt"] = template.replace("{}", subject)
-        fields["template"] = template
-    for field, name in (("template", "template"), ("relation", "relation_id")):
-        col = cols.get(field)
-        if name not in fields and col:
-            v = get_path(raw, col)
-            if isinstance(v, str):
-                fields[name] = v
+    kid = None
+    try:
+        kid = _id(raw, cols["id"]) if cols["id"] else index
+        fields = _fields(raw, kid, layout, cols, templates)
+    except _Bad as e:
+        return Quarantined(index, kid, "load", str(e))
     r = validate_record(index, fields)
     if isinstance(r, Quarantined):
         return Quarantined(index, kid, r.stage, r.reason)
