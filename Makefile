@@ -9,7 +9,7 @@ SNAKEMAKE_ARGS ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo facts test venv lint bench clean
+.PHONY: demo facts test venv lint bench clean study
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ demo: venv
 
 # Your own facts (a .csv, .tsv, .json, .jsonl or .parquet file; README "Your own facts"), traced to figures:
 #   make facts FACTS=my_facts.csv   ->   results/my_facts/ and results/my_facts/report.html
-FACTS_RUN = --configfile config.yaml config/facts.yaml --config 'data={source: $(abspath $(FACTS))}' \
+FACTS_RUN = --configfile config/facts.yaml --config 'data={source: $(abspath $(FACTS))}' \
 	results=results/$(notdir $(basename $(FACTS)))
 facts: venv
 	@test -n "$(FACTS)" || { echo "usage: make facts FACTS=path/to/my_facts.csv" >&2; exit 2; }
@@ -43,6 +43,14 @@ lint: venv
 	$(VENV)/bin/ruff check src scripts tests
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(VENV)/bin/snakemake --lint
+
+# The reference study in docs/results/smollm2-135m (config/study.yaml): trace, then export the tables,
+# panel figure and provenance (config, commit, wall time, machine). About 1.5 hours on 2 idle cores.
+study: venv
+	start=$$(date +%s); \
+	$(VENV)/bin/snakemake --configfile config/study.yaml --cores $(CORES) $(SNAKEMAKE_ARGS) && \
+	$(VENV)/bin/python -m crosstrace.report.study --results results/study --out docs/results/smollm2-135m \
+		--config config.yaml config/study.yaml --wall-seconds $$(( $$(date +%s) - start ))
 
 bench: venv
 	$(VENV)/bin/python -m crosstrace.bench

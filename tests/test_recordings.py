@@ -170,9 +170,9 @@ def test_recorded_speech_passes_whisper_qc_and_aligns(tmp_path):
     audio = load_audio16k(res.path)
     asr = WhisperASR(cache_dir=default_cache_dir(), compute_type="int8", cpu_threads=2)
     qc = qc_record(asr, 1, PROMPT, audio, max_wer=0.5)
-    # The same words as the synthesised clip itself ("Benson Masseth is located in the continent of",
-    # up to punctuation).
+    # As good as the synthesised clip itself, up to one word of eight (Whisper hears "Benson Massif" or
+    # "Benson Massiff" for the subject; the 44.1 kHz round trip is not bit-identical).
     direct = qc_record(asr, 1, PROMPT, syn.audio, max_wer=0.5)
-    assert qc.passes_qc and qc.wer == direct.wer <= 0.25, (qc, direct)
+    assert qc.passes_qc and direct.passes_qc and qc.wer <= direct.wer + 0.125 and qc.wer <= 0.25, (qc, direct)
     a = align_record("whisper", 1, PROMPT, SUBJECT, audio, transcript=transcript_from_qc(qc.transcript, qc.words))
     assert a.status == "ok" and 0 <= a.subject_start_s < a.subject_end_s < res.duration_s

@@ -1,5 +1,6 @@
 rule trace:
     input:
+        unpack(screen_input),
         known=f"{R}/{{model}}/{{modality}}/known.parquet",
         noise=rules.noise_std.output[0],
         model=rules.prepare_model.output[0],

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..models.adapter import KINDS, Adapter, get_adapter
+from .atp import AtpConfig, trace_atp
 from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
@@ -16,7 +17,7 @@ from .state import Corruption, KindTrace
 from .tokens import category_means, encode_prompt
 
 log = logging.getLogger(__name__)
-ENGINES = ("auto", "fast", "reference")
+ENGINES = ("auto", "fast", "reference", "atp")  # atp: approximate (attribution patching)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class TraceSettings:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     engine: str = "auto"
     max_rows: int | None = 512  # None: from free GPU memory (512 on CPU)
+    atp: AtpConfig = field(default_factory=AtpConfig)  # options of the approximate engine only
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in KINDS]
@@ -94,6 +96,8 @@ class Tracer:
         s = self.settings
         if self.engine == "fast":
             kinds = trace_fast(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.max_rows)
+        elif self.engine == "atp":
+            kinds = trace_atp(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.atp)
         else:
             kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window)
         first = next(iter(kinds.values()))
