@@ -16,7 +16,7 @@ TORCH ?= $(if $(wildcard $(VENV)/.torch-cuda),cuda,cpu)
 CUDA ?= cu128
 TORCH_INDEX ?= https://download.pytorch.org/whl/$(CUDA)
 
-.PHONY: demo test venv lint bench clean study
+.PHONY: demo facts test venv lint bench clean study
 
 $(VENV)/.torch-$(TORCH):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 	$(VENV)/bin/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+
+# Your own facts (a .csv, .tsv, .json, .jsonl or .parquet file; README "Your own facts"), traced to figures:
+#   make facts FACTS=my_facts.csv   ->   results/my_facts/ and results/my_facts/report.html
+FACTS_RUN = --configfile config/facts.yaml --config 'data={source: $(abspath $(FACTS))}' \
+	results=results/$(notdir $(basename $(FACTS)))
+facts: venv
+	@test -n "$(FACTS)" || { echo "usage: make facts FACTS=path/to/my_facts.csv" >&2; exit 2; }
+	$(VENV)/bin/snakemake --cores $(CORES) $(FACTS_RUN) $(SNAKEMAKE_ARGS)
+	$(VENV)/bin/snakemake --report results/$(notdir $(basename $(FACTS)))/report.html $(FACTS_RUN) $(SNAKEMAKE_ARGS)
 
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

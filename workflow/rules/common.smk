@@ -13,6 +13,7 @@ from crosstrace.offline import hub_models
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
+DATA = config["data"]
 
 
 def workflow_path(p):
@@ -42,6 +43,27 @@ if (
 # allowed (an explicit HF_HUB_OFFLINE=1 still wins: hub models then load from the HF cache). Jobs inherit it.
 if not hub_models(config, workflow_path):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if config["speech"]["enabled"] and config["speech"]["source"] == "recordings":
+    if not config["speech"]["recordings"]["manifest"]:
+        raise ValueError(
+            "config: speech.source: recordings needs speech.recordings.manifest (a CSV: id, path, transcript)"
+        )
+    _align = config["speech"]["align"]
+    _tts_keys = [
+        f"speech.align.{k}"
+        for k, names in [
+            ("aligners", _align["aligners"]),
+            ("reference", [_align["reference"]]),
+            ("use", [_align["use"]]),
+        ]
+        if "tts" in names
+    ]
+    if _tts_keys:
+        raise ValueError(
+            f"config: speech.source: recordings has no TTS word timings, so the tts aligner cannot run; "
+            f"{', '.join(_tts_keys)} name tts: use whisper (offline) or ctc (needs speech.align.ctc_model), e.g. "
+            "speech.align: {aligners: [whisper], reference: whisper, use: whisper}"
+        )
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
 # Models traced on S→T: their per-unit view (rule unit_view, workflow/rules/unit_view.smk).
 S2T_MODELS = [m for m, spec in MODELS.items() if "s2t" in spec["modalities"]]

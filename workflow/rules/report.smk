@@ -67,7 +67,7 @@ rule qc:
     input:
         summary=f"{R}/{{model}}/{{modality}}/summary.json",
         quarantine=f"{R}/{{model}}/{{modality}}/quarantine.parquet",
-        validation=rules.validate_known.output.quarantine,
+        validation=f"{R}/data/quarantine.parquet",
     output:
         html=report(
             f"{R}/{{model}}/{{modality}}/qc.html",
