@@ -4,8 +4,10 @@ import os
 
 from snakemake.utils import min_version
 
-# Jobs inherit this: idle OpenMP threads sleep rather than spin (see src/crosstrace/__init__.py).
+# Jobs inherit these: idle OpenMP threads sleep rather than spin (see src/crosstrace/__init__.py); figures are
+# drawn off-screen (the package itself never picks a matplotlib backend).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MPLBACKEND", "Agg")
 # Jobs import crosstrace from this checkout, also inside `--sdm conda` environments (envs/*.yaml hold
 # only the dependencies).
 _src = os.path.join(workflow.basedir, "src")
@@ -29,7 +31,9 @@ include: "workflow/rules/filter.smk"
 include: "workflow/rules/trace.smk"
 include: "workflow/rules/speech.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/screen.smk"
 include: "workflow/rules/similarity.smk"
+include: "workflow/rules/unit_view.smk"
 
 
 rule all:

@@ -8,6 +8,7 @@ import torch
 from crosstrace.io import select_shard, setup_logging, write_parquet
 from crosstrace.speech.align import CTCAligner
 from crosstrace.speech.pipeline import (
+    ALIGNMENT_COLUMNS,
     align_record,
     alignment_row,
     timings_from_json,
@@ -32,7 +33,8 @@ for r in records.itertuples(index=False):
     m = manifest.loc[r.known_id]
     audio, err = try_load_audio16k(m["path"]) if m["status"] == "ok" else (None, None)
     q = qc.loc[r.known_id]
-    transcript = transcript_from_qc(q["transcript"], q["words"]) if q["words"] else None
+    # words is missing (None, or NaN in pandas' str columns) where QC had no audio to transcribe
+    transcript = transcript_from_qc(q["transcript"], q["words"]) if isinstance(q["words"], str) and q["words"] else None
     for name in aligners:
         t0 = time.perf_counter()
         a = align_record(name, r.known_id, r.prompt, r.subject, audio, ctc=ctc,
@@ -42,8 +44,7 @@ for r in records.itertuples(index=False):
         if a.status != "ok":
             log.warning("%s", a.reason)
         rows.append(alignment_row(a))
-table = pd.DataFrame(rows, columns=["known_id", "aligner", "subject_start_s", "subject_end_s", "words", "score",
-                                    "status", "reason"])
+table = pd.DataFrame(rows, columns=ALIGNMENT_COLUMNS)
 write_parquet(table, snakemake.output.alignment)
 for name in aligners:
     sub = table[table["aligner"] == name]

@@ -179,3 +179,76 @@ def test_merge_refuses_shards_of_different_answer_modes(tiny, tmp_path):
     with pytest.raises(ShardError, match="different trace.answer"):
         merge_shards(paths)
     assert isinstance(merge_shards(paths[:1])[0], pd.DataFrame)
+
+
+# ------------------------------------------------------------------ AtP, PromptTrace and the traced-prompts table
+
+
+@pytest.mark.parametrize("answer", ["top1", "attribute_first", "attribute_full"])
+def test_atp_engine_reads_the_same_answer(tiny, answer):
+    """engine: atp reads the same o, P_clean and P_corrupted as the exact engines in every answer mode."""
+    prompt, subject, attribute = _attributes(tiny[1], 3)
+    approx = _tracer(tiny, answer, "atp").trace_text(5, prompt, subject, attribute=attribute)
+    exact = _tracer(tiny, answer, "fast").trace_text(5, prompt, subject, attribute=attribute)
+    assert approx.answer_ids == exact.answer_ids and approx.answer_mode == answer
+    assert approx.p_clean == pytest.approx(exact.p_clean, abs=1e-6)
+    assert approx.p_corrupted == pytest.approx(exact.p_corrupted, abs=1e-6)
+    assert approx.kinds["mlp"].p_restored.shape == exact.kinds["mlp"].p_restored.shape
+
+
+def test_prompt_trace_shows_the_answer_mode(tiny):
+    import matplotlib.pyplot as plt
+
+    prompt, subject, attribute = _attributes(tiny[1], 2)
+    tr = _tracer(tiny, "attribute_full").trace_text(4, prompt, subject, attribute=attribute)
+    assert tr.attribute == attribute and len(tr.answer_ids) == 2
+    frame = tr.to_frame()
+    assert set(frame["answer_mode"]) == {"attribute_full"} and set(frame["answer_tokens"]) == {2}
+    assert "whole attribute (joint P, teacher-forced)" in repr(tr)
+    fig = tr.plot("mlp")
+    assert "whole attribute (joint P, teacher-forced)" in fig._suptitle.get_text()
+    assert fig._supxlabel is None or "does not start" not in fig._supxlabel.get_text()  # o is the attribute
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("answer,mode,first_token,ok", [
+    (" Europe", "top1", " original", True),          # top1: o itself is the model's greedy token
+    (" original", "top1", " Europe", False),
+    (" Europe", "attribute_full", " original", False),  # attribute modes: o is the attribute, the check reads
+    (" Europe", "attribute_first", " Eur", True),       # the Known filter's first greedy token
+    (" Europe", None, None, True),                     # a table from before trace.answer: top1
+])
+def test_greedy_answer_matches(answer, mode, first_token, ok):
+    from crosstrace.filtering import greedy_answer_matches
+
+    assert greedy_answer_matches(answer, mode, first_token, "Europe") is ok
+
+
+def test_traced_table_records_the_answer_mode():
+    from crosstrace.report import prompts as P
+
+    rows = [dict(known_id=k, kind="mlp", token_index=t, token=f" t{t}", layer=0, ie=0.1, p_restored=0.2, p_clean=0.5,
+                 p_corrupted=0.1, answer=" Europe", answer_mode="attribute_full", answer_tokens=2, subject_start=0,
+                 subject_end=1, n_tokens=2) for k in (6, 9) for t in range(2)]
+    known = pd.DataFrame({"known_id": [6, 9], "subject": ["A", "B"], "attribute": ["Europe", "Europe"],
+                          "prompt": ["A is in", "B is in"], "continuation": [" Europe", " the"],
+                          "first_token": [" Europe", " the"], "label": ["exact", "partial"]})
+    table = P.traced_table(pd.DataFrame(rows), known)
+    assert table.columns.tolist() == P.TABLE_COLUMNS
+    assert table["answer_mode"].tolist() == ["attribute_full"] * 2 and table["answer_tokens"].tolist() == [2, 2]
+    assert table["answer_expected"].tolist() == [True, False]  # B's greedy " the" does not start Europe
+    page = P.page(table, {"model": "m", "modality": "t2t", "answer": "attribute_full"}, {}, 0)
+    assert "trace.answer: attribute_full" in page and "(2 tokens)" in page
+    assert "first greedy token does not start the attribute" in page
+
+
+def test_aie_table_carries_the_answer_mode():
+    from crosstrace.report.stats import aie_table
+
+    cats = pd.DataFrame({"model": "m", "modality": "t2t", "known_id": [1, 2], "kind": "mlp", "category": "last",
+                         "layer": 0, "ie": [0.1, 0.3], "answer_mode": "attribute_first"})
+    aie = aie_table(cats, n_boot=10)
+    assert aie["answer_mode"].tolist() == ["attribute_first"] and aie["aie"].tolist() == pytest.approx([0.2])
+    assert "answer_mode" not in aie_table(cats.drop(columns="answer_mode"), n_boot=10)  # older tables
+    with pytest.raises(ValueError, match="different trace.answer settings"):
+        aie_table(cats.assign(answer_mode=["top1", "attribute_first"]), n_boot=10)

@@ -82,8 +82,9 @@ def test_titles_name_the_answer(answer, text):
     fig = F.heatmap_figure(aie, "mlp", meta)
     assert text in fig.axes[0].get_title()
     plt.close(fig)
-    fig = F.prompt_figure(["a", "b"], (0, 1), np.full((2, 3), 0.2), 0.1, "mlp", " Paris", 2, answer or "top1")
-    assert text in fig.axes[0].get_title() and "Paris" in fig.axes[0].get_title()
+    fig = F.prompt_trace_figure(["a", "b"], (0, 1), {"mlp": np.full((2, 3), 0.2)}, " Paris", 0.3, 0.1, window=2,
+                                answer_mode=answer or "top1")
+    assert text in fig._suptitle.get_text() and "Paris" in fig._suptitle.get_text()
     plt.close(fig)
 
 
@@ -92,13 +93,14 @@ def test_panel_figure_shares_scale_per_column(tmp_path):
     aie = aie_table(cat, n_boot=50)
     rows = [("a", "t2t"), ("b", "t2t")]
     fig = F.panel_figure(aie, rows, KINDS, meta={("a", "t2t"): {"noise_scale": 0.1}})
-    axes = np.array([ax for ax in fig.axes if ax.get_images() and ax.get_title()]).reshape(2, 3)
+    axes = np.array([ax for ax in fig.axes if ax.get_images()]).reshape(2, 3)  # colour bars hold no image
     for j in range(3):
         norms = [axes[i, j].get_images()[0].norm for i in range(2)]
         assert norms[0].vmin == norms[1].vmin and norms[0].vmax == norms[1].vmax
         # the column's scale spans both runs: b (shifted up) sets the maximum
         assert norms[0].vmax == pytest.approx(aie.loc[aie["kind"] == KINDS[j], "aie"].max())
-    assert "ν = 0.1" in axes[0, 0].get_title() and "ν" not in axes[1, 0].get_title()
+    assert [ax.get_title() for ax in axes[0]] == ["hidden states", "MLP", "attention"]  # kinds title the columns
+    assert "ν = 0.1" in axes[0, 0].get_ylabel() and "ν" not in axes[1, 0].get_ylabel()  # runs label the rows
     paths = [tmp_path / "p.png", tmp_path / "p.pdf"]
     F.save(fig, paths)
     assert paths[1].read_bytes()[:5] == b"%PDF-" and paths[0].stat().st_size > 10000

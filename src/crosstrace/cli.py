@@ -2,12 +2,16 @@
 
     crosstrace trace --prompt "Vinson Massif is located in the continent of" --subject "Vinson Massif"
     crosstrace trace ... --attribute "Antarctica" --answer attribute_full   # P of the whole attribute
+
+prints the answer, P_clean, P_corrupted and the peak IE per kind, and writes one heatmap per kind plus the
+IE table (``ie.parquet`` or ``ie.csv``) into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,11 +19,17 @@ from . import __version__
 
 
 def _trace(a: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # the command line only writes files; never open a window
+    # A hub id that cannot be fetched should end in our one-line error, not pages of retry warnings.
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     import torch
 
     from .answers import answer_label
-    from .models.loading import load_model
-    from .report.figures import prompt_figure, save
+    from .filtering import answer_matches
+    from .models.loading import ModelLoadError, load_model
+    from .report.figures import prompt_trace_figure, save
     from .trace import NoiseConfig, TraceSettings, trace_prompt
     from .trace.tokens import SpanError
 
@@ -30,7 +40,12 @@ def _trace(a: argparse.Namespace) -> int:
     if a.answer != "top1" and not (a.attribute or "").strip():
         print(f"error: --answer {a.answer} reads the attribute's tokens; give it with --attribute", file=sys.stderr)
         return 2
-    lm = load_model(a.model, a.device, a.dtype, cache_dir=a.cache_dir)
+    try:
+        lm = load_model(a.model, a.device, a.dtype, cache_dir=a.cache_dir)
+    except (ModelLoadError, OSError, ValueError) as e:  # missing folder, bad files, unknown hub id offline
+        reason = " ".join(str(e).split())  # one line, however long the library's message
+        print(f"error: cannot load --model {a.model!r}: {reason[:400]}", file=sys.stderr)
+        return 2
     noise = NoiseConfig(samples=a.samples, kind=a.noise_kind, seed=a.seed,
                         multiple=None if a.noise_abs is not None else a.noise_multiple, absolute=a.noise_abs)
     settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine, answer=a.answer)
@@ -41,25 +56,44 @@ def _trace(a: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
+    # the expect check only means something when o is the model's own greedy token (top1)
+    answer_ok = answer_matches(res.answer, a.attribute) if a.attribute and res.answer_mode == "top1" else None
     written = []
     for kind, kt in res.kinds.items():
         paths = [a.out / f"trace_{kind}.{ext}" for ext in a.formats]
-        save(prompt_figure(res.tokens, res.subject_span, kt.p_restored, kt.p_corrupted, kind, res.answer, a.window,
-                           res.answer_mode), paths)
+        save(prompt_trace_figure(res.tokens, res.subject_span, {kind: kt.p_restored}, res.answer, res.p_clean,
+                                 res.p_corrupted, window=a.window, title=a.prompt, attribute=a.attribute,
+                                 answer_ok=answer_ok, answer_mode=res.answer_mode), paths)
         written += [str(p) for p in paths]
+    table = a.out / f"ie.{a.table_format}"
+    frame = res.to_frame()
+    if a.table_format == "csv":
+        frame.to_csv(table, index=False)
+    else:
+        frame.to_parquet(table, index=False)
     summary = {
         "answer": res.answer, "answer_id": res.answer_id, "answer_mode": res.answer_mode,
         "answer_ids": list(res.answer_ids), "p_clean": res.p_clean, "p_corrupted": res.p_corrupted,
         "noise_scale": res.noise_scale, "subject_tokens": res.tokens[res.subject_span[0] : res.subject_span[1]],
         "subject_span": list(res.subject_span),
-        "peak_ie": {k: float(kt.ie.max()) for k, kt in res.kinds.items()}, "figures": written,
+        "peak_ie": {k: float(kt.ie.max()) for k, kt in res.kinds.items()}, "figures": written, "table": str(table),
     }
     print(f"answer {res.answer!r} ({answer_label(res.answer_mode)}): P_clean = {res.p_clean:.4f}, P_corrupted = {res.p_corrupted:.4f} (ν = {res.noise_scale:.4f})")
     for k, kt in res.kinds.items():
         t, layer = divmod(int(kt.ie.argmax()), kt.ie.shape[1])
         print(f"  {k:6s} peak IE {kt.ie.max():+.4f} at token {t} {res.tokens[t]!r}, layer {layer}")
+    print(f"wrote {len(written)} figure(s) and {table} ({len(frame)} rows: kind, token, layer, IE, P_restored)")
     print(json.dumps(summary))
     return 0
+
+
+def _noise_std(value: str) -> float | str:
+    if value == "dataset":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'dataset', got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--noise-kind", default="gaussian", choices=["gaussian", "uniform"])
     t.add_argument("--noise-multiple", type=float, default=3.0, help="ν = multiple × std of subject embeddings")
-    t.add_argument("--noise-std", type=float, default=None,
-                   help="std of subject embeddings (default: over this subject's tokens; the workflow uses all dataset subjects)")
+    t.add_argument("--noise-std", type=_noise_std, default=None,
+                   help="std of subject embeddings: a number, or 'dataset' for the workflow's value (all Known "
+                        "subjects, as the workflow computes it); default: over this subject's tokens only")
     t.add_argument("--noise-abs", type=float, default=None, help="absolute ν (overrides --noise-multiple)")
     t.add_argument("--engine", default="auto", choices=["auto", "fast", "reference"])
     t.add_argument("--answer", default="top1", choices=list(ANSWER_MODES),
@@ -92,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--cache-dir", default=None)
-    t.add_argument("--out", type=Path, default=Path("trace_out"), help="folder for the figures")
+    t.add_argument("--out", type=Path, default=Path("trace_out"), help="folder for the figures and the IE table")
     t.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    t.add_argument("--table-format", default="parquet", choices=["parquet", "csv"],
+                   help="format of the IE table ie.<format> (one row per kind, token and layer)")
     t.set_defaults(func=_trace)
     return ap
 

@@ -1,13 +1,19 @@
 import math
+import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 from snakemake.utils import validate
 
+from crosstrace.filtering import select_for_trace
+from crosstrace.offline import hub_models
+
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
+DATA = config["data"]
 
 
 def workflow_path(p):
@@ -21,7 +27,7 @@ if len(MODELS) != len(config["models"]):
 for _name, _spec in MODELS.items():
     if "s2t" in _spec.get("modalities", ["t2t"]) and _spec.get("family", "hf") != "spiritlm":
         raise ValueError(f"config: model {_name!r} lists modality s2t, which needs family: spiritlm")
-    if _spec.get("stray_space", False) and _spec.get("family", "hf") != "spiritlm":
+    if "stray_space" in _spec and _spec.get("family", "hf") != "spiritlm":
         raise ValueError(f"config: model {_name!r}: stray_space applies to family spiritlm only")
     if "s2t" in _spec.get("modalities", ["t2t"]) and not config["speech"]["enabled"]:
         raise ValueError(f"config: model {_name!r} lists modality s2t, which needs speech.enabled: true")
@@ -33,7 +39,34 @@ if (
         f"config: speech.align.use {config['speech']['align']['use']!r} is not among "
         f"speech.align.aligners {config['speech']['align']['aligners']}"
     )
+# Offline when every model is on this machine, so nothing reaches for the network; with a hub model the hub is
+# allowed (an explicit HF_HUB_OFFLINE=1 still wins: hub models then load from the HF cache). Jobs inherit it.
+if not hub_models(config, workflow_path):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if config["speech"]["enabled"] and config["speech"]["source"] == "recordings":
+    if not config["speech"]["recordings"]["manifest"]:
+        raise ValueError(
+            "config: speech.source: recordings needs speech.recordings.manifest (a CSV: id, path, transcript)"
+        )
+    _align = config["speech"]["align"]
+    _tts_keys = [
+        f"speech.align.{k}"
+        for k, names in [
+            ("aligners", _align["aligners"]),
+            ("reference", [_align["reference"]]),
+            ("use", [_align["use"]]),
+        ]
+        if "tts" in names
+    ]
+    if _tts_keys:
+        raise ValueError(
+            f"config: speech.source: recordings has no TTS word timings, so the tts aligner cannot run; "
+            f"{', '.join(_tts_keys)} name tts: use whisper (offline) or ctc (needs speech.align.ctc_model), e.g. "
+            "speech.align: {aligners: [whisper], reference: whisper, use: whisper}"
+        )
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
+# Models traced on S→T: their per-unit view (rule unit_view, workflow/rules/unit_view.smk).
+S2T_MODELS = [m for m, spec in MODELS.items() if "s2t" in spec["modalities"]]
 # Models traced on both T→T and S→T (s2t implies family spiritlm): their text and speech states are compared
 # layer by layer (rule similarity, workflow/rules/similarity.smk).
 SIMILARITY_MODELS = (
@@ -42,6 +75,14 @@ SIMILARITY_MODELS = (
     else []
 )
 KINDS = config["trace"]["kinds"]
+# trace.screen: attribution patching (approximate) on every prompt, exact tracing on the selected ones
+# (workflow/rules/screen.smk). The exact stage needs an exact engine.
+SCREEN = config["trace"]["screen"]["enabled"]
+if SCREEN and config["trace"]["engine"] == "atp":
+    raise ValueError(
+        "config: trace.screen needs an exact trace.engine (auto, fast or reference) for its second "
+        "stage; engine: atp alone traces every prompt approximately"
+    )
 FORMATS = config["figures"]["formats"]
 
 
@@ -72,39 +113,60 @@ def gpus(wildcards):
     return int(MODELS[wildcards.model].get("device", "cpu").startswith("cuda"))
 
 
-def trace_params():
-    """Everything that changes traced numbers; a change here reruns trace → merge → figures only."""
+def trace_params(engine=None):
+    """Everything that changes traced numbers; a change here reruns trace → merge → figures only.
+    ``engine``: override trace.engine (the screen's first pass is atp whatever the exact engine)."""
     t = config["trace"]
+    engine = engine or t["engine"]
     return {
         "kinds": t["kinds"],
         "window": t["window"],
         "noise": t["noise"],
-        "engine": t["engine"],
+        "engine": engine,
         "max_rows": t["max_rows"],
         "answer": t["answer"],
+        **({"atp": t["atp"]} if engine == "atp" else {}),
     }
 
 
-def selected_count(wildcards):
-    """Prompts to trace: known ones, capped by trace.max_prompts (read after the filter checkpoint)."""
+def selected_count(wildcards, screened=SCREEN):
+    """Prompts to trace (read after the filter checkpoint): the package's selection, as trace_shard.py makes
+    it; with ``screened``, those the screen selected for exact tracing (read after the screen checkpoint)."""
+    if screened:
+        sel = checkpoints.screen.get(model=wildcards.model, modality=wildcards.modality).output.table
+        return int(pd.read_parquet(sel, columns=["selected"])["selected"].sum())
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
-    table = pd.read_parquet(known)
-    if "status" in table.columns:  # S→T: records without a traceable spoken prompt are never traced
-        table = table[table["status"] == "ok"]
-    n = int(table["known"].sum()) if config["filter"]["require_known"] else len(table)
-    cap = config["trace"]["max_prompts"]
-    return n if cap is None else min(n, cap)
+    f = config["filter"]
+    return len(
+        select_for_trace(
+            pd.read_parquet(known),
+            config["trace"]["max_prompts"],
+            require_known=f["require_known"],
+            expect_answer=f["expect_answer"],
+        )
+    )
 
 
-def shard_outputs(wildcards):
-    n = selected_count(wildcards)
+def shard_outputs(wildcards, stage=""):
+    """The shard tables of a run; ``stage`` "atp/": the screen's approximate pass over every prompt."""
+    n = selected_count(wildcards, screened=SCREEN and not stage)
     size = config["trace"]["shard_size"]
     return expand(
-        f"{R}/{{model}}/{{modality}}/shards/{{shard}}.parquet",
+        f"{R}/{{model}}/{{modality}}/{stage}shards/{{shard}}.parquet",
         model=wildcards.model,
         modality=wildcards.modality,
         shard=range(max(1, math.ceil(n / size))),
     )
+
+
+def s2t_shard_outputs(wildcards):
+    """The S→T trace shards of a model (rule unit_view has no modality wildcard)."""
+    return shard_outputs(SimpleNamespace(model=wildcards.model, modality="s2t"))
+
+
+def screen_input(wildcards):
+    """The exact trace of a screened run reads which prompts the screen selected."""
+    return {"screen": f"{R}/{wildcards.model}/{wildcards.modality}/screen.parquet"} if SCREEN else {}
 
 
 def all_targets():
@@ -117,6 +179,12 @@ def all_targets():
             f"{R}/{m}/{mod}/summary.json",
         ]
         out += expand(f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
+        if mod == "s2t":  # the per-unit view (workflow/rules/unit_view.smk)
+            out += [f"{R}/{m}/s2t/ie_per_unit.parquet"]
+            out += expand(f"{R}/{m}/s2t/figures/ie_per_unit_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
+        if SCREEN:  # the approximate pass over every prompt, and what the screen selected
+            out += [f"{R}/{m}/{mod}/screen.parquet", f"{R}/{m}/{mod}/atp/aie.parquet"]
+            out += expand(f"{R}/{m}/{mod}/atp/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
     out += report_targets()  # panels, peaks, QC, comparisons (workflow/rules/report.smk)
     for m in SIMILARITY_MODELS:  # text vs speech representations (workflow/rules/similarity.smk)
         out += [f"{R}/{m}/similarity/similarity.parquet", f"{R}/{m}/similarity/similarity.html"]

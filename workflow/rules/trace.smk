@@ -1,5 +1,6 @@
 rule trace:
     input:
+        unpack(screen_input),
         known=f"{R}/{{model}}/{{modality}}/known.parquet",
         noise=rules.noise_std.output[0],
         model=rules.prepare_model.output[0],
@@ -19,6 +20,8 @@ rule trace:
         max_prompts=config["trace"]["max_prompts"],
         shard_size=config["trace"]["shard_size"],
         require_known=config["filter"]["require_known"],
+        # only "skip" changes which prompts are traced: switching between trace and flag reruns no shard
+        expect_answer="skip" if config["filter"]["expect_answer"] == "skip" else "trace",
     script:
         "../../scripts/trace_shard.py"
 
@@ -41,5 +44,10 @@ rule merge:
     params:
         trace=trace_params(),
         stats={k: config["stats"][k] for k in ("n_boot", "seed", "level")},
+        select={
+            "require_known": config["filter"]["require_known"],
+            "expect_answer": config["filter"]["expect_answer"],
+        },
+        on_empty=config["trace"]["on_empty"],
     script:
         "../../scripts/merge.py"

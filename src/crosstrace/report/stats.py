@@ -194,8 +194,9 @@ def aie_table(
     (1−level)/2, (1+level)/2 percentiles of those means. Each (model, modality) uses its own
     generator derived from ``seed`` and the group name, so the table is deterministic for a seed.
 
-    Returns columns model, modality, kind, category, layer, aie, n, ci_low, ci_high, sorted by
-    model, then modality t2t/s2t, kinds hidden/mlp/attn, categories in the paper's order, layer.
+    Returns columns model, modality, kind, category, layer, aie, n, ci_low, ci_high (and answer_mode
+    when the category table has it: trace.answer, one per run), sorted by model, then modality t2t/s2t,
+    kinds hidden/mlp/attn, categories in the paper's order, layer.
     """
     _check_columns(category_ie, REQUIRED_COLS)
     if n_boot < 1:
@@ -213,8 +214,14 @@ def aie_table(
         part.insert(0, "modality", modality)
         part.insert(0, "model", model)
         part["aie"], part["n"], part["ci_low"], part["ci_high"] = aie, n.astype(int), lo, hi
+        if "answer_mode" in g.columns:
+            modes = sorted(g["answer_mode"].dropna().unique())
+            if len(modes) > 1:  # an AIE averages one quantity: P[o] for one definition of o
+                raise ValueError(f"{model} {modality}: prompts traced with different trace.answer settings {modes}")
+            part["answer_mode"] = modes[0] if modes else None
         parts.append(part[n > 0])
-    cols = GROUP_COLS + CELL_COLS + ["aie", "n", "ci_low", "ci_high"]
+    extra = ["answer_mode"] if "answer_mode" in category_ie.columns else []
+    cols = GROUP_COLS + CELL_COLS + ["aie", "n", "ci_low", "ci_high"] + extra
     if not parts:
         return pd.DataFrame(columns=cols)
     out = pd.concat(parts, ignore_index=True)[cols]

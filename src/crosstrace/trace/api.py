@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from ..answers import ANSWER_MODES, answer_tokens
+from ..answers import ANSWER_MODES, answer_label, answer_tokens
 from ..models.adapter import KINDS, Adapter, get_adapter
+from .atp import AtpConfig, trace_atp
 from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
 from .state import Corruption, KindTrace
-from .tokens import SpanError, attribute_token_ids, category_means, encode_prompt, encode_text
+from .tokens import (
+    CATEGORIES,
+    SpanError,
+    attribute_token_ids,
+    category_means,
+    encode_prompt,
+    encode_text,
+    token_strings,
+)
 
 log = logging.getLogger(__name__)
-ENGINES = ("auto", "fast", "reference")
+ENGINES = ("auto", "fast", "reference", "atp")  # atp: approximate (attribution patching)
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,7 @@ class TraceSettings:
     engine: str = "auto"
     max_rows: int | None = 512  # None: from free GPU memory (512 on CPU)
     answer: str = "top1"  # what P[o] reads: top1 | attribute_first | attribute_full (crosstrace.answers)
+    atp: AtpConfig = field(default_factory=AtpConfig)  # options of the approximate engine only
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in KINDS]
@@ -41,9 +54,14 @@ class TraceSettings:
             raise ValueError(f"answer must be one of {ANSWER_MODES}, got {self.answer!r}")
 
 
-@dataclass
+@dataclass(repr=False)
 class PromptTrace:
-    """Everything traced for one prompt: shared run data plus one KindTrace per kind."""
+    """Everything traced for one prompt: shared run data plus one KindTrace per kind.
+
+    ``print(trace)`` summarises it; ``.plot()`` draws it (ROME-style heatmaps), ``.to_frame()`` and
+    ``.categories()`` give tables; the arrays are ``.kinds[kind].p_restored`` and ``.kinds[kind].ie``
+    (tokens × layers).
+    """
 
     known_id: int
     input_ids: list[int]
@@ -55,11 +73,88 @@ class PromptTrace:
     p_corrupted: float
     noise_scale: float
     kinds: dict[str, KindTrace]
+    prompt: str = ""
+    subject: str = ""
+    window: int | None = None  # mlp / attn restoration window (figure labels)
     answer_ids: tuple[int, ...] = ()  # every answer token read (attribute_full: all the attribute's)
     answer_mode: str = "top1"
+    attribute: str | None = None  # the expected answer, when the trace was given one
 
-    def categories(self, kind: str) -> dict[str, np.ndarray]:
-        return category_means(self.kinds[kind].ie, self.subject_span)
+    @property
+    def n_layers(self) -> int:
+        return int(next(iter(self.kinds.values())).p_restored.shape[1])
+
+    def __repr__(self) -> str:
+        b, e = self.subject_span
+        lines = [f"PromptTrace(known_id={self.known_id}: {self.prompt or ''.join(self.tokens)!r}",
+                 f"  subject {self.subject or ''.join(self.tokens[b:e])!r} = tokens {b}..{e - 1} of {len(self.tokens)}, "
+                 f"{self.n_layers} layers, noise ν = {self.noise_scale:.4g}",
+                 f"  answer o = {self.answer!r} ({answer_label(self.answer_mode)}): P_clean = {self.p_clean:.4f}, "
+                 f"P_corrupted = {self.p_corrupted:.4f}"
+                 + ("  (corruption does not lower P(o))" if self.p_corrupted >= self.p_clean else "")]
+        for kind, kt in self.kinds.items():
+            t, layer = divmod(int(np.argmax(kt.ie)), kt.ie.shape[1])
+            lines.append(f"  {kind:6s} peak IE {kt.ie.max():+.4f} at token {t} {self.tokens[t]!r}, layer {layer}")
+        lines.append("  .plot(), .to_frame(), .categories(), .kinds[kind].ie)")
+        return "\n".join(lines)
+
+    def categories(self, kind: str | None = None) -> pd.DataFrame:
+        """Per-category IE (mean over the category's token positions): rows (kind, category), columns layers.
+
+        With ``kind``, rows are the categories of that kind only. Categories the prompt lacks (a one-token
+        subject has no middle) are left out.
+        """
+        kinds = [kind] if kind is not None else list(self.kinds)
+        rows = {(k, c): v for k in kinds for c, v in category_means(self.kinds[k].ie, self.subject_span).items()}
+        order = sorted(rows, key=lambda kc: (kinds.index(kc[0]), CATEGORIES.index(kc[1])))
+        df = pd.DataFrame([rows[kc] for kc in order], index=pd.MultiIndex.from_tuples(order, names=["kind", "category"]))
+        df.columns.name = "layer"
+        return df.loc[kind] if kind is not None else df
+
+    def to_frame(self) -> pd.DataFrame:
+        """The long IE table: one row per (kind, token, layer) with P_restored, IE and the prompt's constants
+        (the workflow's ``ie_per_prompt.parquet`` rows, without model / modality / settings columns)."""
+        T, L = len(self.input_ids), self.n_layers
+        tok_idx, layer = np.meshgrid(np.arange(T), np.arange(L), indexing="ij")
+        frames = [pd.DataFrame({
+            "kind": kind,
+            "token_index": tok_idx.ravel(),
+            "token": np.asarray(self.tokens, dtype=object)[tok_idx.ravel()],
+            "layer": layer.ravel(),
+            "ie": kt.ie.ravel(),
+            "p_restored": kt.p_restored.ravel(),
+        }) for kind, kt in self.kinds.items()]
+        df = pd.concat(frames, ignore_index=True)
+        # answer_mode: what P[o] reads (trace.answer); answer_tokens: how many tokens o has (answer_id: the first)
+        const = {"known_id": self.known_id, "p_clean": self.p_clean, "p_corrupted": self.p_corrupted,
+                 "answer_id": self.answer_id, "answer": self.answer, "answer_mode": self.answer_mode,
+                 "answer_tokens": len(self.answer_ids) or 1, "subject_start": self.subject_span[0],
+                 "subject_end": self.subject_span[1], "n_tokens": T, "noise_scale": self.noise_scale}
+        for k, v in const.items():
+            df[k] = v
+        return df
+
+    def plot(self, kinds: tuple[str, ...] | list[str] | str | None = None, attribute: str | None = None):
+        """ROME-style heatmaps, one panel per kind (token rows, layer columns): a matplotlib Figure.
+
+        The figure is registered with pyplot, so a notebook shows it and ``plt.show()`` opens it; save
+        it with ``fig.savefig("trace.png")``. ``attribute`` (the expected answer; default: the one traced
+        with, if any) flags an answer token that does not start it. The title names the answer mode.
+        """
+        from ..filtering import answer_matches
+        from ..report.figures import prompt_trace_figure
+
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds or self.kinds)
+        missing = [k for k in kinds if k not in self.kinds]
+        if missing:
+            raise ValueError(f"kinds {missing} were not traced; traced: {list(self.kinds)}")
+        attribute = attribute if attribute is not None else self.attribute
+        title = (f"known_id {self.known_id}: " if self.known_id else "") + (self.prompt or "".join(self.tokens))
+        return prompt_trace_figure(self.tokens, self.subject_span, {k: self.kinds[k].p_restored for k in kinds},
+                                   self.answer, self.p_clean, self.p_corrupted, window=self.window, title=title,
+                                   attribute=attribute,
+                                   answer_ok=None if attribute is None else answer_matches(self.answer, attribute),
+                                   pyplot=True, answer_mode=self.answer_mode)
 
 
 class Tracer:
@@ -104,12 +199,18 @@ class Tracer:
         answer = answer_tokens(s.answer, attribute_ids)
         if self.engine == "fast":
             kinds = trace_fast(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.max_rows, answer)
+        elif self.engine == "atp":
+            kinds = trace_atp(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.atp, answer)
         else:
             kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window, answer)
         first = next(iter(kinds.values()))
-        tokens = [self.tokenizer.decode([i]) for i in input_ids]
-        return PromptTrace(known_id, list(input_ids), tokens, span, first.answer_id, self.tokenizer.decode(list(first.answer_ids)),
-                           first.p_clean, first.p_corrupted, self.noise_scale, kinds, first.answer_ids, s.answer)
+        tokens = token_strings(self.tokenizer, input_ids)
+        # one token: decoded on its own, readably (partial UTF-8 as bytes); several: decoded together
+        answer_text = (token_strings(self.tokenizer, [first.answer_id])[0] if len(first.answer_ids) == 1
+                       else self.tokenizer.decode(list(first.answer_ids)))
+        return PromptTrace(known_id, list(input_ids), tokens, span, first.answer_id, answer_text, first.p_clean,
+                           first.p_corrupted, self.noise_scale, kinds, window=s.window, answer_ids=first.answer_ids,
+                           answer_mode=s.answer)
 
     def trace_text(self, known_id: int, prompt: str, subject: str, noise: torch.Tensor | None = None,
                    attribute: str | None = None) -> PromptTrace:
@@ -119,7 +220,9 @@ class Tracer:
             if not attribute or not attribute.strip():
                 raise SpanError(f"trace.answer {self.settings.answer!r} needs the record's attribute; it has none")
             attribute_ids = attribute_token_ids(lambda text: encode_text(self.tokenizer, text), prompt, attribute)
-        return self.trace_ids(known_id, enc.input_ids, enc.subject_span, noise, attribute_ids)
+        trace = self.trace_ids(known_id, enc.input_ids, enc.subject_span, noise, attribute_ids)
+        trace.prompt, trace.subject, trace.attribute = prompt, subject, attribute
+        return trace
 
 
 def subject_embedding_std(model, tokenizer, subjects: list[str]) -> float:
@@ -128,12 +231,39 @@ def subject_embedding_std(model, tokenizer, subjects: list[str]) -> float:
     return embedding_std(get_adapter(model).embed, ids)
 
 
+# Per model object: {dataset path: std}. Weak keys, so a deleted model takes its entry with it.
+_DATASET_STD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def dataset_noise_std(model, tokenizer, path: str | Path | None = None) -> float:
+    """The workflow's ν basis for T→T: :func:`subject_embedding_std` over the subjects of every valid record
+    of the Known dataset (``path``; default: the bundled ``resources/known_1000.json``), computed once per
+    model object and then cached. SmolLM2-135M: 0.1167, so ν = 3 × 0.1167 = 0.350."""
+    from ..data import BUNDLED_KNOWN, load_known
+
+    path = str(path or BUNDLED_KNOWN)
+    cache = _DATASET_STD.setdefault(model, {})
+    if path not in cache:
+        records, _ = load_known(path)
+        cache[path] = subject_embedding_std(model, tokenizer, [r.subject for r in records])
+    return cache[path]
+
+
 def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSettings | None = None,
-                 noise_std: float | None = None, known_id: int = 0, noise: torch.Tensor | None = None,
+                 noise_std: float | str | None = None, known_id: int = 0, noise: torch.Tensor | None = None,
                  attribute: str | None = None) -> PromptTrace:
-    """Trace one prompt. Without ``noise_std`` the std is taken over this prompt's subject alone.
-    ``attribute``: the expected answer, needed when ``settings.answer`` is not top1."""
+    """Trace one prompt with ν = ``settings.noise.multiple`` × ``noise_std``.
+
+    ``noise_std``: a number; ``"dataset"`` for the workflow's value (std of the input embeddings of all
+    Known subjects' tokens, :func:`dataset_noise_std`, cached per model); or None for the std over this
+    prompt's subject alone (noisier: a few tokens). Ignored when ``settings.noise.absolute`` is set.
+    ``attribute``: the expected answer; needed when ``settings.answer`` is not top1 (what P[o] then reads).
+    """
     settings = settings or TraceSettings()
+    if noise_std == "dataset":
+        noise_std = dataset_noise_std(model, tokenizer)
+    elif isinstance(noise_std, str):
+        raise ValueError(f"noise_std must be a number, 'dataset' or None, got {noise_std!r}")
     if noise_std is None and settings.noise.absolute is None:
         noise_std = subject_embedding_std(model, tokenizer, [subject])
     return Tracer(model, tokenizer, settings, noise_std).trace_text(known_id, prompt, subject, noise, attribute)
