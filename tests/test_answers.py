@@ -111,7 +111,7 @@ def _attributes(tok, n_tokens: int) -> tuple[str, str, str]:
     raise AssertionError(f"no Known attribute of {n_tokens} tokens")
 
 
-@pytest.mark.parametrize("engine", ["fast", "reference"])
+@pytest.mark.parametrize("engine", ["fast", "reference", "atp"])
 def test_attribute_full_of_one_token_equals_attribute_first(tiny, engine):
     prompt, subject, attribute = _attributes(tiny[1], 1)
     full = _tracer(tiny, "attribute_full", engine).trace_text(3, prompt, subject, attribute=attribute)
