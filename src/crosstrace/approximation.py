@@ -292,7 +292,7 @@ def saturation(per_prompt: pd.DataFrame) -> dict:
 
 def validate(run_dir: Path, max_prompts: int | None, out: Path, graddrop_prompts: int, threads: int,
              variants: Sequence[str] = tuple(VARIANTS), subset_prompts: int = 10, top_n: int = 10,
-             max_gap: float = 0.5) -> dict:
+             max_gap: float = ScreenRule.max_gap) -> dict:  # the screen's own default, so the doc measures it
     """Plain AtP on every exactly traced prompt of ``run_dir``; the other variants on the first
     ``subset_prompts``, GradDrop on the first ``graddrop_prompts`` (L + 1 passes each)."""
     from .trace.atp import AtpConfig
