@@ -17,8 +17,8 @@ import yaml
 from conftest import ROOT, make_tiny_model_dir
 from spiritlm_fixture import build_tiny_spiritlm
 
-from crosstrace.categories import CATEGORIES
 from crosstrace.report.stats import SIMILARITY_COLUMNS
+from crosstrace.vocabulary import CATEGORIES
 
 pytestmark = pytest.mark.slow
 

@@ -31,6 +31,7 @@ from .data import KnownRecord
 from .filtering import FILTER_COLUMNS, filter_known
 from .models import spiritlm as slm
 from .models.loading import LoadedModel, ModelLoadError, load_model, prepare_model
+from .spans import Encoded, SpanError
 from .speech.align import TokenTimingError, token_times
 from .speech.pipeline import prompt_words_from_json
 from .speech.units import (
@@ -43,10 +44,9 @@ from .speech.units import (
     unit_span_positions,
 )
 from .trace.tables import TextTokenMap
-from .trace.tokens import Encoded, SpanError, encode_prompt
+from .trace.tokens import encode_prompt
 
 FAMILIES = ("hf", "spiritlm")
-MODALITIES = ("t2t", "s2t")
 
 #: speech tokenizer files under a SpiritLM checkpoint root (docs/spiritlm.md, "Checkpoint layout")
 HUBERT_FILES = (

@@ -32,7 +32,7 @@ import torch
 from .filtering import select_for_trace
 from .modality import encode_t2t, s2t_row_prompt, stray_space
 from .models.adapter import get_adapter, hooks, site_name
-from .trace.tokens import SpanError
+from .spans import SpanError
 
 POSITIONS = ("subject", "last")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from crosstrace.models.loading import DTYPES, LoadedModel, ModelLoadError, _weight_errors, resolve_device
-from crosstrace.trace.tokens import Encoded, SpanError, token_span_from_offsets
+from crosstrace.spans import Encoded, SpanError, token_span_from_offsets
 
 BOS_ID = 1
 EOS_ID = 2

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..categories import CATEGORIES
+from ..vocabulary import CATEGORIES, MODALITY_LABELS
 
 __all__ = [
     "CATEGORY_ORDER",
@@ -45,7 +45,6 @@ __all__ = [
 CATEGORY_ORDER = CATEGORIES
 KIND_ORDER: tuple[str, ...] = ("hidden", "mlp", "attn")
 MODALITY_ORDER: tuple[str, ...] = ("t2t", "s2t")
-MODALITY_LABELS = {"t2t": "T→T", "s2t": "S→T"}
 
 GROUP_COLS = ["model", "modality"]
 CELL_COLS = ["kind", "category", "layer"]

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-from crosstrace.trace.tokens import SpanError
+from crosstrace.models.hubert import dedup_units  # noqa: F401 (re-exported: units and run lengths)
+from crosstrace.models.spiritlm import HU0_ID, N_HU
+from crosstrace.spans import SpanError
 
 FRAME_RATE = 25  # HuBERT 25 Hz frames (hop 640 samples at 16 kHz)
-UNIT_ID_OFFSET = 32002  # [Hu0]
-N_UNIT_TOKENS = 501  # [Hu0]..[Hu500]; 500 is the quantizer's CTC blank
 
 
 class UnitSpanError(SpanError):
@@ -58,23 +58,6 @@ class UnitSpan:
     @property
     def positions(self) -> tuple[int, int]:
         return self.pos_start, self.pos_end
-
-
-def dedup_units(units: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Collapse runs of equal consecutive units, keeping the first of each run; also the run lengths.
-
-    ``[5, 5, 7, 7, 7, 5]`` → ``([5, 7, 5], [2, 3, 1])``.
-    """
-    dedup: list[int] = []
-    runs: list[int] = []
-    for u in units:
-        u = int(u)
-        if dedup and dedup[-1] == u:
-            runs[-1] += 1
-        else:
-            dedup.append(u)
-            runs.append(1)
-    return dedup, runs
 
 
 def _scaled(t: float, rate: float) -> float:
@@ -148,7 +131,7 @@ def frames_to_dedup_positions(f_a: int, f_end: int, run_lengths: Sequence[int]) 
 def unit_offset(ids: Sequence[int]) -> int:
     """Index of the first speech-unit token (id in 32002..32502) in a prompt."""
     for i, t in enumerate(ids):
-        if UNIT_ID_OFFSET <= int(t) < UNIT_ID_OFFSET + N_UNIT_TOKENS:
+        if HU0_ID <= int(t) < HU0_ID + N_HU:
             return i
     raise UnitSpanError("prompt ids contain no speech-unit token (ids 32002..32502)")
 
@@ -174,7 +157,7 @@ def unit_span_positions(
     off = unit_offset(ids)
     n_units = 0
     for t in ids[off:]:
-        if UNIT_ID_OFFSET <= int(t) < UNIT_ID_OFFSET + N_UNIT_TOKENS:
+        if HU0_ID <= int(t) < HU0_ID + N_HU:
             n_units += 1
         else:
             break

@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..models.adapter import KINDS, Adapter, get_adapter
+from ..models.adapter import Adapter, get_adapter
+from ..spans import category_means
+from ..vocabulary import CATEGORIES, KINDS
 from .atp import AtpConfig, trace_atp
 from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
 from .state import Corruption, KindTrace
-from .tokens import CATEGORIES, category_means, encode_prompt, token_strings
+from .tokens import encode_prompt, token_strings
 
 log = logging.getLogger(__name__)
 ENGINES = ("auto", "fast", "reference", "atp")  # atp: approximate (attribution patching)

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ..spans import SpanError, category_means
 from .api import PromptTrace, Tracer
-from .tokens import SpanError, category_means
 
 log = logging.getLogger(__name__)
 
