@@ -54,11 +54,14 @@ facts: venv
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# Code style, Snakefile formatting and Snakemake's own linter (on the default config.yaml).
+# Code style, Snakefile formatting, Snakemake's own linter on the default config.yaml and on the CI
+# config (.test/config.yaml, the catalog's convention), and a dry run of the CI config's DAG.
 lint: venv
 	$(VENV)/bin/ruff check src scripts tests
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(VENV)/bin/snakemake --lint
+	$(VENV)/bin/snakemake --lint --configfile .test/config.yaml
+	d=$$(mktemp -d) && $(VENV)/bin/snakemake --dry-run --quiet rules --directory $$d --configfile .test/config.yaml --cores 1 && rm -rf $$d
 
 # The reference study in docs/results/smollm2-135m (config/study.yaml): trace, then export the tables,
 # panel figure and provenance (config, commit, wall time, machine). About 1.5 hours on 2 idle cores.
