@@ -17,7 +17,7 @@ import yaml
 from conftest import ROOT, make_tiny_model_dir
 from spiritlm_fixture import build_tiny_spiritlm
 
-from crosstrace.report.stats import SIMILARITY_COLUMNS
+from crosstrace.report.similarity import SIMILARITY_COLUMNS
 from crosstrace.vocabulary import CATEGORIES
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,8 @@
 Why: the paper (§3) suggests that SpiritLM's text and speech representations may align in direction
 (cosine similarity) over deeper layers while staying apart in magnitude (Euclidean distance), which would
 explain why factual recall transfers only partly to speech. This module reads the states to test that;
-:func:`crosstrace.report.stats.similarity_by_layer` compares them.
+:func:`similarity_run` reads them and hands them to :func:`crosstrace.report.similarity.write_similarity`,
+which compares them.
 
 For every prompt in both sets, one clean forward pass per modality, without noise, keeping the residual
 stream after every block at two matched positions (``POSITIONS``):
@@ -22,16 +23,19 @@ included: the tracer has no layer for them, and text tokens and speech units hav
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .filtering import select_for_trace
-from .modality import encode_t2t, s2t_row_prompt, stray_space
+from .modality import encode_t2t, load_any, s2t_row_prompt, stray_space
 from .models.adapter import get_adapter, hooks, site_name
+from .report.similarity import write_similarity
 from .spans import SpanError
 
 POSITIONS = ("subject", "last")
@@ -131,3 +135,22 @@ def matched_states(model, tokenizer, spec: dict, pairs: Sequence[tuple[dict, dic
         positions=pd.DataFrame(rows, columns=cols),
         skipped=skipped,
     )
+
+
+def similarity_run(spec: dict, t2t: str | Path, s2t: str | Path, require_known: bool, stats: Mapping,
+                   out_table: str | Path, out_html: str | Path, out_figures: Sequence[str | Path],
+                   log: logging.Logger | None = None) -> pd.DataFrame:
+    """The ``similarity`` step for one model: load it, read the matched states of the prompts in both known
+    tables (``t2t``, ``s2t``: paths), and write the per-layer table, figure and page (:func:`write_similarity`).
+
+    ``spec`` is the prepared model entry; ``stats`` holds seed, n_random, n_boot, level. Returns the table.
+    """
+    log = log or logging.getLogger("crosstrace")
+    lm = load_any(spec)
+    pairs = shared_prompts(pd.read_parquet(t2t), pd.read_parquet(s2t), require_known)
+    log.info("%s: %d prompts in both sets (require_known=%s)", spec["name"], len(pairs), require_known)
+    states = matched_states(lm.model, lm.tokenizer, spec, pairs)
+    for _kid, reason in states.skipped:
+        log.warning("skipped %s", reason)
+    log.info("token positions used:\n%s", states.positions.to_string())
+    return write_similarity(spec["name"], states, len(pairs), stats, out_table, out_html, out_figures, log)
