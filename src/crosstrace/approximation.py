@@ -24,8 +24,9 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from .spans import category_means
+from .vocabulary import KINDS
 
-KIND_ORDER = ("hidden", "mlp", "attn")
+KIND_ORDER = KINDS
 
 
 # --- agreement of one approximate (T, L) grid with the exact one -----------------------------------
