@@ -19,7 +19,8 @@ m = read_json(snakemake.input.model)
 lm = load_any(m)
 t = p.trace
 settings = TraceSettings(kinds=tuple(t["kinds"]), window=t["window"], noise=NoiseConfig(**t["noise"]),
-                         engine=t["engine"], max_rows=t["max_rows"], atp=AtpConfig(**t.get("atp", {})))
+                         engine=t["engine"], max_rows=t["max_rows"], answer=t["answer"],
+                         atp=AtpConfig(**t.get("atp", {})))
 std = read_json(snakemake.input.noise)["std"]
 tracer = Tracer(lm.model, lm.tokenizer, settings, std)
 known = pd.read_parquet(snakemake.input.known)

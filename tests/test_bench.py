@@ -9,8 +9,9 @@ import torch
 from conftest import tiny_llama
 from torch.utils.flop_counter import FlopCounterMode
 
-from crosstrace.bench import Macs, compare, main, matmul_macs, reference_seconds
+from crosstrace.bench import compare, main, reference_seconds
 from crosstrace.models.adapter import get_adapter
+from crosstrace.trace.cost import Macs, matmul_macs
 from crosstrace.trace.fast import trace_fast
 from crosstrace.trace.noise import draw_noise
 from crosstrace.trace.reference import trace_reference
@@ -44,6 +45,15 @@ def test_matmul_macs_match_counted_work(case, kind):
     assert _matmul_macs_counted(lambda: trace_reference(model, ad, ids, corruption, (kind,), 3)) == ref
     assert _matmul_macs_counted(lambda: trace_fast(model, ad, ids, corruption, (kind,), 3, 10_000)) == fast
     assert ref > 2 * fast
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_matmul_macs_with_a_three_token_answer(case, kind):
+    model, ad, ids, corruption = case
+    ref, fast = matmul_macs(kind, 7, 2, 5, 3, 3, Macs.of(model.config), n_answer=3)
+    answer = [5, 6, 7]
+    assert _matmul_macs_counted(lambda: trace_reference(model, ad, ids, corruption, (kind,), 3, answer)) == ref
+    assert _matmul_macs_counted(lambda: trace_fast(model, ad, ids, corruption, (kind,), 3, 10_000, answer)) == fast
 
 
 def test_macs_by_hand():

@@ -63,3 +63,17 @@ def test_cli_rejects_subject_not_in_prompt(tmp_path):
 def test_cli_help_lists_options():
     p = _cli("trace", "--help")
     assert p.returncode == 0 and "--window" in p.stdout and "--noise-multiple" in p.stdout
+
+
+def test_cli_answer_modes(tmp_path):
+    p = _cli("trace", "--model", str(tmp_path), "--prompt", "Paris is in", "--subject", "Paris",
+             "--answer", "attribute_full")
+    assert p.returncode == 2 and "--attribute" in p.stderr
+    model = make_tiny_model_dir(tmp_path / "tiny")
+    p = _cli("trace", "--model", str(model), "--prompt", "Apple's headquarters are in", "--subject", "Apple",
+             "--attribute", "Cupertino", "--answer", "attribute_full", "--kinds", "mlp", "--samples", "2",
+             "--window", "2", "--threads", "1", "--out", str(tmp_path / "out"), "--formats", "png")
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["answer_mode"] == "attribute_full" and summary["answer"] == " Cupertino"
+    assert len(summary["answer_ids"]) >= 1 and "whole attribute" in p.stdout.splitlines()[0]

@@ -64,7 +64,8 @@ def test_completed_run_is_up_to_date(completed_run, model_dir):
     {"noise": {"seed": 1}},
     {"noise": {"multiple": 2.0}},
     {"window": 1},
-], ids=["samples", "seed", "multiple", "window"])
+    {"answer": "attribute_full"},
+], ids=["samples", "seed", "multiple", "window", "answer"])
 def test_noise_and_window_rerun_trace_merge_figures_only(completed_run, model_dir, change):
     jobs, out = dry_run(completed_run, tiny_config(model_dir, trace=change))
     assert_jobs(jobs, {"trace": 3, "merge": 1, "figures": 1, "all": 1}, out)

@@ -1,6 +1,7 @@
 """Command line: trace one prompt and look at it.
 
     crosstrace trace --prompt "Vinson Massif is located in the continent of" --subject "Vinson Massif"
+    crosstrace trace ... --attribute "Antarctica" --answer attribute_full   # P of the whole attribute
 
 prints the answer, P_clean, P_corrupted and the peak IE per kind, and writes one heatmap per kind plus the
 IE table (``ie.parquet`` or ``ie.csv``) into ``--out``.
@@ -25,13 +26,19 @@ def _trace(a: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     import torch
 
+    from .answers import answer_label
+    from .filtering import answer_matches
     from .models.loading import ModelLoadError, load_model
     from .report.figures import prompt_trace_figure, save
     from .trace import NoiseConfig, TraceSettings, trace_prompt
+    from .trace.tokens import SpanError
 
     torch.set_num_threads(a.threads)
     if a.subject not in a.prompt:
         print(f"error: subject {a.subject!r} does not occur in prompt {a.prompt!r}", file=sys.stderr)
+        return 2
+    if a.answer != "top1" and not (a.attribute or "").strip():
+        print(f"error: --answer {a.answer} reads the attribute's tokens; give it with --attribute", file=sys.stderr)
         return 2
     try:
         lm = load_model(a.model, a.device, a.dtype, cache_dir=a.cache_dir)
@@ -41,14 +48,22 @@ def _trace(a: argparse.Namespace) -> int:
         return 2
     noise = NoiseConfig(samples=a.samples, kind=a.noise_kind, seed=a.seed,
                         multiple=None if a.noise_abs is not None else a.noise_multiple, absolute=a.noise_abs)
-    settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine)
-    res = trace_prompt(lm.model, lm.tokenizer, a.prompt, a.subject, settings, noise_std=a.noise_std)
+    settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine, answer=a.answer)
+    try:
+        res = trace_prompt(lm.model, lm.tokenizer, a.prompt, a.subject, settings, noise_std=a.noise_std,
+                           attribute=a.attribute)
+    except SpanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     a.out.mkdir(parents=True, exist_ok=True)
+    # the expect check only means something when o is the model's own greedy token (top1)
+    answer_ok = answer_matches(res.answer, a.attribute) if a.attribute and res.answer_mode == "top1" else None
     written = []
     for kind, kt in res.kinds.items():
         paths = [a.out / f"trace_{kind}.{ext}" for ext in a.formats]
         save(prompt_trace_figure(res.tokens, res.subject_span, {kind: kt.p_restored}, res.answer, res.p_clean,
-                                 res.p_corrupted, window=a.window, title=a.prompt), paths)
+                                 res.p_corrupted, window=a.window, title=a.prompt, attribute=a.attribute,
+                                 answer_ok=answer_ok, answer_mode=res.answer_mode), paths)
         written += [str(p) for p in paths]
     table = a.out / f"ie.{a.table_format}"
     frame = res.to_frame()
@@ -57,12 +72,13 @@ def _trace(a: argparse.Namespace) -> int:
     else:
         frame.to_parquet(table, index=False)
     summary = {
-        "answer": res.answer, "answer_id": res.answer_id, "p_clean": res.p_clean, "p_corrupted": res.p_corrupted,
+        "answer": res.answer, "answer_id": res.answer_id, "answer_mode": res.answer_mode,
+        "answer_ids": list(res.answer_ids), "p_clean": res.p_clean, "p_corrupted": res.p_corrupted,
         "noise_scale": res.noise_scale, "subject_tokens": res.tokens[res.subject_span[0] : res.subject_span[1]],
         "subject_span": list(res.subject_span),
         "peak_ie": {k: float(kt.ie.max()) for k, kt in res.kinds.items()}, "figures": written, "table": str(table),
     }
-    print(f"answer {res.answer!r}: P_clean = {res.p_clean:.4f}, P_corrupted = {res.p_corrupted:.4f} (ν = {res.noise_scale:.4f})")
+    print(f"answer {res.answer!r} ({answer_label(res.answer_mode)}): P_clean = {res.p_clean:.4f}, P_corrupted = {res.p_corrupted:.4f} (ν = {res.noise_scale:.4f})")
     for k, kt in res.kinds.items():
         t, layer = divmod(int(kt.ie.argmax()), kt.ie.shape[1])
         print(f"  {k:6s} peak IE {kt.ie.max():+.4f} at token {t} {res.tokens[t]!r}, layer {layer}")
@@ -81,6 +97,7 @@ def _noise_std(value: str) -> float | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .answers import ANSWER_MODES
     from .models.loading import OFFLINE_DEFAULT
 
     ap = argparse.ArgumentParser(prog="crosstrace", description="Causal tracing of factual recall (text and speech).")
@@ -102,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "subjects, as the workflow computes it); default: over this subject's tokens only")
     t.add_argument("--noise-abs", type=float, default=None, help="absolute ν (overrides --noise-multiple)")
     t.add_argument("--engine", default="auto", choices=["auto", "fast", "reference"])
+    t.add_argument("--answer", default="top1", choices=list(ANSWER_MODES),
+                   help="the traced answer o: top1 = the clean greedy next token (ROME); attribute_first = the "
+                        "attribute's first token; attribute_full = every attribute token, teacher-forced (joint P)")
+    t.add_argument("--attribute", default=None, help="the expected answer, e.g. 'Antarctica' (needed by attribute_*)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     t.add_argument("--threads", type=int, default=2)

@@ -124,6 +124,7 @@ def trace_params(engine=None):
         "noise": t["noise"],
         "engine": engine,
         "max_rows": t["max_rows"],
+        "answer": t["answer"],
         **({"atp": t["atp"]} if engine == "atp" else {}),
     }
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..answers import answer_label
 from ..io import write_json, write_parquet
 from . import html
 from .figures import difference_figure, run_label, save
@@ -56,6 +57,7 @@ class Comparison:
     peak_ratios: dict[str, dict]  # kind → sentence, ratio, ci_low, ci_high (or None and why_not)
     by_kind: dict[str, dict]  # kind → cells, significant, n_pairs_max
     stats: Mapping  # the config's stats section: n_perm, seed, alpha, n_boot, level
+    answer_modes: tuple[str, ...] = ("top1",)  # trace.answer of the compared runs (figure title)
 
     def summary(self) -> dict:
         """The summary JSON."""
@@ -127,14 +129,17 @@ def compare_runs(cat: pd.DataFrame, aie: pd.DataFrame, a: Model, b: Model, kinds
     ratios = peak_ratios(cat, peaks, a, b, kinds, stats)
     for kind, quote in ratios.items():
         log.info("%s: %s", kind, quote)
-    return Comparison(a, b, tuple(kinds), table, peaks, n_pairs, ratios, significant_by_kind(table, kinds), stats)
+    modes = tuple(sorted(set(cat.get("answer_mode", pd.Series(["top1"])).dropna())))
+    return Comparison(a, b, tuple(kinds), table, peaks, n_pairs, ratios, significant_by_kind(table, kinds), stats,
+                      modes)
 
 
 def comparison_figure(c: Comparison) -> Figure:
     """Heatmaps of the mean paired difference per kind, significant cells marked."""
     a, b = run_label(*c.a), run_label(*c.b)
     title = (f"{a} − {b}: mean paired IE difference\n"
-             f"red: {a} larger, blue: {b} larger; {c.n_pairs} prompts in both")
+             f"red: {a} larger, blue: {b} larger; {c.n_pairs} prompts in both"
+             + "".join(f"; {answer_label(m)}" for m in c.answer_modes))
     return difference_figure(c.table, c.kinds, c.stats["alpha"], title)
 
 

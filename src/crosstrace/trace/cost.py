@@ -33,7 +33,7 @@ class Macs:
         return cls(H * nh * d, 2 * H * kv * d, nh * d * H, 3 * H * config.intermediate_size, H * config.vocab_size)
 
 
-def matmul_macs(kind: str, T: int, b: int, L: int, S: int, window: int, m: Macs) -> tuple[int, int]:
+def matmul_macs(kind: str, T: int, b: int, L: int, S: int, window: int, m: Macs, n_answer: int = 1) -> tuple[int, int]:
     """(reference, fast) weight-matrix MACs for one kind on a prompt of T tokens, subject from token b.
 
     Reference: a clean pass (1 row) and 1 + T·L passes of S + 1 rows, each over T positions through
@@ -42,17 +42,19 @@ def matmul_macs(kind: str, T: int, b: int, L: int, S: int, window: int, m: Macs)
     first patched one, where the last block projects keys and values at every position but queries,
     output and MLP at the last one, and the head runs once per row. A windowed kind first evaluates
     its first patched block at token t alone: the ``attn`` kind runs that block's MLP there, the
-    ``mlp`` kind only adds the clean MLP output.
+    ``mlp`` kind only adds the clean MLP output. An answer of ``n_answer`` tokens (attribute_full)
+    adds n_answer − 1 positions to every run, and "the last position" becomes the last n_answer.
     """
-    ref = (1 + (1 + T * L) * (S + 1)) * T * (L * m.block + m.head)
-    fast = (1 + S) * (T * L * m.block + m.head)
+    n_ans, Tr = n_answer, T + n_answer - 1  # Tr: positions of every run
+    ref = (1 + (1 + T * L) * (S + 1)) * Tr * (L * m.block + m.head)
+    fast = (1 + S) * (Tr * L * m.block + n_ans * m.head)
     starts = [layer + 1 if kind == "hidden" else window_layers(layer, L, kind, window).start + 1 for layer in range(L)]
     for t in range(b, T):
         for start in starts:
             n = L - start  # blocks the batch runs
             if n > 0:
-                fast += S * ((T - t) * ((n - 1) * m.block + m.kv) + m.q + m.o + m.mlp)
-            fast += S * m.head
+                fast += S * ((Tr - t) * ((n - 1) * m.block + m.kv) + n_ans * (m.q + m.o + m.mlp))
+            fast += S * n_ans * m.head
         if kind == "attn":  # once per distinct first block (all restorations in one batch)
             fast += len(set(starts)) * S * m.mlp
     return ref, fast
