@@ -21,6 +21,7 @@ PACKAGE = SRC / "crosstrace"
 LAYERS = {
     "crosstrace": 0,  # the package root: version and thread policy only
     "crosstrace.vocabulary": 0,  # kinds, categories, modalities, labels
+    "crosstrace.answers": 0,  # what P[o] reads (trace.answer) and its labels
     "crosstrace.spans": 1,  # subject spans and token categories
     "crosstrace.audio": 1,  # 16 kHz resampling, WAV I/O
     "crosstrace.io": 1,  # atomic writes, typed tables, shard selection
@@ -76,11 +77,14 @@ GRAPH = {m: imported_modules(p) - {m} for m, p in MODULES.items()}
 
 
 def layer(module: str) -> int:
-    while module not in LAYERS:
-        if "." not in module:
+    """A module's own entry, else its package's (``crosstrace.trace.fast`` → ``crosstrace.trace``). The root
+    package places only itself, so a new top-level module fails until it is given a layer."""
+    name = module
+    while name not in LAYERS or (name == "crosstrace" and module != "crosstrace"):
+        if name.count(".") < 2:
             raise KeyError(module)
-        module = module.rpartition(".")[0]
-    return LAYERS[module]
+        name = name.rpartition(".")[0]
+    return LAYERS[name]
 
 
 def test_every_module_has_a_layer():
