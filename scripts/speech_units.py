@@ -5,16 +5,17 @@ Bad audio (missing, zero units, unreadable) becomes a quarantined row with its r
 import pandas as pd
 import torch
 
+from crosstrace.config import ModelSpec
 from crosstrace.io import read_json, setup_logging, write_parquet
-from crosstrace.modality import speech_root, units_row
+from crosstrace.models.family import speech_root
 from crosstrace.models.hubert import SpeechTokenizer, SpeechTokenizerError
 from crosstrace.models.loading import resolve_device
+from crosstrace.speech.units import UNITS_COLUMNS, units_row
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-m = read_json(snakemake.input.model)
-device = m.get("device", "cpu")
-tok = SpeechTokenizer.from_checkpoints(speech_root(m), device=resolve_device(device))
+spec = ModelSpec.from_dict(read_json(snakemake.input.model))
+tok = SpeechTokenizer.from_checkpoints(speech_root(spec), device=resolve_device(spec.device))
 manifest = pd.read_parquet(snakemake.input.manifest)
 rows = []
 for r in manifest.to_dict("records"):
@@ -27,10 +28,10 @@ for r in manifest.to_dict("records"):
     except (SpeechTokenizerError, RuntimeError, OSError, ValueError) as e:
         log.warning("known_id %d quarantined: %s", kid, e)
         rows.append(units_row(kid, error=f"{type(e).__name__}: {e}"))
-table = pd.DataFrame(rows, columns=["known_id", "units", "dedup", "run_lengths", "n_frames", "chunk_frames", "status", "reason"])
+table = pd.DataFrame(rows, columns=UNITS_COLUMNS)
 write_parquet(table, snakemake.output.units)
 ok = table["status"] == "ok"
-log.info("%s shard %s: %d clips, %d encoded (mean %.1f units, %.1f frames), %d quarantined", m["name"],
+log.info("%s shard %s: %d clips, %d encoded (mean %.1f units, %.1f frames), %d quarantined", spec.name,
          snakemake.wildcards.shard, len(table), int(ok.sum()),
          table.loc[ok, "dedup"].map(len).mean() if ok.any() else 0, table.loc[ok, "n_frames"].mean() if ok.any() else 0,
          int((~ok).sum()))

@@ -163,8 +163,7 @@ def select_for_trace(known, max_prompts: int | None, shard: int | None = None, s
     """
     if expect_answer not in EXPECT_MODES:
         raise ValueError(f"expect_answer must be one of {EXPECT_MODES}, got {expect_answer!r}")
-    if "status" in known.columns:  # S→T: prompts without speech / alignment / units cannot be traced
-        known = known[known["status"] == "ok"]
+    known = known[known["status"] == "ok"]  # S→T: prompts without speech / alignment / units cannot be traced
     sel = known[known["known"]] if require_known else known
     if expect_answer == "skip":
         sel = sel.drop(unexpected_answers(sel).index)

@@ -107,7 +107,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _own_memory(model: torch.nn.Module) -> None:
+def own_memory(model: torch.nn.Module) -> None:
     """Copy memory-mapped weights into process memory.
 
     ``from_pretrained`` maps safetensors files; the kernel may drop those clean pages under memory
@@ -135,5 +135,5 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32", cache_dir
     model.to(dev).eval()
     model.requires_grad_(False)
     if dev.type == "cpu":
-        _own_memory(model)
+        own_memory(model)
     return LoadedModel(name or spec, model, tok, dev, DTYPES[dtype])

@@ -16,6 +16,7 @@ does not move an edge by a frame.
 
 from __future__ import annotations
 
+import json
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -293,3 +294,17 @@ def token_unit_ranges(starts: Sequence[float], ends: Sequence[float], run_length
     lead = unit_start[0]
     trail = n_units - unit_end[-1]
     return TokenUnits(unit_start, unit_end, [a for a, _ in eq2], [b for _, b in eq2], lead, trail, n_units)
+
+
+#: columns of ``{model}/s2t/units/{shard}.parquet`` (one row per speech prompt)
+UNITS_COLUMNS = ["known_id", "units", "dedup", "run_lengths", "n_frames", "chunk_frames", "status", "reason"]
+
+
+def units_row(known_id: int, units=None, error: str | None = None) -> dict:
+    """A row of ``{model}/s2t/units/{shard}.parquet`` (``units``: a hubert.Units, or None with ``error``)."""
+    if units is None:
+        return {"known_id": known_id, "units": [], "dedup": [], "run_lengths": [], "n_frames": 0,
+                "chunk_frames": "[]", "status": "quarantined", "reason": f"known_id={known_id}: {error}"}
+    return {"known_id": known_id, "units": list(units.units), "dedup": list(units.dedup),
+            "run_lengths": list(units.run_lengths), "n_frames": int(units.n_frames),
+            "chunk_frames": json.dumps(list(units.chunk_frames)), "status": "ok", "reason": ""}

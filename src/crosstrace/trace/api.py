@@ -20,7 +20,7 @@ from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
 from .state import Corruption, KindTrace
-from .tokens import attribute_token_ids, encode_prompt, encode_text, token_strings
+from .tokens import attribute_token_ids, encode_prompt, encode_text, subject_token_ids, token_strings
 
 log = logging.getLogger(__name__)
 ENGINES = ("auto", "fast", "reference", "atp")  # atp: approximate (attribution patching)
@@ -221,8 +221,7 @@ class Tracer:
 
 def subject_embedding_std(model, tokenizer, subjects: list[str]) -> float:
     """ROME's s3 statistic: std of the input embeddings of every token of every subject tokenized alone."""
-    ids = [tokenizer(s)["input_ids"] for s in subjects]
-    return embedding_std(get_adapter(model).embed, ids)
+    return embedding_std(model.get_input_embeddings(), subject_token_ids(tokenizer, subjects))
 
 
 # Per model object: {dataset path: std}. Weak keys, so a deleted model takes its entry with it.

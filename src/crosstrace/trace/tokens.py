@@ -79,6 +79,12 @@ def attribute_token_ids(encode: Callable[[str], Encoded], prompt: str, attribute
     return ids
 
 
+def subject_token_ids(tokenizer, subjects: Sequence[str]) -> list[list[int]]:
+    """Every subject tokenized alone, as the tokenizer writes a text (special tokens included): the basis of
+    ROME's noise statistic s3 (:func:`crosstrace.trace.noise.embedding_std` over these ids)."""
+    return [list(tokenizer(s)["input_ids"]) for s in subjects]
+
+
 @lru_cache(maxsize=1)
 def _byte_level_decoder() -> dict[str, int]:
     """GPT-2's byte-level alphabet (printable stand-ins for the 256 bytes), inverted: char → byte."""
