@@ -37,6 +37,7 @@ LAYERS = {
     "crosstrace.modality": 6,  # T→T and S→T prompts for a model entry
     "crosstrace.representations": 6,  # hidden states of paired T→T / S→T prompts
     "crosstrace.cli": 7,  # entry points
+    "crosstrace.steps": 7,
     "crosstrace.bench": 7,
     "crosstrace.bench_paper": 7,
     "crosstrace.approximation": 7,

@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -62,6 +64,31 @@ def select_shard(records: pd.DataFrame, shard: int, shard_size: int) -> pd.DataF
     if shard < 0 or shard_size < 1:
         raise ValueError("shard must be >= 0 and shard_size >= 1")
     return records.iloc[shard * shard_size : (shard + 1) * shard_size].reset_index(drop=True)
+
+
+def table_columns(row_type) -> list[str]:
+    """A table's columns from its row dataclass (``SynthResult``, ``QCResult``, …), in field order."""
+    return [f.name for f in fields(row_type)]
+
+
+def run_shard(records: pd.DataFrame, step: Callable, columns: type | Sequence[str],
+              desc: str = "shard") -> tuple[pd.DataFrame, float]:
+    """Apply ``step`` to every record of a shard (named tuples, in order) and collect the rows.
+
+    ``step(record)`` returns one row (a dataclass or a dict) or a list of rows. ``columns`` is the row
+    dataclass or a column list: the table has exactly those columns, typed empty when the shard is. Also
+    returns the seconds spent, for the log's per-prompt rate. Per-record failures are the step's to turn
+    into quarantined rows; an exception here fails the job.
+    """
+    from tqdm import tqdm
+
+    cols = table_columns(columns) if isinstance(columns, type) else list(columns)
+    rows, t0 = [], time.perf_counter()
+    for r in tqdm(list(records.itertuples(index=False)), desc=desc, unit="prompt"):
+        out = step(r)
+        for row in out if isinstance(out, list) else [out]:
+            rows.append(asdict(row) if is_dataclass(row) else row)
+    return pd.DataFrame(rows, columns=cols), time.perf_counter() - t0
 
 
 def read_json(path: str | Path) -> dict:

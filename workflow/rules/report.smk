@@ -1,6 +1,3 @@
-include: "report_common.smk"
-
-
 wildcard_constraints:
     pair="|".join(re.escape(p) for p in PAIRS) or "no-pairs-configured",
 

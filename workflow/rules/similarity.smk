@@ -1,6 +1,6 @@
 # Text vs speech representations of SpiritLM (issue 7): per layer, cosine and L2 distance between the T→T
 # and S→T block outputs of the same prompt at matched positions, over the prompts in both Known sets.
-# Runs for SIMILARITY_MODELS (common.smk); figure_outputs and CAPTIONS come from report_common.smk.
+# Runs for SIMILARITY_MODELS (common.smk); figure_outputs and CAPTIONS come from common.smk.
 
 
 rule similarity:

@@ -1,5 +1,6 @@
-# Speech side: synthesise the prompts (TTS), check them with Whisper (WER), and find the subject's time
-# span in each clip (CTC forced alignment, TTS timings, Whisper timestamps). Engine: crosstrace.speech.
+# Speech side: synthesise the prompts (TTS), check them with Whisper (WER), find the subject's time span in
+# each clip (CTC forced alignment, TTS timings, Whisper timestamps), and encode the clips into SpiritLM's
+# speech units per model. Engine: crosstrace.speech.
 # Its helper functions (SPEECH, speech_shard_ids, ...) live in common.smk (snakemake --lint: no functions
 # among rules).
 
@@ -166,3 +167,23 @@ rule speech:
     default_target: False
     input:
         SPEECH_TARGETS,
+
+
+# Speech → text for SpiritLM: WAVs → speech units per model (HuBERT 25 Hz + quantizer, deduplicated), read
+# by the modality-aware rules filter_known and noise_std.
+rule speech_units:
+    input:
+        manifest=f"{R}/speech/manifest/{{shard}}.parquet",
+        wavs=f"{R}/speech/wav/{{shard}}",
+        model=f"{R}/models/{{model}}.json",
+    output:
+        units=f"{R}/{{model}}/s2t/units/{{shard}}.parquet",
+    log:
+        "logs/speech_units/{model}_{shard}.log",
+    conda:
+        "../../envs/crosstrace.yaml"
+    threads: 2
+    resources:
+        gpu=gpus,
+    script:
+        "../../scripts/speech_units.py"

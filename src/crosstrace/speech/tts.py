@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import TARGET_SR, read_wav, resample, resample_to_16k, write_wav16  # noqa: F401 (re-exported)
+from ..audio import TARGET_SR, read_wav, resample_to_16k
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ does not move an edge by a frame.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -308,3 +309,16 @@ def units_row(known_id: int, units=None, error: str | None = None) -> dict:
     return {"known_id": known_id, "units": list(units.units), "dedup": list(units.dedup),
             "run_lengths": list(units.run_lengths), "n_frames": int(units.n_frames),
             "chunk_frames": json.dumps(list(units.chunk_frames)), "status": "ok", "reason": ""}
+
+
+def encode_clip(tokenizer, clip) -> dict:
+    """The units row of one manifest row (``known_id``, ``status``, ``reason``, ``path``) with a
+    ``SpeechTokenizer``: a clip without audio, or one the tokenizer rejects, is a quarantined row."""
+    kid = int(clip.known_id)
+    if clip.status != "ok":
+        return units_row(kid, error=f"no audio ({clip.reason})")
+    try:
+        return units_row(kid, tokenizer.encode_file(clip.path))
+    except (RuntimeError, OSError, ValueError) as e:  # SpeechTokenizerError is a ValueError
+        logging.getLogger("crosstrace").warning("known_id %d quarantined: %s", kid, e)
+        return units_row(kid, error=f"{type(e).__name__}: {e}")
