@@ -1,6 +1,7 @@
 # crosstrace: do the mechanisms a language model uses to recall facts from text carry over to speech?
 # Table of contents only; the stages live in workflow/rules, the science in src/crosstrace.
 import os
+import sys
 
 from snakemake.utils import min_version
 
@@ -11,6 +12,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _src = os.path.join(workflow.basedir, "src")
 if _src not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [_src, os.environ.get("PYTHONPATH")])))
+# The workflow itself imports the shard selection (crosstrace.shards: pandas only) from this checkout.
+if _src not in sys.path:
+    sys.path.insert(0, _src)
 
 min_version("9.0")
 

@@ -4,6 +4,7 @@ speech prompts with a span."""
 
 import pandas as pd
 
+from crosstrace.data import no_records_left
 from crosstrace.io import read_json, setup_logging, write_json
 from crosstrace.modality import load_any, s2t_subject_embedding_ids
 from crosstrace.trace.api import subject_embedding_std
@@ -20,6 +21,8 @@ if modality == "s2t":
     extra = {"n_subjects": len(ids), "n_tokens": sum(map(len, ids)), "basis": "unit tokens inside S→T subject spans"}
 else:
     subjects = pd.read_parquet(snakemake.input.records, columns=["subject"])["subject"].tolist()
+    if not subjects:
+        raise no_records_left(snakemake.input.validation)
     std = subject_embedding_std(lm.model, lm.tokenizer, subjects)
     extra = {"n_subjects": len(subjects), "basis": "subject tokens (each subject tokenized alone)"}
 log.info("%s %s: std = %.6f (%s)", m["name"], modality, std, extra)

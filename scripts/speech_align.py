@@ -5,7 +5,8 @@ import time
 import pandas as pd
 import torch
 
-from crosstrace.io import select_shard, setup_logging, write_parquet
+from crosstrace.io import setup_logging, write_parquet
+from crosstrace.shards import select_known_ids
 from crosstrace.speech.align import CTCAligner
 from crosstrace.speech.pipeline import (
     align_record,
@@ -18,7 +19,7 @@ from crosstrace.speech.pipeline import (
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
-records = select_shard(pd.read_parquet(snakemake.input.records), int(p.shard), int(p.shard_size))
+records = select_known_ids(pd.read_parquet(snakemake.input.records), p.known_ids)
 manifest = pd.read_parquet(snakemake.input.manifest).set_index("known_id")
 qc = pd.read_parquet(snakemake.input.qc).set_index("known_id")
 aligners = list(p.aligners)
@@ -47,5 +48,5 @@ table = pd.DataFrame(rows, columns=["known_id", "aligner", "subject_start_s", "s
 write_parquet(table, snakemake.output.alignment)
 for name in aligners:
     sub = table[table["aligner"] == name]
-    log.info("shard %s, %s: %d ok of %d, %.3f s per prompt", p.shard, name, int((sub["status"] == "ok").sum()),
+    log.info("shard %s, %s: %d ok of %d, %.3f s per prompt", snakemake.wildcards.shard, name, int((sub["status"] == "ok").sum()),
              len(sub), spent[name] / max(1, len(records)))

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from crosstrace.io import select_shard, setup_logging, write_parquet
+from crosstrace.io import setup_logging, write_parquet
+from crosstrace.shards import select_known_ids
 from crosstrace.speech.pipeline import synthesize_record
 from crosstrace.speech.tts import get_backend
 
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
-records = select_shard(pd.read_parquet(snakemake.input.records), int(p.shard), int(p.shard_size))
+records = select_known_ids(pd.read_parquet(snakemake.input.records), p.known_ids)
 backend = get_backend(p.backend, **(p.backend_options or {}))
 wav_dir = Path(snakemake.output.wavs)
 wav_dir.mkdir(parents=True, exist_ok=True)
@@ -26,5 +27,5 @@ manifest = pd.DataFrame(rows, columns=["known_id", "path", "duration_s", "sample
                                        "status", "reason", "word_timings"])
 write_parquet(manifest, snakemake.output.manifest)
 ok = int((manifest["status"] == "ok").sum())
-log.info("shard %s: %d prompts, %d synthesised, %d quarantined, %.2f s per prompt (%s, %s)", p.shard, len(manifest),
+log.info("shard %s: %d prompts, %d synthesised, %d quarantined, %.2f s per prompt (%s, %s)", snakemake.wildcards.shard, len(manifest),
          ok, len(manifest) - ok, dt / max(1, len(manifest)), backend.name, backend.voice)

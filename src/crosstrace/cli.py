@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -14,21 +15,33 @@ from . import __version__
 
 
 def _trace(a: argparse.Namespace) -> int:
+    for flag, value in (("--prompt", a.prompt), ("--subject", a.subject)):
+        if not value.strip():
+            return _error(f"{flag} is empty" if not value else f"{flag} is only whitespace ({value!r})")
+    if a.subject not in a.prompt:
+        return _error(f"subject {a.subject!r} does not occur in prompt {a.prompt!r}")
     import torch
 
     from .models.loading import load_model
     from .report.figures import prompt_figure, save
     from .trace import NoiseConfig, TraceSettings, trace_prompt
+    from .trace.api import PromptTooLongError
 
     torch.set_num_threads(a.threads)
-    if a.subject not in a.prompt:
-        print(f"error: subject {a.subject!r} does not occur in prompt {a.prompt!r}", file=sys.stderr)
-        return 2
+    # The cost estimate before a long trace is a warning of crosstrace.trace.api.
+    warn = logging.StreamHandler(sys.stderr)
+    warn.setFormatter(logging.Formatter("warning: %(message)s"))
+    logging.getLogger("crosstrace").addHandler(warn)
+    logging.getLogger("crosstrace").setLevel(logging.WARNING)
     lm = load_model(a.model, a.device, a.dtype, cache_dir=a.cache_dir)
     noise = NoiseConfig(samples=a.samples, kind=a.noise_kind, seed=a.seed,
                         multiple=None if a.noise_abs is not None else a.noise_multiple, absolute=a.noise_abs)
-    settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine)
-    res = trace_prompt(lm.model, lm.tokenizer, a.prompt, a.subject, settings, noise_std=a.noise_std)
+    settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine,
+                             max_tokens=a.max_prompt_tokens)
+    try:
+        res = trace_prompt(lm.model, lm.tokenizer, a.prompt, a.subject, settings, noise_std=a.noise_std)
+    except PromptTooLongError as e:
+        return _error(f"{e}; raise --max-prompt-tokens to trace it anyway")
     a.out.mkdir(parents=True, exist_ok=True)
     written = []
     for kind, kt in res.kinds.items():
@@ -47,6 +60,18 @@ def _trace(a: argparse.Namespace) -> int:
         print(f"  {k:6s} peak IE {kt.ie.max():+.4f} at token {t} {res.tokens[t]!r}, layer {layer}")
     print(json.dumps(summary))
     return 0
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="std of subject embeddings (default: over this subject's tokens; the workflow uses all dataset subjects)")
     t.add_argument("--noise-abs", type=float, default=None, help="absolute ν (overrides --noise-multiple)")
     t.add_argument("--engine", default="auto", choices=["auto", "fast", "reference"])
+    t.add_argument("--max-prompt-tokens", type=_positive, default=256,
+                   help="refuse longer prompts (tracing cost grows with the square of the length); "
+                        "long ones get a time estimate first")
     t.add_argument("--device", default="cpu")
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     t.add_argument("--threads", type=int, default=2)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from .shards import select_for_trace  # noqa: F401 - defined with the shard logic, imported from here too
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’–—…"})
 
@@ -104,20 +106,3 @@ def filter_known(model, tokenizer, records, encode, max_new_tokens: int = 10, ba
             "label": m.label, "known": m.label != "none", "reason": m.reason,
         })
     return pd.DataFrame(rows, columns=FILTER_COLUMNS)
-
-
-def select_for_trace(known, max_prompts: int | None, shard: int | None = None, shard_size: int | None = None,
-                     require_known: bool = True):
-    """The prompts to trace, in dataset order, capped at ``max_prompts``; optionally one shard of them.
-
-    ``require_known=False`` traces every valid record whatever the model answered (a control, and how
-    the tests run the DAG on tiny random models that know nothing).
-    """
-    if "status" in known.columns:  # S→T: prompts without speech / alignment / units cannot be traced
-        known = known[known["status"] == "ok"]
-    sel = known[known["known"]] if require_known else known
-    if max_prompts is not None:
-        sel = sel.iloc[:max_prompts]
-    if shard is not None:
-        sel = sel.iloc[shard * shard_size : (shard + 1) * shard_size]
-    return sel

@@ -1,13 +1,17 @@
-import math
 import re
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
 
+from crosstrace.shards import select_for_trace, shard_blocks
+
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
+# Job logs live with the results they explain: two runs into different result directories never share
+# (or overwrite) a log.
+LOGS = f"{R}/logs"
 
 
 def workflow_path(p):
@@ -72,37 +76,61 @@ def gpus(wildcards):
     return int(MODELS[wildcards.model].get("device", "cpu").startswith("cuda"))
 
 
+# Settings that change speed only. They are in no rule's params, so changing them reruns nothing:
+# scripts read them from the config (docs/cluster.md, "What reruns when the config changes").
+SPEED_ONLY = {"trace": ["max_rows"], "filter": ["batch_size"]}
+
+
+def config_without_speed_settings():
+    """The config as report_config shows it: everything but SPEED_ONLY (it is that rule's param)."""
+    return {
+        k: ({kk: vv for kk, vv in v.items() if kk not in SPEED_ONLY[k]} if k in SPEED_ONLY else v)
+        for k, v in config.items()
+    }
+
+
 def trace_params():
-    """Everything that changes traced numbers; a change here reruns trace → merge → figures only."""
+    """Everything that changes traced numbers or which prompts are traced; a change here reruns
+    trace → merge → figures only. Speed-only settings (trace.max_rows) are not here: the script reads
+    them from the config, so changing them reruns nothing (docs/cluster.md lists what reruns what)."""
     t = config["trace"]
     return {
         "kinds": t["kinds"],
         "window": t["window"],
         "noise": t["noise"],
         "engine": t["engine"],
-        "max_rows": t["max_rows"],
+        "max_prompt_tokens": t["max_prompt_tokens"],
     }
 
 
-def selected_count(wildcards):
-    """Prompts to trace: known ones, capped by trace.max_prompts (read after the filter checkpoint)."""
+def trace_shards(wildcards):
+    """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts (known
+    ones, capped by trace.max_prompts, in dataset order; read after the filter checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
-    table = pd.read_parquet(known)
-    if "status" in table.columns:  # S→T: records without a traceable spoken prompt are never traced
-        table = table[table["status"] == "ok"]
-    n = int(table["known"].sum()) if config["filter"]["require_known"] else len(table)
-    cap = config["trace"]["max_prompts"]
-    return n if cap is None else min(n, cap)
+    selected = select_for_trace(
+        pd.read_parquet(known), config["trace"]["max_prompts"], config["filter"]["require_known"]
+    )
+    return shard_blocks(selected["known_id"], config["trace"]["shard_size"])
+
+
+def trace_shard_ids(wildcards):
+    """The trace rule's known_ids param: a shard reruns only when its own ids change."""
+    return shard_ids(trace_shards(wildcards), wildcards.shard)
+
+
+def shard_ids(shards, shard):
+    i = int(shard)
+    if i >= len(shards):
+        raise ValueError(f"shard {i} does not exist: the selection has {len(shards)} shard(s)")
+    return shards[i]
 
 
 def shard_outputs(wildcards):
-    n = selected_count(wildcards)
-    size = config["trace"]["shard_size"]
     return expand(
         f"{R}/{{model}}/{{modality}}/shards/{{shard}}.parquet",
         model=wildcards.model,
         modality=wildcards.modality,
-        shard=range(max(1, math.ceil(n / size))),
+        shard=range(len(trace_shards(wildcards))),
     )
 
 
@@ -128,11 +156,21 @@ def all_targets():
 SPEECH = config["speech"]
 
 
+def speech_shards():
+    """known_ids of each speech shard: fixed blocks of speech.shard_size over the records selected for
+    speech (read after the speech_select checkpoint); the same mechanism as the trace shards."""
+    selected = pd.read_parquet(checkpoints.speech_select.get().output.records, columns=["known_id"])
+    return shard_blocks(selected["known_id"], SPEECH["shard_size"])
+
+
 def speech_shard_ids():
-    """Shard indices of the prompts selected for speech (read after the speech_select checkpoint)."""
-    sel = checkpoints.speech_select.get().output.records
-    n = len(pd.read_parquet(sel, columns=["known_id"]))
-    return range(max(1, math.ceil(n / SPEECH["shard_size"])))
+    """Shard indices of the prompts selected for speech."""
+    return range(len(speech_shards()))
+
+
+def speech_shard_known_ids(wildcards):
+    """The known_ids param of a speech shard job (synthesize, speech_qc, align)."""
+    return shard_ids(speech_shards(), wildcards.shard)
 
 
 def speech_align_shards(wildcards):
@@ -167,7 +205,11 @@ def manifest_shards(wildcards):
 
 def filter_inputs(wildcards):
     """T→T: the validated records. S→T also: speech selection, manifests, QC, alignment, units."""
-    inp = {"records": f"{R}/data/records.parquet", "model": f"{R}/models/{wildcards.model}.json"}
+    inp = {
+        "records": f"{R}/data/records.parquet",
+        "validation": f"{R}/data/quarantine.parquet",
+        "model": f"{R}/models/{wildcards.model}.json",
+    }
     if wildcards.modality == "s2t":
         inp.update(
             speech_records=f"{R}/speech/records.parquet",
@@ -186,4 +228,8 @@ def noise_inputs(wildcards):
         if wildcards.modality == "s2t"
         else f"{R}/data/records.parquet"
     )
-    return {"records": records, "model": f"{R}/models/{wildcards.model}.json"}
+    return {
+        "records": records,
+        "validation": f"{R}/data/quarantine.parquet",
+        "model": f"{R}/models/{wildcards.model}.json",
+    }

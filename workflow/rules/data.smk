@@ -2,7 +2,7 @@ rule download_known:
     output:
         f"{R}/data/known_1000.json",
     log:
-        "logs/download_known/download_known.log",
+        f"{LOGS}/download_known/download_known.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
@@ -20,7 +20,7 @@ rule validate_known:
         records=f"{R}/data/records.parquet",
         quarantine=f"{R}/data/quarantine.parquet",
     log:
-        "logs/validate_known/validate_known.log",
+        f"{LOGS}/validate_known/validate_known.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:

@@ -11,7 +11,7 @@ rule speech_units:
     output:
         units=f"{R}/{{model}}/s2t/units/{{shard}}.parquet",
     log:
-        "logs/speech_units/{model}_{shard}.log",
+        f"{LOGS}/speech_units/{{model}}_{{shard}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     threads: 2

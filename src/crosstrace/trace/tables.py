@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .api import PromptTrace, Tracer
+from .api import PromptTooLongError, PromptTrace, Tracer
 from .tokens import SpanError, category_means
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def trace_records(tracer: Tracer, records: Iterable[dict], model: str, modality:
         try:
             t = trace_one(r)
             check_finite(t)
-        except (SpanError, NonFiniteError) as e:
+        except (SpanError, NonFiniteError, PromptTooLongError) as e:
             log.warning("known_id %s quarantined: %s", r["known_id"], e)
             quarantined.append({"model": model, "modality": modality, "known_id": int(r["known_id"]), "stage": "trace", "reason": str(e)})
             continue
