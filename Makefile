@@ -9,7 +9,7 @@ SNAKEMAKE_ARGS ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test test-cluster venv lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The tiny DAG on a real one-node Slurm cluster through workflow/profiles/slurm (tests/test_cluster_slurm.py):
+# installs slurm-wlm, slurmdbd, munge and mariadb-server with apt when missing (root), starts the daemons from a
+# temporary folder and stops them at the end. Not part of `make test` (there it is skipped).
+test-cluster: venv
+	$(PY) tests/slurm_cluster.py install
+	CROSSTRACE_TEST_CLUSTER=1 $(VENV)/bin/python -m pytest tests/test_cluster_slurm.py -v -s $(PYTEST_ARGS)
 
 # Code style, Snakefile formatting and Snakemake's own linter (on the default config.yaml).
 lint: venv
