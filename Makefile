@@ -9,7 +9,7 @@ SNAKEMAKE_ARGS ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test test-cluster venv lint bench clean
+.PHONY: demo test test-cluster venv lint bench clean study
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ lint: venv
 	$(VENV)/bin/ruff check src scripts tests
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(VENV)/bin/snakemake --lint
+
+# The reference study in docs/results/smollm2-135m (config/study.yaml): trace, then export the tables,
+# panel figure and provenance (config, commit, wall time, machine). About 1.5 hours on 2 idle cores.
+study: venv
+	start=$$(date +%s); \
+	$(VENV)/bin/snakemake --configfile config/study.yaml --cores $(CORES) $(SNAKEMAKE_ARGS) && \
+	$(VENV)/bin/python -m crosstrace.report.study --results results/study --out docs/results/smollm2-135m \
+		--config config.yaml config/study.yaml --wall-seconds $$(( $$(date +%s) - start ))
 
 bench: venv
 	$(VENV)/bin/python -m crosstrace.bench

@@ -33,7 +33,9 @@ include: "workflow/rules/filter.smk"
 include: "workflow/rules/trace.smk"
 include: "workflow/rules/speech.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/screen.smk"
 include: "workflow/rules/similarity.smk"
+include: "workflow/rules/unit_view.smk"
 
 
 rule all:

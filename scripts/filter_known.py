@@ -24,7 +24,7 @@ m = read_json(inp.model)
 lm = load_any(m)
 if modality == "s2t":
     prompts = s2t_table(df, pd.read_parquet(inp.speech_records), read_parquets(inp.manifest), read_parquets(inp.qc),
-                        pd.read_parquet(inp.alignment), read_parquets(inp.units), p.aligner, bool(m.get("stray_space", False)))
+                        pd.read_parquet(inp.alignment), read_parquets(inp.units), p.aligner, m, lm.tokenizer)
     table = label_known_s2t(lm.model, lm.tokenizer, m, prompts, p.max_new_tokens, batch_size)
     bad = table["status"] != "ok"
     log.info("%s s2t: %d records, %d with a traceable S→T prompt, %d quarantined by stage %s", m["name"],

@@ -1,14 +1,31 @@
-"""All shards → raw IE per prompt, per-category IE, AIE with bootstrap CIs, quarantine and a summary."""
+"""All shards → raw IE per prompt, per-category IE, AIE with bootstrap CIs, quarantine and a summary.
+
+S→T: the shards hold IE per speech unit; each prompt's units are averaged per text token first (paper §2.4,
+the text-token map in known.parquet), so ie_per_prompt.parquet has one row per text token and [Text]."""
 
 import pandas as pd
 
 from crosstrace.io import read_json, setup_logging, write_json, write_parquet
+from crosstrace.modality import s2t_token_maps
 from crosstrace.report.stats import aie_table
-from crosstrace.trace.tables import category_table, merge_shards
+from crosstrace.trace.tables import aggregate_by_text_tokens, category_table, merge_shards
 
 log = setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 ie, quarantined = merge_shards(snakemake.input.shards)
+silence = {}
+if w.modality == "s2t":
+    known_s2t = pd.read_parquet(snakemake.input.known)
+    ie, q_agg = aggregate_by_text_tokens(ie, s2t_token_maps(known_s2t))
+    quarantined = pd.concat([quarantined, q_agg], ignore_index=True) if len(q_agg) else quarantined
+    ok = known_s2t[known_s2t["known_id"].isin(ie["known_id"].unique())]  # the traced prompts
+    silence = {
+        "aggregation": "IE per text token = mean IE of its speech units; last token = [Text]",
+        "lead_silence_units": int(ok["lead_silence_units"].sum()),
+        "trail_silence_units": int(ok["trail_silence_units"].sum()),
+        "units_in_prompts": int(ok["n_units"].sum()) if len(ok) else 0,
+    }
+    log.info("S→T aggregated by text tokens: %d prompts; %s", ie["known_id"].nunique() if len(ie) else 0, silence)
 cats = category_table(ie)
 st = snakemake.params.stats
 aie = aie_table(cats, n_boot=st["n_boot"], seed=st["seed"], level=st["level"])
@@ -34,6 +51,7 @@ summary = {
     "kinds": t["kinds"],
     "engine": str(ie["engine"].iloc[0]) if len(ie) else None,
     "ci": {"method": "percentile bootstrap over prompts", **st},
+    **silence,
 }
 log.info("summary: %s", summary)
 write_parquet(ie, snakemake.output.ie)

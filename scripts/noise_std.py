@@ -1,12 +1,12 @@
 """ν's basis per model and modality. T→T: std of the input embeddings of all dataset subjects' tokens
-(ROME's s3). S→T: std of the input embeddings of the unit tokens inside every subject span over all
-speech prompts with a span."""
+(ROME's s3). S→T: std of the input embeddings of the unit tokens inside every subject span (the units of
+the subject's text tokens, known.parquet) over all speech prompts with a span."""
 
 import pandas as pd
 
 from crosstrace.data import no_records_left
 from crosstrace.io import read_json, setup_logging, write_json
-from crosstrace.modality import load_any, s2t_subject_embedding_ids
+from crosstrace.modality import load_any, s2t_subject_embedding_ids, stray_space
 from crosstrace.trace.api import subject_embedding_std
 from crosstrace.trace.noise import embedding_std
 
@@ -16,9 +16,9 @@ lm = load_any(m)
 modality = snakemake.wildcards.modality
 if modality == "s2t":
     table = pd.read_parquet(snakemake.input.records)
-    ids = s2t_subject_embedding_ids(table.to_dict("records"), bool(m.get("stray_space", False)))
+    ids = s2t_subject_embedding_ids(table.to_dict("records"), stray_space(m))
     std = embedding_std(lm.model.get_input_embeddings(), ids)
-    extra = {"n_subjects": len(ids), "n_tokens": sum(map(len, ids)), "basis": "unit tokens inside S→T subject spans"}
+    extra = {"n_subjects": len(ids), "n_tokens": sum(map(len, ids)), "basis": "units of the subject's text tokens (S→T subject spans)"}
 else:
     subjects = pd.read_parquet(snakemake.input.records, columns=["subject"])["subject"].tolist()
     if not subjects:

@@ -9,6 +9,7 @@ from crosstrace.io import setup_logging, write_parquet
 from crosstrace.shards import select_known_ids
 from crosstrace.speech.align import CTCAligner
 from crosstrace.speech.pipeline import (
+    ALIGNMENT_COLUMNS,
     align_record,
     alignment_row,
     timings_from_json,
@@ -43,8 +44,7 @@ for r in records.itertuples(index=False):
         if a.status != "ok":
             log.warning("%s", a.reason)
         rows.append(alignment_row(a))
-table = pd.DataFrame(rows, columns=["known_id", "aligner", "subject_start_s", "subject_end_s", "words", "score",
-                                    "status", "reason"])
+table = pd.DataFrame(rows, columns=ALIGNMENT_COLUMNS)
 write_parquet(table, snakemake.output.alignment)
 for name in aligners:
     sub = table[table["aligner"] == name]

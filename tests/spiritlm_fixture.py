@@ -1,4 +1,4 @@
-"""A tiny random SpiritLM checkpoint tree in the real on-disk formats (docs: spiritlm-format.md §1-§3).
+"""A tiny random SpiritLM checkpoint tree in the real on-disk formats (docs/spiritlm.md).
 
 ``build_tiny_spiritlm(root)`` writes, under ``root``::
 
@@ -116,7 +116,7 @@ def _parse_conv(expr: str) -> list[tuple[int, int, int]]:
 
 
 def tiny_hubert_state(seed: int = 0, conv_pos_batch_norm: bool = True) -> dict[str, torch.Tensor]:
-    """Random weights with fairseq names (spiritlm-format.md §5), scaled so features are not degenerate."""
+    """Random weights with fairseq names (docs/spiritlm.md, "fairseq names"), scaled so features are not degenerate."""
     g = torch.Generator().manual_seed(seed)
     h = TINY_HUBERT
     D, F, K, G = h["dim"], h["ffn"], h["conv_pos"], h["conv_pos_groups"]
@@ -175,7 +175,7 @@ def tiny_hubert_state(seed: int = 0, conv_pos_batch_norm: bool = True) -> dict[s
 
 
 def tiny_quantizer_state(seed: int = 1, dim: int | None = None, vocab_size: int = VOCAB_UNITS) -> tuple[dict, dict]:
-    """model_cfg and the state dict of Linear, LeakyReLU, Linear, LeakyReLU, Linear (§3.4 widths)."""
+    """model_cfg and the state dict of Linear, LeakyReLU, Linear (the release's widths, docs/spiritlm.md)."""
     g = torch.Generator().manual_seed(seed)
     dim = dim or TINY_HUBERT["dim"]
     upstream = dim

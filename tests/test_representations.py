@@ -8,15 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from crosstrace.modality import encode_s2t, load_any, prepare_any
+from crosstrace.modality import load_any, prepare_any
 from crosstrace.representations import POSITIONS, block_states, matched_states, shared_prompts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Frames [5,5,7,7,7,9,9,5,5,5] at 25 Hz → dedup [5,7,9,5], runs [2,3,2,3]; subject 0.10–0.22 s → positions
-# [3, 5) of [1, 32001, 32007, 32009, 32011, 32007, 32000] (tests/test_s2t_modality.py works this out).
+# Frames [5,5,7,7,7,9,9,5,5,5] at 25 Hz → dedup [5,7,9,5], runs [2,3,2,3]. A known-table row whose subject
+# (text token 0) owns units [1, 3) and "▁is" unit 3 → positions [4, 6) of
+# [1, 29871, 32001, 32007, 32009, 32011, 32007, 32000] (the reference ids, stray ▁ included).
 DEDUP, RUNS = [5, 7, 9, 5], [2, 3, 2, 3]
-S2T_IDS = [1, 32001, 32007, 32009, 32011, 32007, 32000]
+S2T_IDS = [1, 29871, 32001, 32007, 32009, 32011, 32007, 32000]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +31,7 @@ def lm(spec):
     return load_any({**spec, "dtype": "float32"})
 
 
-def s2t_row(
-    known_id: int, status: str = "ok", known: bool = True, start: float = 0.10, end: float = 0.22
-) -> dict:
+def s2t_row(known_id: int, status: str = "ok", known: bool = True) -> dict:
     row = {
         "known_id": known_id,
         "status": status,
@@ -40,14 +39,18 @@ def s2t_row(
         "dedup": DEDUP,
         "run_lengths": RUNS,
         "n_frames": 10,
-        "subject_start_s": start,
-        "subject_end_s": end,
+        "n_units": 4,
+        "text_tokens": ["S", "▁is"],
+        "subject_token_start": 0,
+        "subject_token_end": 1,
+        "token_unit_start": [1, 3],
+        "token_unit_end": [3, 4],
+        "unit_offset": None,
         "pos_start": None,
         "pos_end": None,
     }
     if status == "ok":
-        _, span = encode_s2t(DEDUP, RUNS, start, end, 10)
-        row.update(pos_start=span.pos_start, pos_end=span.pos_end)
+        row.update(unit_offset=3, pos_start=4, pos_end=6)
     return row
 
 
@@ -72,10 +75,11 @@ def test_shared_prompts_is_the_intersection_in_t2t_order():
 def test_states_equal_output_hidden_states_at_hand_computed_positions(lm, spec):
     t2t = {"known_id": 7, "prompt": "Apple was founded by", "subject": "Apple"}
     got = matched_states(lm.model, lm.tokenizer, spec, [(t2t, s2t_row(7))])
-    # [Text]Apple was founded by → <s> [Text] A p p l e ▁was ▁founded ▁by: subject "Apple" is tokens 2..6
-    t_ids = lm.tokenizer("[Text]Apple was founded by")["input_ids"]
+    # [Text]Apple was founded by → <s> ▁ [Text] A p p l e ▁was ▁founded ▁by: subject "Apple" is tokens 3..7
+    t_ids = [1, 29871] + lm.tokenizer("[Text]Apple was founded by")["input_ids"][1:]
     assert lm.tokenizer.convert_ids_to_tokens(t_ids) == [
         "<s>",
+        "▁",
         "[Text]",
         "A",
         "p",
@@ -89,17 +93,17 @@ def test_states_equal_output_hidden_states_at_hand_computed_positions(lm, spec):
     pos = got.positions.iloc[0].to_dict()
     assert pos == {
         "known_id": 7,
-        "t2t_subject": 6,
-        "t2t_last": 9,
-        "n_t2t": 10,
-        "s2t_subject": 4,
-        "s2t_last": 6,
-        "n_s2t": 7,
+        "t2t_subject": 7,
+        "t2t_last": 10,
+        "n_t2t": 11,
+        "s2t_subject": 5,
+        "s2t_last": 7,
+        "n_s2t": 8,
     }
     assert got.known_ids == [7] and got.skipped == []
     n_layers, hidden = lm.model.config.num_hidden_layers, lm.model.config.hidden_size
     norm = lm.model.model.norm
-    for ids, states, positions in ((t_ids, got.text, (6, 9)), (S2T_IDS, got.speech, (4, 6))):
+    for ids, states, positions in ((t_ids, got.text, (7, 10)), (S2T_IDS, got.speech, (5, 7))):
         with torch.no_grad():
             hs = lm.model(torch.tensor([ids]), output_hidden_states=True).hidden_states
         assert len(hs) == n_layers + 1
@@ -116,14 +120,14 @@ def test_states_equal_output_hidden_states_at_hand_computed_positions(lm, spec):
                 )
             assert not np.allclose(x[0, -1], hs[-1][0, p].numpy(), atol=1e-3)
     # block_states alone, on the hand-written S→T ids, gives the same rows
-    np.testing.assert_array_equal(block_states(lm.model, S2T_IDS, [4])[0], got.speech["subject"][0])
+    np.testing.assert_array_equal(block_states(lm.model, S2T_IDS, [5])[0], got.speech["subject"][0])
 
 
 def test_prompt_without_a_span_is_skipped_with_its_reason(lm, spec):
     pairs = [
         ({"known_id": 1, "prompt": "Apple was founded by", "subject": "Apple"}, s2t_row(1)),
         ({"known_id": 2, "prompt": "Apple was founded by", "subject": "Rome"}, s2t_row(2)),  # not in the text
-        ({"known_id": 3, "prompt": "Apple was founded by", "subject": "Apple"}, {**s2t_row(3), "pos_end": 6}),
+        ({"known_id": 3, "prompt": "Apple was founded by", "subject": "Apple"}, {**s2t_row(3), "pos_end": 7}),
     ]
     got = matched_states(lm.model, lm.tokenizer, spec, pairs)
     assert got.known_ids == [1] and list(got.positions["known_id"]) == [1]

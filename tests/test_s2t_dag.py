@@ -17,6 +17,7 @@ import yaml
 from conftest import ROOT, make_tiny_model_dir
 from spiritlm_fixture import build_tiny_spiritlm
 
+from crosstrace.categories import CATEGORIES
 from crosstrace.report.stats import SIMILARITY_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -61,26 +62,49 @@ def test_aie_for_all_three_runs(run):
         assert (run / model / mod / "figures" / "aie_hidden.png").exists()
 
 
-def test_s2t_rows_subject_inside_unit_region(run):
-    ie = pd.read_parquet(run / "spirit" / "s2t" / "ie_per_prompt.parquet")
-    assert ie["known_id"].nunique() >= 1
-    for _kid, g in ie.groupby("known_id"):
-        toks = g.drop_duplicates("token_index").sort_values("token_index")["token"].tolist()
-        b, e = int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0])
-        assert toks[1] == "[Speech]" and toks[-1] == "[Text]"
-        assert 2 <= b < e <= len(toks) - 1
-        assert all(t.startswith("[Hu") for t in toks[b:e])
+def test_s2t_rows_are_text_tokens_and_six_categories(run):
+    """S→T traces are aggregated by text tokens: ie_per_prompt has one row per text token plus [Text], the
+    subject in text-token indices, and the AIE rows are the six text-token categories (as T→T)."""
     known = pd.read_parquet(run / "spirit" / "s2t" / "known.parquet")
     assert len(known) == 3  # every validated record, none dropped
     q = known[known["status"] != "ok"]
     assert (q["stage"] == "speech").all() and q["reason"].str.startswith("known_id=").all()
-    ok = known[known["status"] == "ok"]
-    assert {"subject_start_s", "frame_start", "dedup_start", "pos_start", "pos_end"} <= set(known.columns)
-    assert (ok["pos_start"] >= ok["unit_offset"]).all()
+    ok = known[known["status"] == "ok"].set_index("known_id")
+    ie = pd.read_parquet(run / "spirit" / "s2t" / "ie_per_prompt.parquet")
+    assert ie["known_id"].nunique() >= 1
+    t2t_ie = pd.read_parquet(run / "spirit" / "t2t" / "ie_per_prompt.parquet")
+    for kid, g in ie.groupby("known_id"):
+        r = ok.loc[kid].to_dict()  # integer columns are floats here: quarantined rows hold None
+        for c in ("subject_token_start", "subject_token_end", "unit_offset", "n_units", "lead_silence_units",
+                  "trail_silence_units", "pos_start", "pos_end"):
+            r[c] = int(r[c])
+        toks = g.drop_duplicates("token_index").sort_values("token_index")
+        assert toks["token"].tolist() == [*r["text_tokens"], "[Text]"]
+        assert (g["subject_start"] == r["subject_token_start"]).all() and (g["subject_end"] == r["subject_token_end"]).all()
+        # every text token owns its own units: consecutive LM ranges inside [unit_offset, unit_offset + n_units)
+        spans = list(zip(toks["pos_start"], toks["pos_end"], strict=True))[:-1]
+        assert spans[0][0] == r["unit_offset"] + r["lead_silence_units"]
+        assert all(a < b for a, b in spans) and all(b == c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))
+        assert spans[-1][1] == r["unit_offset"] + r["n_units"] - r["trail_silence_units"]
+        assert (r["pos_start"], r["pos_end"]) == (spans[r["subject_token_start"]][0], spans[r["subject_token_end"] - 1][1])
+        # the same text tokens as the T→T prompt after [BOS, ▁, [Text]]
+        if kid in set(t2t_ie["known_id"]):
+            assert t2t_ie[t2t_ie["known_id"] == kid]["n_tokens"].iloc[0] == 3 + len(r["text_tokens"])
+    aie = pd.read_parquet(run / "spirit" / "s2t" / "aie.parquet")
+    assert set(aie["category"]) <= set(CATEGORIES) and {"first_subject", "last_subject", "last"} <= set(aie["category"])
+    summary = pd.read_json(run / "spirit" / "s2t" / "summary.json", typ="series")
+    assert summary["units_in_prompts"] > 0 and summary["lead_silence_units"] >= 0
     noise = pd.read_json(run / "spirit" / "s2t" / "noise.json", typ="series")
-    assert noise["std"] > 0 and noise["n_tokens"] > 0
+    assert noise["std"] > 0 and noise["n_tokens"] == int((ok["pos_end"] - ok["pos_start"]).sum())
     units = pd.read_parquet(run / "spirit" / "s2t" / "units" / "0.parquet")
     assert (units["status"] == "ok").all() and (units["n_frames"] == units["run_lengths"].map(sum)).all()
+    # the per-unit view: the raw unit positions, each with the text token that owns it
+    view = pd.read_parquet(run / "spirit" / "s2t" / "ie_per_unit.parquet")
+    one = view[(view["kind"] == "hidden") & (view["layer"] == 0)]
+    assert set(one["region"]) <= {"marker", "silence", "token", "last"} and (one["region"] == "token").sum() > 0
+    assert set(view["known_id"]) == set(ie["known_id"])
+    png = run / "spirit" / "s2t" / "figures" / "ie_per_unit_hidden.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_similarity_table_figure_and_report(run):

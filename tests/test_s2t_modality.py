@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,11 +17,14 @@ from crosstrace.modality import (
     prepare_any,
     s2t_subject_embedding_ids,
     s2t_table,
+    s2t_token_maps,
     trace_one_fn,
     units_row,
 )
 from crosstrace.models.hubert import Units
 from crosstrace.models.loading import ModelLoadError
+from crosstrace.speech.align import PromptWord
+from crosstrace.speech.pipeline import prompt_words_to_json
 from crosstrace.speech.units import UnitSpanError
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.noise import embedding_std
@@ -48,18 +54,18 @@ UNITS = Units(FRAMES, [5, 7, 9, 5], [2, 3, 2, 3], 10)
 
 
 def test_encode_s2t_hand_computed():
-    # subject 0.10..0.22 s: frames [floor(2.5), ceil(5.5)) = [2, 6) -> runs 1 (frames 2-4) .. 2 (frame 5) -> dedup [1, 3)
+    # 0.10..0.22 s: frames [floor(2.5), ceil(5.5)) = [2, 6) -> runs 1 (frames 2-4) .. 2 (frame 5) -> dedup [1, 3)
     ids, span = encode_s2t(UNITS.dedup, UNITS.run_lengths, 0.10, 0.22, UNITS.n_frames)
-    assert ids == [1, 32001, 32007, 32009, 32011, 32007, 32000]
+    assert ids == [1, 29871, 32001, 32007, 32009, 32011, 32007, 32000]  # the reference's stray ▁ by default
     assert (span.frame_start, span.frame_end) == (2, 6)
     assert (span.dedup_start, span.dedup_end) == (1, 3)
-    assert span.offset == 2 and span.positions == (3, 5)
-    assert ids[3:5] == [32009, 32011]  # [Hu7][Hu9]
-    # with the stray ▁ everything moves by one
-    ids, span = encode_s2t(UNITS.dedup, UNITS.run_lengths, 0.10, 0.22, UNITS.n_frames, stray_space=True)
-    assert ids[:3] == [1, 29871, 32001] and span.positions == (4, 6)
+    assert span.offset == 3 and span.positions == (4, 6)
+    assert ids[4:6] == [32009, 32011]  # [Hu7][Hu9]
+    # without the stray ▁ (a deviation) everything moves back by one
+    ids, span = encode_s2t(UNITS.dedup, UNITS.run_lengths, 0.10, 0.22, UNITS.n_frames, stray_space=False)
+    assert ids[:2] == [1, 32001] and span.positions == (3, 5)
     # a run crossing the edge counts as inside: 0.0..0.01 s -> frame [0, 1) -> dedup [0, 1)
-    assert encode_s2t(UNITS.dedup, UNITS.run_lengths, 0.0, 0.01)[1].positions == (2, 3)
+    assert encode_s2t(UNITS.dedup, UNITS.run_lengths, 0.0, 0.01)[1].positions == (3, 4)
     with pytest.raises(UnitSpanError):
         encode_s2t(UNITS.dedup, UNITS.run_lengths, 1.0, 2.0, 10)  # outside the 0.4 s utterance
 
@@ -72,17 +78,28 @@ def _tables():
                              "duration_s": [0.4, 0.4, 0.0, 0.4], "status": ["ok", "ok", "quarantined", "ok"],
                              "reason": ["", "", "known_id=2: too short", ""]})
     qc = pd.DataFrame({"known_id": [0, 1, 3], "wer": [0.0, 0.9, 0.0], "passes_qc": [True, False, True]})
+    # word times: "A is": A [0.10, 0.22), is [0.22, 0.36); "B is": B [0.0, 0.08), is [0.08, 0.30)
+    words = {0: [PromptWord("A", 0, 1, 0.10, 0.22), PromptWord("is", 2, 4, 0.22, 0.36)],
+             1: [PromptWord("B", 0, 1, 0.0, 0.08), PromptWord("is", 2, 4, 0.08, 0.30)],
+             3: [PromptWord("D", 0, 1, 0.0, 0.1), PromptWord("is", 2, 4, 0.1, 0.2)]}
     alignment = pd.DataFrame({"known_id": [0, 1, 3, 0], "aligner": ["tts", "tts", "tts", "whisper"],
                               "subject_start_s": [0.10, 0.0, 0.0, 0.3], "subject_end_s": [0.22, 0.01, 0.1, 0.4],
-                              "status": ["ok", "ok", "ok", "ok"], "reason": ["", "", "", ""]})
+                              "status": ["ok", "ok", "ok", "ok"], "reason": ["", "", "", ""],
+                              "prompt_words": [prompt_words_to_json(words[k]) for k in (0, 1, 3)] + [None]})
     units = pd.DataFrame([units_row(0, UNITS), units_row(1, UNITS), units_row(3, error="zero units")])
     return records, speech, manifest, qc, alignment, units
 
 
-def test_s2t_table_labels_every_record():
-    t = s2t_table(*_tables(), aligner="tts").set_index("known_id")
+def test_s2t_table_labels_every_record(lm, spec):
+    t = s2t_table(*_tables(), aligner="tts", spec=spec, tokenizer=lm.tokenizer).set_index("known_id")
     assert list(t.index) == [0, 1, 2, 3, 4]  # nothing dropped
-    assert t.loc[0, "status"] == "ok" and (t.loc[0, "pos_start"], t.loc[0, "pos_end"]) == (3, 5)
+    # units (runs [2,3,2,3]) cover 0-.08, .08-.20, .20-.28, .28-.40 s: A [.10,.22) owns unit 1 (its .10 s beats
+    # the .02 s it has of unit 2), "is" units 2-3; unit 0 is leading silence. With [BOS, ▁, [Speech]]: LM 4..5
+    assert t.loc[0, "status"] == "ok" and (t.loc[0, "pos_start"], t.loc[0, "pos_end"]) == (4, 5)
+    assert list(t.loc[0, "text_tokens"]) == ["A", "▁is"] and (t.loc[0, "subject_token_start"], t.loc[0, "subject_token_end"]) == (0, 1)
+    assert list(t.loc[0, "token_unit_start"]) == [1, 2] and list(t.loc[0, "token_unit_end"]) == [2, 4]
+    assert (t.loc[0, "lead_silence_units"], t.loc[0, "trail_silence_units"]) == (1, 0)
+    assert (t.loc[0, "subject_start_s"], t.loc[0, "subject_end_s"]) == (0.10, 0.22)
     assert t.loc[1, "status"] == "ok" and not t.loc[1, "passes_qc"]  # QC failure kept, labelled
     assert (t.loc[2, "status"], t.loc[2, "stage"]) == ("quarantined", "synthesize")
     assert (t.loc[3, "status"], t.loc[3, "stage"]) == ("quarantined", "units")
@@ -90,33 +107,55 @@ def test_s2t_table_labels_every_record():
     assert all(t.loc[k, "reason"].startswith(f"known_id={k}:") for k in (2, 3, 4))
 
 
-def test_s2t_noise_std_is_direct_computation(lm):
-    t = s2t_table(*_tables(), aligner="tts")
+def test_s2t_noise_std_is_direct_computation(lm, spec):
+    t = s2t_table(*_tables(), aligner="tts", spec=spec, tokenizer=lm.tokenizer)
     ids = s2t_subject_embedding_ids(t.to_dict("records"))
-    assert ids == [[32009, 32011], [32007]]
+    assert ids == [[32009], [32007]]  # the subject's units: [Hu7] (known_id 0), [Hu5] (known_id 1)
     w = lm.model.get_input_embeddings().weight.double()
-    direct = torch.cat([w[32009], w[32011], w[32007]]).std().item()
+    direct = torch.cat([w[32009], w[32007]]).std().item()
     assert embedding_std(lm.model.get_input_embeddings(), ids) == pytest.approx(direct, rel=1e-12)
 
 
 def test_t2t_spiritlm_span_apples(lm, spec):
     enc = encode_t2t(spec, lm.tokenizer, "Apple's city is in France", "Apple")
-    assert enc.input_ids[:2] == [1, 32000]
+    assert enc.input_ids[:3] == [1, 29871, 32000]  # the reference's ids by default
     toks = lm.tokenizer.convert_ids_to_tokens(enc.input_ids)
     b, e = enc.subject_span
-    assert b == 2 and "".join(toks[b:e]).replace("▁", "") == "Apple"
-    enc = encode_t2t({**spec, "stray_space": True}, lm.tokenizer, "Apple's city is in France", "Apple")
-    assert enc.input_ids[:3] == [1, 29871, 32000] and enc.subject_span[0] == 3
+    assert b == 3 and "".join(toks[b:e]).replace("▁", "") == "Apple"
+    enc = encode_t2t({**spec, "stray_space": False}, lm.tokenizer, "Apple's city is in France", "Apple")
+    assert enc.input_ids[:2] == [1, 32000] and enc.subject_span[0] == 2
 
 
 def test_trace_s2t_row_positions_inside_units(lm, spec):
-    t = s2t_table(*_tables(), aligner="tts")
+    t = s2t_table(*_tables(), aligner="tts", spec=spec, tokenizer=lm.tokenizer)
     row = t[t["known_id"] == 0].iloc[0].to_dict()
     settings = TraceSettings(kinds=("hidden",), window=2, noise=NoiseConfig(samples=2))
     tracer = Tracer(lm.model, lm.tokenizer, settings, 0.1)
     tr = trace_one_fn(spec, tracer, "s2t")(row)
-    assert tr.subject_span == (3, 5) and tr.input_ids[:2] == [1, 32001]
-    assert tr.tokens[:4] == [tr.tokens[0], "[Speech]", "[Hu5]", "[Hu7]"] and tr.tokens[-1] == "[Text]"
+    assert tr.subject_span == (4, 5) and tr.input_ids[:3] == [1, 29871, 32001]
+    assert tr.tokens[2:5] == ["[Speech]", "[Hu5]", "[Hu7]"] and tr.tokens[-1] == "[Text]"
+    # the trace aggregates onto the row's text tokens: A, ▁is, [Text]
+    from crosstrace.trace.tables import aggregate_by_text_tokens, trace_rows
+
+    agg, q = aggregate_by_text_tokens(trace_rows(tr, tracer, "m", "s2t"), s2t_token_maps(t))
+    assert q.empty and agg.drop_duplicates("token_index")["token"].tolist() == ["A", "▁is", "[Text]"]
+    raw = tr.kinds["hidden"].ie
+    got = agg.sort_values(["token_index", "layer"])["ie"].to_numpy().reshape(3, -1)
+    np.testing.assert_allclose(got, np.stack([raw[4], raw[5:7].mean(0), raw[7]]), rtol=0, atol=1e-12)
+
+
+def test_s2t_table_quarantines_tokens_with_reasons(lm, spec):
+    records, speech, manifest, qc, alignment, units = _tables()
+    # whisper lost "is"; the subject "B" placed after the end of the 0.4 s audio
+    alignment.loc[0, "prompt_words"] = prompt_words_to_json([PromptWord("A", 0, 1, 0.10, 0.22),
+                                                            PromptWord("is", 2, 4, math.nan, math.nan)])
+    alignment.loc[1, "prompt_words"] = prompt_words_to_json([PromptWord("B", 0, 1, 0.5, 0.6),
+                                                            PromptWord("is", 2, 4, 0.6, 0.7)])
+    t = s2t_table(records, speech, manifest, qc, alignment, units, "tts", spec, lm.tokenizer).set_index("known_id")
+    assert (t.loc[0, "status"], t.loc[0, "stage"]) == ("quarantined", "tokens")
+    assert "could not place the word 'is'" in t.loc[0, "reason"]
+    assert t.loc[1, "stage"] == "tokens" and "the units do not cover the subject" in t.loc[1, "reason"]
+    assert t.loc[1, "reason"].startswith("known_id=1:")
 
 
 def test_missing_checkpoint_files_named(tmp_path, root):

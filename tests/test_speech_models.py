@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("piper")
 
-from crosstrace.speech.align import CTCAligner  # noqa: E402
+from crosstrace.speech.align import CTCAligner, token_times  # noqa: E402
 from crosstrace.speech.pipeline import (  # noqa: E402
     align_record,
     audio_problem,
@@ -165,6 +165,12 @@ def test_tiny_hubert_ctc_aligner_end_to_end(tiny_ctc, vinson):
     assert edges == sorted(edges) and edges[-1] <= vinson.duration_s
     assert all(0.0 < w.score <= 1.0 for w in a.words)
     assert a.subject_start_s == a.words[0].start_s and a.subject_end_s == a.words[1].end_s
+    # every prompt word placed, with an anchor at the start of each letter's CTC segment
+    assert [w.word for w in a.prompt_words] == VINSON.split() and all(w.placed for w in a.prompt_words)
+    assert len(a.prompt_words[0].anchors) == len("Vinson") and a.prompt_words[0].anchors[0] == (0, a.words[0].start_s)
+    # text-token boundaries inside "Vinson" fall on those anchors (CTC character frames)
+    starts, ends = token_times(VINSON, [(0, 1), (1, 6), (6, 13)] + [(13 + 0, len(VINSON))], a.prompt_words)
+    assert starts[1] == dict(a.prompt_words[0].anchors)[1] and ends == sorted(ends)
 
 
 def test_ctc_aligner_from_saved_folder(tmp_path, vinson):
@@ -198,6 +204,8 @@ def test_tts_aligner_uses_piper_timings(vinson):
     assert merged.status == "quarantined" and "merged" in merged.reason  # "in the" is one group
     inside = align_record("tts", 4, VINSON, "located in the continent", vinson.audio, word_timings=vinson.word_timings)
     assert inside.status == "ok" and inside.subject_end_s == vinson.word_timings[6].end_s
+    pw = inside.prompt_words  # one per prompt word, the synthesiser's spans
+    assert [(w.start_s, w.end_s) for w in pw] == [(t.start_s, t.end_s) for t in vinson.word_timings]
 
 
 class _SilentTTS(TTSBackend):

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def ckpt_wn(tmp_path_factory):
-    return build_tiny_spiritlm(tmp_path_factory.mktemp("spiritlm_wn"), seed=3, conv_pos_batch_norm=False, normalize=True)
+    return build_tiny_spiritlm(tmp_path_factory.mktemp("spiritlm_wn"), seed=3, conv_pos_batch_norm=False)
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +122,19 @@ def test_features_match_reference_batch_norm_posconv(ckpt, tok):
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
 
 
-def test_features_match_reference_weight_norm_posconv_and_normalize(ckpt_wn):
+def test_features_match_reference_weight_norm_posconv(ckpt_wn):
     tok = SpeechTokenizer.from_checkpoints(ckpt_wn["root"])
-    assert tok.normalize and tok.model.config.conv_pos_batch_norm is False
+    assert tok.model.config.conv_pos_batch_norm is False
     raw = torch.load(ckpt_wn["hubert"], weights_only=True)
     wav = speechlike(16000 * 2, seed=5) * 3 + 0.01
     torch.testing.assert_close(tok.features(wav), reference_features(raw, wav), atol=1e-5, rtol=0)
+
+
+def test_normalize_true_is_refused(tmp_path):
+    """SpiritLM's tokenizer cannot run a normalize=True checkpoint, so there is no reference to match: refuse."""
+    paths = build_tiny_spiritlm(tmp_path / "norm", normalize=True)
+    with pytest.raises(CheckpointError, match=r"mhubert_base_25hz.pt: task_cfg normalize=True is not supported"):
+        SpeechTokenizer.from_checkpoints(paths["root"])
 
 
 def test_full_model_hidden_state_11_is_layer_11(ckpt, tok):

@@ -55,10 +55,11 @@ def test_sentencepiece_native_matches_documented_facts(ckpt):
 def test_s2t_ids_built_directly(tok):
     units = [99, 49, 38, 361, 0, 500]
     ids = s2t_ids(units)
-    assert ids == [1, 32001, 32101, 32051, 32040, 32363, 32002, 32502, 32000]
-    assert ids == tok(s2t_prompt(units))["input_ids"]  # the tokenizer agrees under transformers 5
-    assert s2t_unit_offset() == 2 and ids[2] == 32002 + 99
-    assert s2t_ids(units, stray_space=True)[:3] == [1, 29871, 32001] and s2t_unit_offset(True) == 3
+    assert ids == [1, 29871, 32001, 32101, 32051, 32040, 32363, 32002, 32502, 32000]  # the reference's ids
+    assert s2t_unit_offset() == 3 and ids[3] == 32002 + 99
+    # without the stray ▁ (a deviation): what the transformers-5 tokenizer gives for the prompt string
+    assert s2t_ids(units, stray_space=False) == tok(s2t_prompt(units))["input_ids"]
+    assert s2t_ids(units, stray_space=False)[:2] == [1, 32001] and s2t_unit_offset(False) == 2
     with pytest.raises(ValueError, match="0..500"):
         s2t_ids([501])
 
@@ -66,13 +67,13 @@ def test_s2t_ids_built_directly(tok):
 def test_t2t_convention(tok):
     ids = t2t_ids(tok, "The capital of France is")
     text = tok.convert_ids_to_tokens(ids)
-    # default: no stray ▁ after BOS, and no ▁ on the first word after [Text] (SentencePiece-native)
-    assert ids[:2] == [1, 32000] and text[2:5] == ["T", "h", "e"] and text[5] == "▁capital"
-    assert ids == tok("[Text]The capital of France is")["input_ids"]
+    # default (the reference): the stray ▁ after BOS, no ▁ on the first word after [Text] (SentencePiece-native)
+    assert ids[:3] == [1, 29871, 32000] and text[3:6] == ["T", "h", "e"] and text[6] == "▁capital"
+    assert ids == [1, 29871] + tok("[Text]The capital of France is")["input_ids"][1:]
     alt = tok.convert_ids_to_tokens(t2t_ids(tok, "The capital of France is", first_word_space=True))
-    assert alt[:4] == ["<s>", "[Text]", "▁The", "▁capital"]
-    legacy = t2t_ids(tok, "The capital of France is", stray_space=True)
-    assert legacy[:3] == [1, 29871, 32000] and legacy[3:] == ids[2:]
+    assert alt[:5] == ["<s>", "▁", "[Text]", "▁The", "▁capital"]
+    dropped = t2t_ids(tok, "The capital of France is", stray_space=False)
+    assert dropped[:2] == [1, 32000] and dropped[2:] == ids[3:]
     with pytest.raises(ValueError, match="marker"):
         t2t_ids(tok, "a [Text] b")
 
@@ -110,6 +111,22 @@ def test_load_spiritlm_and_generate_text_only(ckpt, tok):
     assert new and all(t < 32000 or t > 32502 for t in new)
     bundle = load_spiritlm_bundle(ckpt["lm"], dtype="float32")
     assert bundle.dtype == torch.float32 and bundle.tokenizer("[Text]")["input_ids"] == [1, 32000]
+
+
+def test_every_unit_piece_is_checked_at_load(tmp_path, ckpt):
+    """All 501 [HuN] pieces and both markers must have their release ids; the error names the first mismatch."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    folder = tmp_path / "m"
+    shutil.copytree(ckpt["lm"], folder)
+    m = pb.ModelProto()
+    m.ParseFromString((folder / "tokenizer.model").read_bytes())
+    # swap [Hu337] and [Hu338]: every other piece is still right, and a 3-piece probe would not notice
+    a, b = m.pieces[32002 + 337], m.pieces[32002 + 338]
+    a.piece, b.piece = b.piece, a.piece
+    (folder / "tokenizer.model").write_bytes(m.SerializeToString())
+    with pytest.raises(ModelLoadError, match=r"piece '\[Hu337\]' has id 32340, expected 32339"):
+        load_spiritlm_tokenizer(folder)
 
 
 def test_load_errors(tmp_path, ckpt):

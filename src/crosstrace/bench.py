@@ -2,6 +2,7 @@
 
     python -m crosstrace.bench                 # JSON line: seconds per kind, speedup, max |ΔIE|
     python -m crosstrace.bench --scaling       # also time prompt lengths 8..128 → docs/scaling.{md,png}
+    python -m crosstrace.bench --paper-scale   # SpiritLM-7B's shape on CUDA (--tiny: on CPU); see bench_paper
 
 The reference is ROME's algorithm exactly (2 + T·L full forward passes of batch samples + 1 per
 kind, the clean prompt in row 0 as the source of restored states). Both engines get identical noise.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,7 +268,36 @@ def main(argv=None) -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     ap.add_argument("--scaling-samples", type=int, default=10, help="noise draws for the scaling table")
     ap.add_argument("--out", type=Path, default=Path("docs/scaling.md"))
+    g = ap.add_argument_group("paper scale (crosstrace.bench_paper)")
+    g.add_argument("--paper-scale", action="store_true", help="random Llama-2-7B shape on CUDA, bf16 + fp32")
+    g.add_argument("--tiny", action="store_true", help="with --paper-scale: tiny dimensions, runs on CPU (tests)")
+    g.add_argument("--doc", type=Path, default=None, help="write the table between the paper-scale markers here")
+    g.add_argument("--budget-s", type=float, default=420.0, help="stop measuring after this many seconds")
+    g.add_argument("--passes", type=int, default=8, help="timed reference passes per extrapolated kind")
+    g.add_argument("--paper-prompts", type=int, default=754, help="prompts per run for the projected wall time")
+    g.add_argument("--t2t-quantiles", type=float, nargs="+", default=[0.1, 0.5, 0.9])
+    g.add_argument("--s2t-quantiles", type=float, nargs="+", default=[0.5, 0.9])
+    g.add_argument("--tokenizer", default=None,
+                   help="a local Llama-2 tokenizer folder: recount T→T lengths instead of the committed table")
     a = ap.parse_args(argv)
+    if a.paper_scale:
+        from . import bench_paper
+
+        tok = None
+        if a.tokenizer:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(a.tokenizer)
+        res = bench_paper.measure(a.tiny, {"t2t": a.t2t_quantiles, "s2t": a.s2t_quantiles}, a.samples, a.window,
+                                  a.passes, a.budget_s, a.paper_prompts, tok, tuple(a.kinds))
+        print(json.dumps(res), flush=True)
+        if a.doc:
+            args = list(argv if argv is not None else sys.argv[1:])
+            if "--doc" in args:  # where the table went is not part of what was measured
+                del args[args.index("--doc") : args.index("--doc") + 2]
+            cmd = "python -m crosstrace.bench " + " ".join(args)
+            bench_paper.write_doc(a.doc, bench_paper.markdown(res, cmd))
+        return
     if a.scaling:
         rows = scaling(a.lengths, a.scaling_samples, a.window, a.threads, a.max_rows)
         write_scaling(rows, a.threads, a.out)

@@ -8,7 +8,8 @@ explain why factual recall transfers only partly to speech. This module reads th
 For every prompt in both sets, one clean forward pass per modality, without noise, keeping the residual
 stream after every block at two matched positions (``POSITIONS``):
 
-- ``subject``: the last subject token (T→T) ↔ the last unit of the subject span (S→T);
+- ``subject``: the last subject token (T→T) ↔ the last unit of the subject span (S→T), i.e. the last unit
+  of the subject's last text token (the text-token mapping of :func:`crosstrace.modality.s2t_table`);
 - ``last``: the last prompt token (T→T) ↔ the last S→T token, the ``[Text]`` marker the answer follows.
 
 Prompt ids and subject spans are built exactly as the tracer builds them (:func:`encode_t2t`, and
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .modality import encode_t2t, s2t_row_prompt
+from .modality import encode_t2t, s2t_row_prompt, stray_space
 from .models.adapter import get_adapter, hooks, site_name
 from .shards import select_for_trace
 from .trace.tokens import SpanError
@@ -90,7 +91,7 @@ def matched_states(model, tokenizer, spec: dict, pairs: Sequence[tuple[dict, dic
     ``spec`` is the prepared model entry (``family``, ``stray_space``). A prompt whose subject cannot be
     located in one of the modalities is listed in ``skipped`` with the reason, never silently dropped.
     """
-    stray = bool(spec.get("stray_space", False))
+    stray = stray_space(spec)
     adapter = get_adapter(model)
     kept, rows, skipped = [], [], []
     text: list[np.ndarray] = []

@@ -1,5 +1,6 @@
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 from snakemake.utils import validate
@@ -25,7 +26,7 @@ if len(MODELS) != len(config["models"]):
 for _name, _spec in MODELS.items():
     if "s2t" in _spec.get("modalities", ["t2t"]) and _spec.get("family", "hf") != "spiritlm":
         raise ValueError(f"config: model {_name!r} lists modality s2t, which needs family: spiritlm")
-    if _spec.get("stray_space", False) and _spec.get("family", "hf") != "spiritlm":
+    if "stray_space" in _spec and _spec.get("family", "hf") != "spiritlm":
         raise ValueError(f"config: model {_name!r}: stray_space applies to family spiritlm only")
     if "s2t" in _spec.get("modalities", ["t2t"]) and not config["speech"]["enabled"]:
         raise ValueError(f"config: model {_name!r} lists modality s2t, which needs speech.enabled: true")
@@ -38,6 +39,8 @@ if (
         f"speech.align.aligners {config['speech']['align']['aligners']}"
     )
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
+# Models traced on S→T: their per-unit view (rule unit_view, workflow/rules/unit_view.smk).
+S2T_MODELS = [m for m, spec in MODELS.items() if "s2t" in spec["modalities"]]
 # Models traced on both T→T and S→T (s2t implies family spiritlm): their text and speech states are compared
 # layer by layer (rule similarity, workflow/rules/similarity.smk).
 SIMILARITY_MODELS = (
@@ -46,6 +49,14 @@ SIMILARITY_MODELS = (
     else []
 )
 KINDS = config["trace"]["kinds"]
+# trace.screen: attribution patching (approximate) on every prompt, exact tracing on the selected ones
+# (workflow/rules/screen.smk). The exact stage needs an exact engine.
+SCREEN = config["trace"]["screen"]["enabled"]
+if SCREEN and config["trace"]["engine"] == "atp":
+    raise ValueError(
+        "config: trace.screen needs an exact trace.engine (auto, fast or reference) for its second "
+        "stage; engine: atp alone traces every prompt approximately"
+    )
 FORMATS = config["figures"]["formats"]
 
 
@@ -89,33 +100,46 @@ def config_without_speed_settings():
     }
 
 
-def trace_params():
+def trace_params(engine=None):
     """Everything that changes traced numbers or which prompts are traced; a change here reruns
     trace → merge → figures only. Speed-only settings (trace.max_rows) are not here: the script reads
-    them from the config, so changing them reruns nothing (docs/cluster.md lists what reruns what)."""
+    them from the config, so changing them reruns nothing (docs/cluster.md lists what reruns what).
+    ``engine``: override trace.engine (the screen's first pass is atp whatever the exact engine)."""
     t = config["trace"]
+    engine = engine or t["engine"]
     return {
         "kinds": t["kinds"],
         "window": t["window"],
         "noise": t["noise"],
-        "engine": t["engine"],
+        "engine": engine,
         "max_prompt_tokens": t["max_prompt_tokens"],
+        **({"atp": t["atp"]} if engine == "atp" else {}),
     }
 
 
-def trace_shards(wildcards):
+def trace_shards(wildcards, screened=SCREEN):
     """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts (known
-    ones, capped by trace.max_prompts, in dataset order; read after the filter checkpoint)."""
+    ones, capped by trace.max_prompts, in dataset order; read after the filter checkpoint). With
+    ``screened``, only those the screen selected for exact tracing (read after the screen checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
     selected = select_for_trace(
         pd.read_parquet(known), config["trace"]["max_prompts"], config["filter"]["require_known"]
     )
+    if screened:
+        table = checkpoints.screen.get(model=wildcards.model, modality=wildcards.modality).output.table
+        screen = pd.read_parquet(table, columns=["known_id", "selected"])
+        selected = selected[selected["known_id"].isin(screen.loc[screen["selected"], "known_id"])]
     return shard_blocks(selected["known_id"], config["trace"]["shard_size"])
 
 
 def trace_shard_ids(wildcards):
     """The trace rule's known_ids param: a shard reruns only when its own ids change."""
     return shard_ids(trace_shards(wildcards), wildcards.shard)
+
+
+def atp_shard_ids(wildcards):
+    """The trace_atp rule's known_ids param: the screen's approximate pass covers every selected prompt."""
+    return shard_ids(trace_shards(wildcards, screened=False), wildcards.shard)
 
 
 def shard_ids(shards, shard):
@@ -125,13 +149,19 @@ def shard_ids(shards, shard):
     return shards[i]
 
 
-def shard_outputs(wildcards):
+def shard_outputs(wildcards, stage=""):
+    """The shard tables of a run; ``stage`` "atp/": the screen's approximate pass over every prompt."""
     return expand(
-        f"{R}/{{model}}/{{modality}}/shards/{{shard}}.parquet",
+        f"{R}/{{model}}/{{modality}}/{stage}shards/{{shard}}.parquet",
         model=wildcards.model,
         modality=wildcards.modality,
-        shard=range(len(trace_shards(wildcards))),
+        shard=range(len(trace_shards(wildcards, screened=SCREEN and not stage))),
     )
+
+
+def s2t_shard_outputs(wildcards):
+    """The S→T trace shards of a model (rule unit_view has no modality wildcard)."""
+    return shard_outputs(SimpleNamespace(model=wildcards.model, modality="s2t"))
 
 
 def all_targets():
@@ -144,6 +174,12 @@ def all_targets():
             f"{R}/{m}/{mod}/summary.json",
         ]
         out += expand(f"{R}/{m}/{mod}/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
+        if mod == "s2t":  # the per-unit view (workflow/rules/unit_view.smk)
+            out += [f"{R}/{m}/s2t/ie_per_unit.parquet"]
+            out += expand(f"{R}/{m}/s2t/figures/ie_per_unit_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
+        if SCREEN:  # the approximate pass over every prompt, and what the screen selected
+            out += [f"{R}/{m}/{mod}/screen.parquet", f"{R}/{m}/{mod}/atp/aie.parquet"]
+            out += expand(f"{R}/{m}/{mod}/atp/figures/aie_{{kind}}.{{ext}}", kind=KINDS, ext=FORMATS)
     out += report_targets()  # panels, peaks, QC, comparisons (workflow/rules/report.smk)
     for m in SIMILARITY_MODELS:  # text vs speech representations (workflow/rules/similarity.smk)
         out += [f"{R}/{m}/similarity/similarity.parquet", f"{R}/{m}/similarity/similarity.html"]

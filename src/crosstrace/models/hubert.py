@@ -1,16 +1,16 @@
 """SpiritLM's base speech tokenizer: mHuBERT-25Hz (layer 11) + linear quantizer → 25 Hz units.
 
-Our own loader, written from the facts in docs spiritlm-format.md §3 and §5 and transformers' (Apache-2.0)
-``HubertModel``; no SpiritLM code. The two pickles are read with ``torch.load(weights_only=True)``:
+Our own loader, written from the facts in docs/spiritlm.md ("Speech tokenizer") and transformers'
+(Apache-2.0) ``HubertModel``; no SpiritLM code. tests/test_fairseq_parity.py checks it against fairseq's own
+HuBERT on a random-weight checkpoint in fairseq's format. The two pickles are read with ``torch.load(weights_only=True)``:
 
 - ``mhubert_base_25hz.pt``: ``{model_cfg, task_cfg, model_weight, dictionaries_symbols}`` with fairseq key
   names, mapped onto ``HubertModel`` (weight-norm or batch-norm positional conv, detected from the keys);
 - ``L11_quantizer_500.pt``: ``{model_cfg, model_weight}`` of Linear, LeakyReLU, Linear, LeakyReLU, Linear.
 
-Pipeline per utterance: mono (mean of channels), resample to 16 kHz (``scipy.signal.resample_poly``; the
-release uses torchaudio's sinc resampler, which can change a few units), 100 s chunks (pieces shorter than
-1280 samples dropped), optional whole-chunk layer norm (``task_cfg["normalize"]``), features =
-``hidden_states[layer]`` (layer 11, 1-based; layers after it are not run), argmax of the quantizer, CTC-blank
+Pipeline per utterance: mono (mean of channels), resample to 16 kHz (SpiritLM's windowed-sinc resampler,
+:func:`crosstrace.speech.tts.resample_to_16k`), 100 s chunks (pieces shorter than 1280 samples dropped),
+features = ``hidden_states[layer]`` (layer 11, 1-based; layers after it are not run), argmax of the quantizer, CTC-blank
 filling with wrap-around, then deduplication (:mod:`crosstrace.speech.units`).
 """
 
@@ -112,7 +112,7 @@ def conv_output_frames(n_samples: int, kernels, strides) -> int:
 
 
 def hubert_config_from_cfg(model_cfg: dict, source: str = "model_cfg"):
-    """``HubertConfig`` from a fairseq HuBERT ``model_cfg`` (spiritlm-format.md §5); unknown keys ignored."""
+    """``HubertConfig`` from a fairseq HuBERT ``model_cfg`` (docs/spiritlm.md, "fairseq names"); unknown keys ignored."""
     from transformers import HubertConfig
 
     def get(key, default):
@@ -169,7 +169,7 @@ def hubert_config_from_cfg(model_cfg: dict, source: str = "model_cfg"):
 
 
 def fairseq_to_hf_key(key: str, conv_pos_batch_norm: bool) -> str | None:
-    """HF ``HubertModel`` name of a fairseq key (spiritlm-format.md §5); None for dropped keys.
+    """HF ``HubertModel`` name of a fairseq key (docs/spiritlm.md, "fairseq names"); None for dropped keys.
 
     Raises KeyError for keys that have no place in the model.
     """
@@ -377,7 +377,7 @@ def load_quantizer(path: str | Path, device: str | torch.device = "cpu") -> Line
 
 
 def fill_blanks(units, blank: int, max_passes: int = MAX_BLANK_PASSES) -> np.ndarray:
-    """Replace each blank by the previous frame's unit, repeatedly, with wrap-around (§3.4).
+    """Replace each blank by the previous frame's unit, repeatedly, with wrap-around (docs/spiritlm.md).
 
     Each pass replaces every blank whose predecessor (cyclically: frame 0 looks at the last frame) is
     taken from the previous pass. ``[500, 500, 4, 9]`` → ``[9, 9, 4, 9]``; an all-blank chunk stays blank.
@@ -434,11 +434,8 @@ def to_mono_float(audio, channel_id: int | None = None) -> np.ndarray:
 
 
 def resample_to_16k(wav: np.ndarray, sr) -> np.ndarray:
-    """Polyphase resampling to 16 kHz (scipy); identity at 16 kHz.
-
-    SpiritLM uses ``torchaudio.functional.resample`` (windowed sinc); this filter differs slightly, so a
-    few units can change for audio that is not already at 16 kHz.
-    """
+    """Check the sample rate, then resample to 16 kHz with SpiritLM's resampler
+    (:func:`crosstrace.speech.tts.resample_to_16k`); identity at 16 kHz."""
     if isinstance(sr, float) and sr.is_integer():
         sr = int(sr)
     if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool):
@@ -448,10 +445,9 @@ def resample_to_16k(wav: np.ndarray, sr) -> np.ndarray:
         raise SpeechTokenizerError(f"cannot handle audio at {sr} Hz (need at least {MIN_INPUT_RATE} Hz)")
     if sr == SAMPLE_RATE:
         return wav
-    from scipy.signal import resample_poly
+    from crosstrace.speech.tts import resample_to_16k as resample
 
-    g = math.gcd(SAMPLE_RATE, sr)
-    return resample_poly(wav.astype(np.float64), SAMPLE_RATE // g, sr // g).astype(np.float32)
+    return resample(wav, sr)
 
 
 class SpeechTokenizer:
@@ -472,8 +468,13 @@ class SpeechTokenizer:
         rate = self.task_cfg.get("sample_rate", SAMPLE_RATE)
         if rate is not None and int(rate) != SAMPLE_RATE:
             raise CheckpointError(f"{hubert_path}: task_cfg sample_rate {rate} is not {SAMPLE_RATE}")
+        if self.task_cfg.get("normalize", False):
+            raise CheckpointError(
+                f"{hubert_path}: task_cfg normalize=True is not supported: SpiritLM's speech tokenizer cannot run "
+                "such a checkpoint (its normalisation path fails), so no reference output exists to match; "
+                "the released mhubert_base_25hz.pt has normalize=False"
+            )
         self.layer = layer
-        self.normalize = bool(self.task_cfg.get("normalize", False))
         # Layers after the feature layer are never run (the output is hidden_states[layer]).
         self.model.encoder.layers = self.model.encoder.layers[:layer]
         self.kernels, self.strides = list(cfg.conv_kernel), list(cfg.conv_stride)
@@ -492,10 +493,8 @@ class SpeechTokenizer:
 
     @torch.no_grad()
     def features(self, wav16k: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Layer features (frames × hidden) of one 16 kHz mono chunk, normalised per task_cfg."""
+        """Layer features (frames × hidden) of one 16 kHz mono chunk."""
         x = torch.as_tensor(np.asarray(wav16k, dtype=np.float32), device=self.device)
-        if self.normalize:
-            x = torch.nn.functional.layer_norm(x, x.shape, eps=1e-5)
         out = self.model(x[None], output_hidden_states=True)
         return out.hidden_states[self.layer][0]
 

@@ -1,23 +1,21 @@
 """SpiritLM base 7B as a plain Llama: loading, tokenizer, and T→T / S→T prompt ids.
 
-Written from docs spiritlm-format.md §1-§2 and transformers (Apache-2.0); no SpiritLM code.
+Written from the facts in docs/spiritlm.md and transformers (Apache-2.0); no SpiritLM code.
 
-Token ids (fixed by the release): BOS 1, ``[Text]`` 32000, ``[Speech]`` 32001, ``[Hu0]``..``[Hu500]``
-32002..32502 (id = 32002 + unit). Prompts (SpiritLM's prompt string, tokenized as a whole):
+Token ids (fixed by the release): BOS 1, ``▁`` 29871, ``[Text]`` 32000, ``[Speech]`` 32001,
+``[Hu0]``..``[Hu500]`` 32002..32502 (id = 32002 + unit). SpiritLM tokenizes each whole prompt string with
+the slow SentencePiece ``LlamaTokenizer`` of transformers 4.x, whose dummy prefix puts a ``▁`` right after
+BOS; the paper's numbers come from those ids, and they are the default here:
 
-- T→T ``[Text]<text>`` → ``[1, 32000, <text pieces>]``
-- S→T ``[Speech][Hu..]…[Text]`` → ``[1, 32001, 32002+u…, 32000]`` (built directly, never via the tokenizer)
+- T→T ``[Text]<text>`` → ``[1, 29871, 32000, <text pieces>]``; the first word right after ``[Text]``
+  has no ``▁`` (``[Text]The`` → ``The``), as SentencePiece writes text after a user-defined piece;
+- S→T ``[Speech][Hu..]…[Text]`` → ``[1, 29871, 32001, 32002+u…, 32000]`` (built directly from the
+  units, never through the tokenizer, so unit positions cannot depend on tokenizer behaviour).
 
-**▁ convention (our choice; spiritlm-format.md §2 pitfalls 2-3).** By default the ids are what the shipped
-``tokenizer.model`` gives for the whole prompt string under the pinned transformers 5 tokenizer loaded with
-``legacy=False``: **no stray ``▁`` (29871) after BOS**, and the first text word right after ``[Text]`` has
-**no** ``▁`` (``[Text]The`` → ``The``, then ``▁capital`` …). This equals SentencePiece's own encoding of the
-string minus its dummy-prefix artifact, keeps T→T and S→T consistent (both start ``[1, marker, …]``), and
-makes the T→T ids identical to ``tokenizer(prompt)`` so character offsets come straight from the tokenizer.
-Two switches reproduce the alternatives: ``stray_space=True`` inserts ``▁`` after BOS (what the slow
-transformers-4.x tokenizer of the Oct 2024 release most likely produced, both for T→T and S→T), and
-``first_word_space=True`` writes the first word as ``▁The`` (how the model itself writes text after
-``[Text]``). Check against the real ``tokenizer_config.json`` when the weights are available (§7).
+tests/test_spiritlm_golden_ids.py checks both against ids produced by that reference tokenizer class and
+version. ``stray_space=False`` drops the ``▁`` (``[1, 32000, …]``): every position moves by one, a
+deviation from the reference kept for comparison. ``first_word_space=True`` writes the first word as
+``▁The`` (how the model itself writes text after ``[Text]``), also not the reference.
 """
 
 from __future__ import annotations
@@ -48,6 +46,9 @@ HU0_ID = 32002
 N_HU = 501  # [Hu0]..[Hu500]
 HU_LAST_ID = HU0_ID + N_HU - 1  # 32502
 SPACE_PIECE = "▁"  # id 29871 in Llama-2
+SPACE_ID = 29871
+#: SpiritLM's reference ids carry the ``▁`` after BOS (see the module docstring)
+STRAY_SPACE_DEFAULT = True
 TEXT_MARKER, SPEECH_MARKER = "[Text]", "[Speech]"
 VOCAB_SIZES = {32512: "base", 32768: "expressive"}
 EXPRESSIVE_EXTRA = range(32503, 32667)  # [Pi0]..[Pi63], [St0]..[St99]
@@ -130,10 +131,38 @@ def load_spiritlm(folder: str | Path, device: str | torch.device = "cpu", dtype:
     return model
 
 
+#: every piece whose id the prompts rely on, in id order: the markers, then [Hu0]..[Hu500]
+MARKER_PIECES: tuple[tuple[str, int], ...] = (
+    (TEXT_MARKER, TEXT_ID), (SPEECH_MARKER, SPEECH_ID), *((f"[Hu{u}]", HU0_ID + u) for u in range(N_HU)),
+)
+
+
+def check_marker_pieces(tok, source: str = "tokenizer") -> None:
+    """Check ``[Text]``, ``[Speech]`` and all 501 ``[Hu0]``..``[Hu500]`` against the tokenizer, in order:
+    each piece must have its release id and tokenize, in context, to that single id. The error names the
+    first mismatch (the units must map to ids 32002 + unit, or every S→T prompt would be wrong)."""
+    for piece, want in MARKER_PIECES:
+        got = tok.convert_tokens_to_ids(piece)
+        if got != want:
+            raise ModelLoadError(f"{source}: piece {piece!r} has id {got}, expected {want} "
+                                 "(markers and units must be the release's user-defined pieces)")
+    text = "".join(p for p, _ in MARKER_PIECES)
+    got = tok(text, add_special_tokens=False)["input_ids"]
+    got = got[1:] if got[:1] == [SPACE_ID] else got  # SentencePiece's dummy prefix, if the tokenizer adds it
+    want = [i for _, i in MARKER_PIECES]
+    if got != want:
+        n = next((k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+        piece = MARKER_PIECES[n][0] if n < len(want) else "(end)"
+        raise ModelLoadError(f"{source}: the marker/unit string does not tokenize piece by piece: first mismatch at "
+                             f"{piece!r} (got {got[n:n + 3]}, expected {want[n:n + 3]})")
+
+
 def load_spiritlm_tokenizer(folder: str | Path):
     """The SpiritLM tokenizer from ``tokenizer.model``: BOS added, no EOS, ``legacy=False`` (pinned).
 
-    Checks that the markers and units are single tokens with the release's ids.
+    Checks that both markers and every unit piece are single tokens with the release's ids
+    (:func:`check_marker_pieces`). Prompt ids never depend on the tokenizer's own ``▁`` handling: see
+    :func:`t2t_encode` and :func:`s2t_ids`.
     """
     from transformers import LlamaTokenizer
 
@@ -142,14 +171,10 @@ def load_spiritlm_tokenizer(folder: str | Path):
         tok = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False, legacy=False)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"could not load the SpiritLM tokenizer from {folder}: {e}") from e
-    probe = TEXT_MARKER + SPEECH_MARKER + "[Hu0][Hu1][Hu500]"
-    got = tok(probe)["input_ids"]
-    want = [BOS_ID, TEXT_ID, SPEECH_ID, HU0_ID, HU0_ID + 1, HU_LAST_ID]
-    if got != want:
-        raise ModelLoadError(
-            f"{folder / 'tokenizer.model'}: {probe!r} tokenizes to {got}, expected {want} "
-            "(markers must be single user-defined pieces with ids 32000, 32001, 32002+unit)"
-        )
+    check_marker_pieces(tok, str(folder / "tokenizer.model"))
+    sid = tok.convert_tokens_to_ids(SPACE_PIECE)
+    if sid != SPACE_ID:
+        raise ModelLoadError(f"{folder / 'tokenizer.model'}: piece '▁' has id {sid}, expected {SPACE_ID} (Llama-2)")
     return tok
 
 
@@ -184,8 +209,10 @@ def _space_id(tokenizer) -> int:
     return int(sid)
 
 
-def s2t_ids(dedup_units: Sequence[int], stray_space: bool = False, space_id: int = 29871) -> list[int]:
-    """``[1, 32001, 32002+u…, 32000]`` (``stray_space``: ``[1, 29871, 32001, …]``); units must be 0..500."""
+def s2t_ids(dedup_units: Sequence[int], stray_space: bool = STRAY_SPACE_DEFAULT, space_id: int = SPACE_ID) -> list[int]:
+    """``[1, 29871, 32001, 32002+u…, 32000]`` (the reference; ``stray_space=False``: ``[1, 32001, …]``).
+
+    Units must be 0..500."""
     units = [int(u) for u in dedup_units]
     if not units:
         raise SpanError("an S→T prompt needs at least one speech unit")
@@ -196,12 +223,13 @@ def s2t_ids(dedup_units: Sequence[int], stray_space: bool = False, space_id: int
     return head + [SPEECH_ID] + [HU0_ID + u for u in units] + [TEXT_ID]
 
 
-def s2t_unit_offset(stray_space: bool = False) -> int:
+def s2t_unit_offset(stray_space: bool = STRAY_SPACE_DEFAULT) -> int:
     """Position of the first unit in :func:`s2t_ids` (2, or 3 with the stray ``▁``)."""
     return 3 if stray_space else 2
 
 
-def t2t_encode(tokenizer, prompt: str, subject: str | None = None, stray_space: bool = False, first_word_space: bool = False) -> Encoded:
+def t2t_encode(tokenizer, prompt: str, subject: str | None = None, stray_space: bool = STRAY_SPACE_DEFAULT,
+               first_word_space: bool = False) -> Encoded:
     """T→T ids for ``[Text]`` + prompt, with character offsets **into ``prompt``** (markers get (0, 0)).
 
     ``subject_span`` is the token range [b, e) covering the first occurrence of ``subject`` (found on
@@ -237,7 +265,7 @@ def t2t_encode(tokenizer, prompt: str, subject: str | None = None, stray_space: 
     return Encoded(ids, offsets, span)
 
 
-def t2t_ids(tokenizer, text: str, stray_space: bool = False, first_word_space: bool = False) -> list[int]:
+def t2t_ids(tokenizer, text: str, stray_space: bool = STRAY_SPACE_DEFAULT, first_word_space: bool = False) -> list[int]:
     """Token ids of the T→T prompt ``[Text]`` + text (see the module docstring for the ▁ convention)."""
     return t2t_encode(tokenizer, text, None, stray_space, first_word_space).input_ids
 

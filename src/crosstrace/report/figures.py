@@ -45,6 +45,11 @@ def run_label(model: str, modality: str) -> str:
     return f"{model} {MODALITY_LABELS.get(modality, modality)}"
 
 
+def approximate_text(meta: Mapping) -> str:
+    """' — APPROXIMATE (AtP)' for a run traced by attribution patching (summary.json engine atp), else ''."""
+    return " — APPROXIMATE (AtP)" if meta.get("engine") == "atp" else ""
+
+
 def noise_text(meta: Mapping) -> str:
     """'noise ν = 0.35 × 10 draws' from a run's summary.json (ν unknown when nothing was traced)."""
     nu = meta.get("noise_scale")
@@ -154,7 +159,7 @@ def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool 
     nrows = 2 if ci_panel else 1
     fig, axes = plt.subplots(nrows, 1, figsize=(7.5, 3.0 * nrows + 0.4), constrained_layout=True, squeeze=False)
     n = int(sub["n"].max()) if len(sub) else 0
-    title = (f"{run_label(meta['model'], meta['modality'])}: log AIE, {KIND_TITLES[kind]}"
+    title = (f"{run_label(meta['model'], meta['modality'])}: log AIE, {KIND_TITLES[kind]}{approximate_text(meta)}"
              + (f" (window {meta['window']})" if kind != "hidden" and "window" in meta else "")
              + f"\nn = {n} prompts, {noise_text(meta)}")
     im = draw_heatmap(axes[0, 0], mat, labels, norm, KIND_CMAPS[kind], title, mask)
@@ -191,8 +196,9 @@ def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequ
             extra = f", ν = {meta[(m, mod)]['noise_scale']:.3g}" if isinstance(
                 meta.get((m, mod), {}).get("noise_scale"), int | float) else ""
             mask = ci_zero_mask(sub) if mask_ci_zero else None
+            approx = approximate_text(meta.get((m, mod), {}))
             im = draw_heatmap(axes[i, j], mats[i], aie_matrix(sub)[1], nn, KIND_CMAPS[kind],
-                              f"{run_label(m, mod)} · {KIND_TITLES[kind]} (n = {n}{extra})", mask)
+                              f"{run_label(m, mod)} · {KIND_TITLES[kind]} (n = {n}{extra}){approx}", mask)
             n_nonpos = int((mats[i][np.isfinite(mats[i])] <= 0).sum())
             if n_nonpos:
                 notes.append(f"{run_label(m, mod)} {kind}: {n_nonpos}")
@@ -268,4 +274,52 @@ def prompt_figure(tokens: Sequence[str], span: tuple[int, int], p_restored: np.n
     ax.set_xlabel("layer" + (f" (window {window})" if kind != "hidden" else ""))
     ax.set_title(f"restoring {KIND_TITLES[kind]}: P({answer!r}); corrupted = {p_corrupted:.3f}", fontsize=10)
     fig.colorbar(im, ax=ax, label=f"P({answer.strip()})")
+    return fig
+
+
+def _token_label(t: str) -> str:
+    return t.replace("▁", " ").strip() or "▁"
+
+
+def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4) -> plt.Figure:
+    """S→T IE per speech unit (a view the paper does not have): for the first ``max_prompts`` prompts of
+    ``view`` (:func:`crosstrace.trace.tables.unit_view`), IE by LM position (x, from the first unit to
+    ``[Text]``) and layer (y), with the text-token boundaries drawn and labelled (subject tokens in red),
+    and the silence before the first and after the last word shaded. Diverging colours centred at 0."""
+    sub = view[view["kind"] == kind]
+    kids = sorted(sub["known_id"].unique())[:max_prompts]
+    fig, axes = plt.subplots(max(1, len(kids)), 1, figsize=(9, 2.6 * max(1, len(kids)) + 0.6),
+                             constrained_layout=True, squeeze=False)
+    if not kids:
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "no S→T prompt traced", ha="center", va="center")
+    for ax, kid in zip(axes[:, 0], kids, strict=False):
+        g = sub[sub["known_id"] == kid]
+        first = int(g.loc[g["region"] != "marker", "token_index"].min())
+        T, L = int(g["n_tokens"].iloc[0]), int(g["layer"].max()) + 1
+        mat = np.full((L, T - first), np.nan)
+        keep = g[g["token_index"] >= first]
+        mat[keep["layer"].to_numpy(), keep["token_index"].to_numpy() - first] = keep["ie"].to_numpy()
+        lim = float(np.nanmax(np.abs(mat))) if np.isfinite(mat).any() else 1.0
+        lim = lim if lim > 0 else 1.0
+        im = ax.imshow(mat, aspect="auto", origin="lower", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim),
+                       interpolation="nearest", extent=(first - 0.5, T - 0.5, -0.5, L - 0.5))
+        pos = g.drop_duplicates("token_index").sort_values("token_index")
+        for r in pos[pos["region"] == "silence"].itertuples():
+            ax.axvspan(r.token_index - 0.5, r.token_index + 0.5, color="#bbbbbb", alpha=0.6, lw=0)
+        owned = pos[pos["region"] == "token"]
+        b, e = int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0])  # LM positions of the subject's units
+        for _, tk in owned.groupby("text_token_index", sort=True):
+            x0, x1 = int(tk["token_index"].min()), int(tk["token_index"].max())
+            ax.axvline(x0 - 0.5, color="black", lw=0.6)
+            colour = "red" if b <= x0 < e else "black"
+            ax.text((x0 + x1) / 2, L - 0.5, _token_label(str(tk["text_token"].iloc[0])), rotation=90, ha="center",
+                    va="bottom", fontsize=7, color=colour)
+        if len(owned):
+            ax.axvline(int(owned["token_index"].max()) + 0.5, color="black", lw=0.6)
+        ax.set_ylabel("layer")
+        ax.set_xlabel(f"LM position (speech units; last = [Text]) · known_id {kid}")
+        fig.colorbar(im, ax=ax, label="IE", pad=0.01)
+    fig.suptitle(f"{title} · {KIND_TITLES.get(kind, kind)}: IE per speech unit; lines = text-token boundaries, "
+                 "red = subject, grey = silence (no token)", fontsize=9)
     return fig

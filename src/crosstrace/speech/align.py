@@ -6,6 +6,10 @@ stays on the current label (emitting blank or the label again) or advances to th
 backtrack from the last label at the last frame, merging of the frames that share a label into one
 segment with its mean probability, and grouping of label segments into words at the ``|`` boundary.
 Frames become seconds with the paper's eq. 1 (:func:`frames_to_seconds`).
+
+Every aligner also places each whitespace-separated word of the prompt in time (:class:`PromptWord`), and
+:func:`token_times` turns those into a time range for every text token of the prompt, the input of the
+text-token aggregation of S→T traces (paper §2.4; :func:`crosstrace.speech.units.token_unit_ranges`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -53,9 +58,36 @@ class LabelSegment:
     score: float
 
 
+@dataclass(frozen=True)
+class PromptWord:
+    """One whitespace-separated word of the prompt (characters ``[char_start, char_end)``) placed in time.
+
+    ``start_s``/``end_s`` are NaN when the aligner could not place the word; ``spoken`` is False for a word
+    with nothing to pronounce (only punctuation, e.g. a lone "-"). ``anchors``: (character offset in the
+    prompt, seconds) where that character's CTC segment starts; only the ctc aligner gives them, and only
+    for words its transcript spells letter for letter.
+    """
+
+    word: str
+    char_start: int
+    char_end: int
+    start_s: float
+    end_s: float
+    spoken: bool = True
+    anchors: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def placed(self) -> bool:
+        return math.isfinite(self.start_s) and math.isfinite(self.end_s)
+
+
 @dataclass
 class Alignment:
-    """Aligner output for one prompt. ``status`` is ``"ok"`` or ``"quarantined"`` (then see ``reason``)."""
+    """Aligner output for one prompt. ``status`` is ``"ok"`` or ``"quarantined"`` (then see ``reason``).
+
+    ``words`` are the aligner's own words (spoken words for ctc/whisper, prompt words for tts);
+    ``prompt_words`` the prompt's whitespace-separated words placed in time (for :func:`token_times`).
+    """
 
     known_id: int | str
     aligner: str
@@ -65,6 +97,7 @@ class Alignment:
     score: float = math.nan
     status: str = "ok"
     reason: str = ""
+    prompt_words: list[PromptWord] = field(default_factory=list)
 
 
 def quarantined(known_id, aligner: str, problem: str, words: Sequence[WordSegment] = ()) -> Alignment:
@@ -276,9 +309,28 @@ class CTCAligner:
         except ValueError as e:
             return quarantined(known_id, self.name, str(e))
         out = subject_alignment(known_id, self.name, words, w0, w1)
+        if out.status == "ok":
+            out.prompt_words = self._prompt_words(norm, words, segs, len(audio16k), n_frames)
         if self.subject_chars and out.status == "ok":
             self._cut_to_subject_chars(out, norm, prompt, subject, segs, w0, w1, len(audio16k), n_frames)
         return out
+
+    def _prompt_words(self, norm: Normalized, words: Sequence[WordSegment], segs: Sequence[LabelSegment],
+                      n_samples: int, n_frames: int) -> list[PromptWord]:
+        """Prompt words from the spoken words, with an anchor at the start of every letter's CTC segment
+        for spoken words that spell the prompt letter for letter (not numbers or symbols read out)."""
+        first_label = [sum(len(w) + 1 for w in norm.words[:k]) for k in range(len(norm.words))]
+        by_index = {sg.index: sg for sg in segs}
+        anchors: dict[int, list[tuple[int, float]]] = {}
+        for i, origin in enumerate(norm.char_to_orig):
+            if not origin or any(o is None for o in origin):
+                continue
+            for p, o in enumerate(origin):
+                sg = by_index.get(first_label[i] + p)
+                if sg is not None:
+                    t = frames_to_seconds(sg.start, sg.start, n_samples, n_frames, self.sample_rate)[0]
+                    anchors.setdefault(norm.word_to_orig[i], []).append((int(o), t))
+        return prompt_words_from_spoken(norm, words, anchors)
 
     def _cut_to_subject_chars(self, out: Alignment, norm: Normalized, prompt: str, subject: str,
                               segs: Sequence[LabelSegment], w0: int, w1: int, n_samples: int, n_frames: int) -> None:
@@ -332,7 +384,11 @@ def tts_alignment(known_id, prompt: str, subject: str, word_timings: Sequence[Wo
     if (t0 > 0 and same(word_timings[t0 - 1], word_timings[t0])) or \
             (t1 < len(word_timings) and same(word_timings[t1], word_timings[t1 - 1])):
         return quarantined(known_id, "tts", "a subject boundary lies inside a merged TTS word group", word_timings)
-    return subject_alignment(known_id, "tts", word_timings, t0, t1)
+    out = subject_alignment(known_id, "tts", word_timings, t0, t1)
+    if out.status == "ok":
+        out.prompt_words = [PromptWord(prompt[a:b], a, b, w.start_s, w.end_s, spoken=w.end_s > w.start_s)
+                            for (a, b), w in zip(prompt_word_spans(prompt), word_timings, strict=True)]
+    return out
 
 
 # --------------------------------------------------------------------------- Whisper timestamps
@@ -376,7 +432,138 @@ def whisper_alignment(known_id, prompt: str, subject: str,
         done = [s for s in seg if s is not None]
         return quarantined(known_id, name, f"subject words {ref.words[w0:w1]} missing from the Whisper transcript", done)
     words = [s if s is not None else WordSegment(ref.words[i], math.nan, math.nan, 0.0) for i, s in enumerate(seg)]
-    return subject_alignment(known_id, name, words, w0, w1)
+    out = subject_alignment(known_id, name, words, w0, w1)
+    if out.status == "ok":
+        out.prompt_words = prompt_words_from_spoken(ref, words)
+    return out
+
+
+# --------------------------------------------------------------------------- prompt words → text tokens
+def prompt_word_spans(prompt: str) -> list[tuple[int, int]]:
+    """Character spans of the whitespace-separated words of ``prompt``."""
+    return [(m.start(), m.end()) for m in re.finditer(r"\S+", prompt)]
+
+
+def prompt_words_from_spoken(norm: Normalized, spoken: Sequence[WordSegment],
+                             anchors: dict[int, list[tuple[int, float]]] | None = None) -> list[PromptWord]:
+    """Prompt words from spoken words (one per ``norm.words``): a prompt word spans its spoken words
+    ("1990s" -> NINETEEN NINETIES); NaN if one of them is unplaced; not spoken if it has none ("-")."""
+    anchors = anchors or {}
+    out = []
+    for k, (a, b) in enumerate(norm.orig_spans):
+        mine = [spoken[i] for i, o in enumerate(norm.word_to_orig) if o == k]
+        text = norm.original[a:b]
+        if not mine:
+            out.append(PromptWord(text, a, b, math.nan, math.nan, spoken=False))
+        elif any(not (math.isfinite(w.start_s) and math.isfinite(w.end_s)) for w in mine):
+            out.append(PromptWord(text, a, b, math.nan, math.nan))
+        else:
+            out.append(PromptWord(text, a, b, mine[0].start_s, mine[-1].end_s, anchors=tuple(anchors.get(k, ()))))
+    return out
+
+
+class TokenTimingError(ValueError):
+    """The prompt's words cannot all be placed in time (the S→T prompt is quarantined)."""
+
+
+def token_times(prompt: str, token_offsets: Sequence[tuple[int, int]],
+                words: Sequence[PromptWord]) -> tuple[list[float], list[float]]:
+    """A time range ``[start, end)`` for every text token of ``prompt`` (paper §2.4: traces of speech units
+    are aggregated by their text tokens). Contiguous from the first word's start to the last word's end.
+
+    ``token_offsets``: the character span in ``prompt`` of each text token (the model's tokenizer on the
+    prompt text, e.g. :func:`crosstrace.models.spiritlm.t2t_encode`); ``words``: the prompt's
+    whitespace-separated words placed by an aligner (:class:`PromptWord`).
+
+    1. Words: a word lasts from its start to the next word's start (the pause after a word is part of it,
+       as CTC segments run to the next word); the last word ends at its own end. Consecutive words with the
+       same span (a TTS merge, "in the") share it as one word; a word with nothing to pronounce ("-") is
+       timed as part of the next word.
+    2. Tokens inside a word share its time by character share: each token weighs its non-space characters
+       (a token of spaces only, such as Llama's bare ``▁`` before digits, weighs one). Where the ctc aligner
+       gives anchors (the start of each letter's CTC segment), token boundaries are interpolated between
+       the anchors instead of across the whole word, i.e. they fall on CTC character frames.
+
+    Raises :class:`TokenTimingError` for a word the aligner could not place, or words out of order.
+    """
+    spans = prompt_word_spans(prompt)
+    if [(w.char_start, w.char_end) for w in words] != spans:
+        raise TokenTimingError(f"{len(words)} aligned words do not match the {len(spans)} words of {prompt!r}")
+    for w in words:
+        if w.spoken and not w.placed:
+            raise TokenTimingError(f"the aligner could not place the word {w.word!r}")
+    spoken = [i for i, w in enumerate(words) if w.spoken]
+    if not spoken:
+        raise TokenTimingError("the prompt has no spoken word")
+    # groups of words sharing one time span; unspoken words join the next group (the last group if none)
+    groups: list[list[int]] = []
+    pending: list[int] = []
+    prev = None
+    for i, w in enumerate(words):
+        if not w.spoken:
+            pending.append(i)
+            continue
+        key = (w.start_s, w.end_s)
+        if prev is not None and key == prev and w.end_s > w.start_s:
+            groups[-1] += pending + [i]
+        else:
+            groups.append(pending + [i])
+        pending, prev = [], key
+    groups[-1] += pending
+    heads = [words[next(i for i in g if words[i].spoken)] for g in groups]
+    for a, b in zip(heads, heads[1:], strict=False):
+        if b.start_s < a.start_s or a.end_s < a.start_s:
+            raise TokenTimingError(f"the aligner placed {b.word!r} at {b.start_s:.3f} s, before {a.word!r} "
+                                   f"at {a.start_s:.3f} s")
+    g_start = [h.start_s for h in heads]
+    g_end = g_start[1:] + [max(heads[-1].end_s, heads[-1].start_s)]
+    word_group = {i: gi for gi, g in enumerate(groups) for i in g}
+
+    def group_at(c: int) -> int:
+        """Group of the word holding character c, or of the first word after it (spaces)."""
+        for i, (_, b) in enumerate(spans):
+            if c < b:
+                return word_group[i]
+        return len(groups) - 1
+
+    # each token: its group and its weighted characters (offsets into the prompt)
+    tok_group, tok_chars = [], []
+    for c0, c1 in token_offsets:
+        chars = [c for c in range(c0, c1) if not prompt[c].isspace()]
+        tok_group.append(group_at(chars[0] if chars else c0))
+        tok_chars.append(chars)
+    if any(b < a for a, b in zip(tok_group, tok_group[1:], strict=False)):
+        raise TokenTimingError("text tokens are not in prompt order")
+    starts = [math.nan] * len(token_offsets)
+    for gi in range(len(groups)):
+        toks = [t for t, g in enumerate(tok_group) if g == gi]
+        if not toks:
+            continue  # a group without a token of its own: its time goes to the token before (contiguity)
+        weights = [max(1, len(tok_chars[t])) for t in toks]
+        cum = np.concatenate([[0.0], np.cumsum(weights)])
+        # anchor coordinates: characters counted in token order (a spaces-only token counts one)
+        pos = {}
+        for t, c0 in zip(toks, cum[:-1], strict=True):
+            for n, c in enumerate(tok_chars[t]):
+                pos.setdefault(c, c0 + (n if tok_chars[t] else 0))
+        xs, ts = [0.0], [g_start[gi]]
+        for i in groups[gi]:
+            for c, t in sorted(words[i].anchors):
+                x = pos.get(c)
+                if x is not None and xs[-1] < x < cum[-1] and ts[-1] <= t <= g_end[gi]:
+                    xs.append(float(x))
+                    ts.append(float(t))
+        xs.append(float(cum[-1]))
+        ts.append(g_end[gi])
+        for t, x in zip(toks, cum[:-1], strict=True):
+            starts[t] = float(np.interp(x, xs, ts))
+    # contiguity: each token ends where the next begins; the first token starts at the first word
+    starts[0] = g_start[0]
+    for t in range(1, len(starts)):
+        if math.isnan(starts[t]):
+            starts[t] = starts[t - 1]
+    ends = starts[1:] + [g_end[-1]]
+    return starts, ends
 
 
 # --------------------------------------------------------------------------- accuracy

@@ -7,7 +7,9 @@ Table schemas (one parquet per shard, written by ``scripts/speech_*.py``):
   word_timings (JSON list of ``[word, start_s, end_s, exact]`` or null)
 * qc: known_id, transcript, wer, passes_qc, reason
 * alignment: known_id, aligner, subject_start_s, subject_end_s, words (JSON list of
-  ``[word, start_s, end_s, score]``), score, status, reason
+  ``[word, start_s, end_s, score]``), score, status, reason, prompt_words (JSON list, one per
+  whitespace-separated word of the prompt: ``[word, char_start, char_end, start_s, end_s, spoken,
+  [[char, t_s], ...]]``, times null when unplaced; see :func:`prompt_words_to_json`)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .align import Alignment, WordSegment, quarantined, tts_alignment, whisper_alignment
+from .align import Alignment, PromptWord, WordSegment, quarantined, tts_alignment, whisper_alignment
 from .asr import Transcript
 from .tts import TTSBackend, WordTiming, read_wav, resample_to_16k, write_wav16
 
@@ -69,6 +71,24 @@ def timings_from_json(s: str | None) -> list[WordTiming] | None:
 
 def words_to_json(words: list[WordSegment]) -> str:
     return json.dumps([[w.word, round(w.start_s, 6), round(w.end_s, 6), round(w.score, 6)] for w in words])
+
+
+def _num(x: float) -> float | None:
+    return round(float(x), 6) if math.isfinite(x) else None
+
+
+def prompt_words_to_json(words: list[PromptWord]) -> str:
+    return json.dumps([[w.word, w.char_start, w.char_end, _num(w.start_s), _num(w.end_s), w.spoken,
+                        [[c, round(t, 6)] for c, t in w.anchors]] for w in words], ensure_ascii=False)
+
+
+def prompt_words_from_json(s: str | None) -> list[PromptWord]:
+    if s is None or (isinstance(s, float) and math.isnan(s)) or not s:
+        return []
+    nan = math.nan
+    return [PromptWord(w, int(a), int(b), nan if s0 is None else float(s0), nan if s1 is None else float(s1),
+                       bool(sp), tuple((int(c), float(t)) for c, t in anc))
+            for w, a, b, s0, s1, sp, anc in json.loads(s)]
 
 
 def audio_problem(audio: np.ndarray, sr: int, min_duration_s: float = 0.1, min_rms: float = 1e-4) -> str | None:
@@ -183,7 +203,12 @@ def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np
 def alignment_row(a: Alignment) -> dict:
     return {"known_id": a.known_id, "aligner": a.aligner, "subject_start_s": a.subject_start_s,
             "subject_end_s": a.subject_end_s, "words": words_to_json(a.words), "score": a.score,
-            "status": a.status, "reason": a.reason}
+            "status": a.status, "reason": a.reason, "prompt_words": prompt_words_to_json(a.prompt_words)}
+
+
+#: columns of an alignment table (``alignment_row``)
+ALIGNMENT_COLUMNS = ["known_id", "aligner", "subject_start_s", "subject_end_s", "words", "score", "status", "reason",
+                     "prompt_words"]
 
 
 def row(obj) -> dict:

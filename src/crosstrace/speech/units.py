@@ -1,6 +1,7 @@
 """Speech units: deduplication, and mapping a time span in seconds to LM token positions.
 
-Pure functions (spiritlm-format.md §3.5 and §4; method.md "Speech side", paper eq. 2):
+Pure functions (docs/spiritlm.md "From seconds to LM positions"; docs/method.md "S→T: text tokens and
+units"; paper eq. 2):
 
 1. seconds → 25 Hz frames: ``f_a = floor(t_start·rate)``, ``f_end = ceil(t_end·rate)`` (exclusive), clipped
    to ``[0, n_frames]``;
@@ -30,6 +31,14 @@ N_UNIT_TOKENS = 501  # [Hu0]..[Hu500]; 500 is the quantizer's CTC blank
 
 class UnitSpanError(SpanError):
     """A time span that maps to no speech unit (or lies outside the utterance)."""
+
+
+class TokenUnitsError(UnitSpanError):
+    """A text token that owns no speech unit; ``token`` is its index among the prompt's text tokens."""
+
+    def __init__(self, message: str, token: int):
+        super().__init__(message)
+        self.token = token
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ def seconds_to_frames(t_start: float, t_end: float, n_frames: int, rate: float =
 def chunked_seconds_to_frames(
     t_start: float, t_end: float, chunk_frames: Sequence[int], chunk_seconds: float = 100.0, rate: float = FRAME_RATE
 ) -> tuple[int, int]:
-    """Eq. 2 for audio encoded in ``chunk_seconds`` pieces (frames restart at each chunk, §3.1/§4.1).
+    """Eq. 2 for audio encoded in ``chunk_seconds`` pieces (frames restart at each chunk; docs/spiritlm.md).
 
     A time t in chunk c = floor(t / chunk_seconds) maps to ``Σ chunk_frames[:c]`` plus its frame inside the
     chunk, clipped to that chunk's frames (the frames lost at each boundary). Times past the last encoded
@@ -174,3 +183,130 @@ def unit_span_positions(
     f_a, f_end = seconds_to_frames(t_start, t_end, n, rate)
     r_a, r_end = frames_to_dedup_positions(f_a, f_end, run_lengths)
     return UnitSpan(float(t_start), float(t_end), f_a, f_end, r_a, r_end, off, off + r_a, off + r_end)
+
+
+# ------------------------------------------------------------------------ text tokens → units (whole prompt)
+
+
+@dataclass(frozen=True)
+class TokenUnits:
+    """Which deduplicated units each text token of a spoken prompt owns (a partition; ``*_end`` exclusive).
+
+    ``unit_start[k]``/``unit_end[k]``: token k's units as deduplicated positions (add the prompt's unit
+    offset for LM positions). ``eq2_start``/``eq2_end``: the units token k touches by paper eq. 2 before
+    boundary units are resolved (neighbours may share one). Units ``[0, lead)`` and ``[n_units − trail,
+    n_units)`` lie before the first and after the last token (silence) and belong to no token.
+    """
+
+    unit_start: list[int]
+    unit_end: list[int]
+    eq2_start: list[int]
+    eq2_end: list[int]
+    lead: int
+    trail: int
+    n_units: int
+
+
+def _frame_range(t_start: float, t_end: float, n_frames: int, rate: float) -> tuple[int, int]:
+    """Eq. 2 without the error for an empty span: ``[floor(t_start·rate), ceil(t_end·rate))`` clipped."""
+    f_a = max(0, min(n_frames, math.floor(_scaled(t_start, rate))))
+    f_end = max(0, min(n_frames, math.ceil(_scaled(t_end, rate))))
+    return f_a, max(f_a, f_end)
+
+
+def token_unit_ranges(starts: Sequence[float], ends: Sequence[float], run_lengths: Sequence[int],
+                      rate: float = FRAME_RATE, names: Sequence[str] | None = None) -> TokenUnits:
+    """Partition the deduplicated units of an utterance among its text tokens (paper §2.4, App. A, eq. 2).
+
+    ``starts``/``ends``: each text token's time range in seconds, in prompt order, contiguous
+    (``ends[k] == starts[k+1]``; see :func:`crosstrace.speech.align.token_times`). ``run_lengths``: the run
+    length of each deduplicated unit in 25 Hz frames, so unit j covers frames ``[F_j, F_{j+1})`` and the
+    time ``[F_j/rate, F_{j+1}/rate)``.
+
+    1. Eq. 2 gives token k the frames ``[floor(s_k·rate), ceil(e_k·rate))`` and through the run lengths
+       the units holding them: exactly the units whose time overlaps ``[s_k, e_k)``.
+    2. Neighbours can touch the same unit. The units are split into consecutive, non-empty blocks, one per
+       token and inside its eq. 2 range, with the largest total time overlap between each token and its
+       units: a shared unit goes to the token that overlaps it longest, unless that would leave a token
+       with no unit at all (a short token inside long runs), in which case the split that costs the least
+       overlap is taken. On an exact tie a shared unit stays with the earlier token. Every unit touched by
+       a token thus belongs to exactly one; units touched by none lie before the first or after the last
+       token (silence).
+
+    Raises :class:`TokenUnitsError` naming the token (``names[k]``) when no such split exists (more tokens
+    than units in a stretch) or a token lies past the end of the audio.
+    """
+    if len(starts) != len(ends) or not len(starts):
+        raise ValueError("need one start and one end per text token, and at least one token")
+    if any(r <= 0 for r in run_lengths) or not len(run_lengths):
+        raise ValueError("run lengths must be positive, and there must be at least one unit")
+    for k in range(len(starts)):
+        if not (math.isfinite(starts[k]) and math.isfinite(ends[k])) or ends[k] < starts[k]:
+            raise UnitSpanError(f"text token {k} has no valid time range [{starts[k]}, {ends[k]})")
+        if k and abs(starts[k] - ends[k - 1]) > 1e-9:
+            raise ValueError(f"text token time ranges must be contiguous: token {k} starts at {starts[k]}, "
+                             f"token {k - 1} ends at {ends[k - 1]}")
+    bounds = [0, *accumulate(run_lengths)]  # unit j covers frames [bounds[j], bounds[j+1])
+    n_frames, n_units = bounds[-1], len(run_lengths)
+    eq2 = []
+    for s, e in zip(starts, ends, strict=True):
+        f_a, f_end = _frame_range(s, e, n_frames, rate)
+        if f_end > f_a:
+            r_a, r_end = frames_to_dedup_positions(f_a, f_end, run_lengths)
+        else:
+            r_a = r_end = bisect_right(bounds, f_a) - 1 if f_a < n_frames else n_units
+        eq2.append((r_a, r_end))
+    m = len(starts)
+
+    def name(k: int) -> str:
+        return f"text token {k}{f' {names[k]!r}' if names is not None else ''} ([{starts[k]:.3f}, {ends[k]:.3f}) s)"
+
+    for k, (r_a, r_end) in enumerate(eq2):
+        if r_end <= r_a:
+            why = "it lies past the end of the audio" if r_a >= n_units else "it has no duration"
+            raise TokenUnitsError(f"{name(k)} owns no speech unit ({why})", k)
+
+    def overlap(k: int, j: int) -> float:
+        return max(0.0, min(ends[k], bounds[j + 1] / rate) - max(starts[k], bounds[j] / rate))
+
+    # cum[k][j]: overlap of token k with units [0, j) (only units in its eq. 2 range count)
+    cum = []
+    for k, (r_a, r_end) in enumerate(eq2):
+        row = [0.0] * (n_units + 1)
+        for j in range(n_units):
+            row[j + 1] = row[j] + (overlap(k, j) if r_a <= j < r_end else 0.0)
+        cum.append(row)
+    # Boundaries c_0 = eq2[0] start < c_1 < … < c_m = eq2[m-1] end; token k owns units [c_k, c_k+1), which must
+    # lie inside its eq. 2 range. Maximise the total overlap (dynamic programme over boundaries; on a tie the
+    # later boundary, i.e. a shared unit stays with the earlier token).
+    neg = float("-inf")
+    best = {eq2[0][0]: 0.0}
+    back: list[dict[int, int]] = []
+    for k in range(m):
+        r_a, r_end = eq2[k]
+        lo = eq2[k + 1][0] if k + 1 < m else r_end
+        his = [r_end] if k + 1 == m else range(max(lo, r_a + 1), r_end + 1)
+        nxt: dict[int, float] = {}
+        arg: dict[int, int] = {}
+        for c2 in his:
+            top, where = neg, -1
+            for c, v in best.items():
+                if r_a <= c < c2:
+                    score = v + cum[k][c2] - cum[k][c]
+                    if score >= top - 1e-12 and (score > top + 1e-12 or c > where):
+                        top, where = max(top, score), c
+            if where >= 0:
+                nxt[c2], arg[c2] = top, where
+        if not nxt:
+            raise TokenUnitsError(f"{name(k)} owns no speech unit (it shares all its units with neighbouring tokens "
+                                  "that have no other unit)", k)
+        best = nxt
+        back.append(arg)
+    bounds_k = [eq2[-1][1]]
+    for k in range(m - 1, -1, -1):
+        bounds_k.append(back[k][bounds_k[-1]])
+    bounds_k.reverse()
+    unit_start, unit_end = bounds_k[:-1], bounds_k[1:]
+    lead = unit_start[0]
+    trail = n_units - unit_end[-1]
+    return TokenUnits(unit_start, unit_end, [a for a, _ in eq2], [b for _, b in eq2], lead, trail, n_units)

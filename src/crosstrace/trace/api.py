@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..models.adapter import KINDS, Adapter, get_adapter, window_layers
+from .atp import AtpConfig, trace_atp
 from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
@@ -17,7 +18,7 @@ from .state import Corruption, KindTrace
 from .tokens import category_means, encode_prompt
 
 log = logging.getLogger(__name__)
-ENGINES = ("auto", "fast", "reference")
+ENGINES = ("auto", "fast", "reference", "atp")  # atp: approximate (attribution patching)
 # Prompts at least this long get a cost estimate (one timed forward pass) before they are traced; a
 # warning goes to the console when the estimate exceeds LONG_TRACE_SECONDS.
 LONG_PROMPT_TOKENS = 48
@@ -36,6 +37,7 @@ class TraceSettings:
     engine: str = "auto"
     max_rows: int | None = 512  # None: from free GPU memory (512 on CPU)
     max_tokens: int | None = None  # longer prompts are refused (PromptTooLongError): cost grows with T²
+    atp: AtpConfig = field(default_factory=AtpConfig)  # options of the approximate engine only
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in KINDS]
@@ -131,6 +133,8 @@ class Tracer:
         s = self.settings
         if self.engine == "fast":
             kinds = trace_fast(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.max_rows)
+        elif self.engine == "atp":
+            kinds = trace_atp(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.atp)
         else:
             kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window)
         first = next(iter(kinds.values()))
@@ -147,12 +151,14 @@ def trace_passes(kind: str, T: int, b: int, L: int, window: int, engine: str) ->
     """Work of tracing one kind of a T-token prompt whose subject starts at token b, in forward passes of
     the whole prompt (samples + 1 rows, T positions, L blocks).
 
-    Reference: T·L restored passes plus the clean one. Fast: each restoration (t ≥ b, layer l) runs the
+    Reference: T·L restored passes plus the clean one. AtP: about 4. Fast: each restoration (t ≥ b, layer l) runs the
     blocks after its first patched one over positions t..T-1 only; the clean and corrupted runs are
     counted once per kind (a slight overestimate when several kinds share them).
     """
     if engine == "reference":
         return 1.0 + T * L
+    if engine == "atp":  # approximate: clean and corrupted passes and one backward pass (about two)
+        return 4.0
     starts = [layer + 1 if kind == "hidden" else window_layers(layer, L, kind, window).start + 1 for layer in range(L)]
     blocks = sum(max(0, L - s) for s in starts)
     positions = sum(T - t for t in range(b, T))

@@ -1,13 +1,16 @@
 """From traced prompts to tables: raw IE per (prompt, kind, token, layer) and per-category IE.
 
-AIE with bootstrap CIs is computed from the category table by :func:`crosstrace.report.stats.aie_table`.
+S→T prompts are traced per speech unit; :func:`aggregate_by_text_tokens` then averages the units of each
+text token (paper §2.4), so S→T tables have the same rows as T→T ones. AIE with bootstrap CIs is computed
+from the category table by :func:`crosstrace.report.stats.aie_table`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -103,6 +106,109 @@ def category_table(ie: pd.DataFrame) -> pd.DataFrame:
     if not out:
         return pd.DataFrame(columns=CATEGORY_COLUMNS)
     return pd.concat(out, ignore_index=True)[CATEGORY_COLUMNS]
+
+
+@dataclass(frozen=True)
+class TextTokenMap:
+    """The text tokens of one S→T prompt as ranges of LM positions (their speech units).
+
+    ``ranges[k] = (p0, p1)``: text token k owns LM positions ``[p0, p1)``; ``subject``: text-token indices
+    ``[b, e)`` of the subject; ``last``: the LM position that predicts the answer (the ``[Text]`` marker);
+    ``first_unit``: the LM position of the first speech unit (units before ``ranges[0][0]`` and after
+    ``ranges[-1][1]`` are silence, owned by no token).
+    """
+
+    known_id: int
+    tokens: list[str]
+    ranges: list[tuple[int, int]]
+    subject: tuple[int, int]
+    last: int
+    n_positions: int
+    first_unit: int
+
+
+#: extra columns of an aggregated S→T IE table: the LM positions [pos_start, pos_end) averaged into each row
+AGGREGATED_COLUMNS = IE_COLUMNS + ["pos_start", "pos_end"]
+
+
+def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-unit S→T IE → per-text-token IE (paper §2.4: "aggregated, as for text, by the corresponding text
+    tokens"), plus quarantined prompts.
+
+    Row k < n of a prompt is text token k, its IE at layer l the mean IE of its units at l (``p_restored``
+    likewise); row n is the ``[Text]`` marker, the S→T "last token". ``subject_start``/``subject_end`` and
+    ``n_tokens`` are in these rows, so :func:`category_table` applies the six categories over text tokens
+    exactly as for T→T. A traced prompt with no map, or whose map does not fit its trace, is quarantined.
+    """
+    frames, quarantined = [], []
+    for (model, modality, kid), g in ie_units.groupby(["model", "modality", "known_id"], sort=True):
+        tm = maps.get(int(kid))
+        T = int(g["n_tokens"].iloc[0])
+        if tm is None or tm.n_positions != T or tm.last != T - 1:
+            why = "no text-token map in the known table" if tm is None else (
+                f"the text-token map ({tm.n_positions} positions) does not fit the trace ({T} positions)")
+            quarantined.append({"model": model, "modality": modality, "known_id": int(kid), "stage": "aggregate",
+                                "reason": f"known_id={kid}: {why}"})
+            continue
+        rows = [*tm.ranges, (tm.last, tm.last + 1)]
+        names = [*tm.tokens, "[Text]"]
+        for kind, gk in g.groupby("kind", sort=False):
+            L = int(gk["layer"].max()) + 1
+            ie = np.full((T, L), np.nan)
+            pr = np.full((T, L), np.nan)
+            t, layer = gk["token_index"].to_numpy(), gk["layer"].to_numpy()
+            ie[t, layer], pr[t, layer] = gk["ie"].to_numpy(), gk["p_restored"].to_numpy()
+            agg_ie = np.stack([ie[a:b].mean(axis=0) for a, b in rows])
+            agg_pr = np.stack([pr[a:b].mean(axis=0) for a, b in rows])
+            k_idx, lay = np.meshgrid(np.arange(len(rows)), np.arange(L), indexing="ij")
+            df = pd.DataFrame({
+                "kind": kind, "token_index": k_idx.ravel(), "token": np.asarray(names, dtype=object)[k_idx.ravel()],
+                "layer": lay.ravel(), "ie": agg_ie.ravel(), "p_restored": agg_pr.ravel(),
+                "pos_start": np.asarray([a for a, _ in rows])[k_idx.ravel()],
+                "pos_end": np.asarray([b for _, b in rows])[k_idx.ravel()],
+            })
+            first = gk.iloc[0]
+            for c in ["model", "modality", "known_id", "p_clean", "p_corrupted", "answer_id", "answer", "noise_scale",
+                      "samples", "seed", "window", "engine"]:
+                df[c] = first[c]
+            df["subject_start"], df["subject_end"], df["n_tokens"] = tm.subject[0], tm.subject[1], len(rows)
+            frames.append(df[AGGREGATED_COLUMNS])
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=AGGREGATED_COLUMNS)
+    return out, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)
+
+
+UNIT_VIEW_COLUMNS = IE_COLUMNS + ["text_token_index", "text_token", "region"]
+
+
+def unit_view(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> pd.DataFrame:
+    """The per-unit S→T IE table (not in the paper) with, per LM position, the text token that owns it.
+
+    ``region``: ``token`` (a unit owned by text token ``text_token_index``), ``silence`` (a unit before the
+    first or after the last word: no token), ``marker`` (BOS, the stray ``▁``, ``[Speech]``) or ``last``
+    (``[Text]``, the position that predicts the answer). Prompts without a map are left out (they are
+    quarantined by :func:`aggregate_by_text_tokens`).
+    """
+    frames = []
+    for kid, g in ie_units.groupby("known_id", sort=True):
+        tm = maps.get(int(kid))
+        if tm is None or tm.n_positions != int(g["n_tokens"].iloc[0]):
+            continue
+        owner = np.full(tm.n_positions, -1)
+        region = np.full(tm.n_positions, "marker", dtype=object)
+        region[tm.first_unit : tm.last] = "silence"
+        for k, (a, b) in enumerate(tm.ranges):
+            owner[a:b] = k
+            region[a:b] = "token"
+        region[tm.last] = "last"
+        df = g.copy()
+        pos = df["token_index"].to_numpy()
+        df["text_token_index"] = owner[pos]
+        df["text_token"] = [tm.tokens[o] if o >= 0 else None for o in owner[pos]]
+        df["region"] = region[pos]
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=UNIT_VIEW_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[UNIT_VIEW_COLUMNS]
 
 
 class ShardError(ValueError):
