@@ -5,8 +5,10 @@ import sys
 
 from snakemake.utils import min_version
 
-# Jobs inherit this: idle OpenMP threads sleep rather than spin (see src/crosstrace/__init__.py).
+# Jobs inherit these: idle OpenMP threads sleep rather than spin (see src/crosstrace/__init__.py); figures are
+# drawn off-screen (the package itself never picks a matplotlib backend).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MPLBACKEND", "Agg")
 # Jobs import crosstrace from this checkout, also inside `--sdm conda` environments (envs/*.yaml hold
 # only the dependencies).
 _src = os.path.join(workflow.basedir, "src")

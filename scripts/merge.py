@@ -5,7 +5,8 @@ the text-token map in known.parquet), so ie_per_prompt.parquet has one row per t
 
 import pandas as pd
 
-from crosstrace.io import read_json, setup_logging, write_json, write_parquet
+from crosstrace.filtering import answer_matches, select_for_trace, unexpected_answers
+from crosstrace.io import console, read_json, setup_logging, write_json, write_parquet
 from crosstrace.modality import s2t_token_maps
 from crosstrace.report.stats import aie_table
 from crosstrace.trace.tables import aggregate_by_text_tokens, category_table, merge_shards
@@ -29,9 +30,15 @@ if w.modality == "s2t":
 cats = category_table(ie)
 st = snakemake.params.stats
 aie = aie_table(cats, n_boot=st["n_boot"], seed=st["seed"], level=st["level"])
-known = pd.read_parquet(snakemake.input.known, columns=["known", "label"])
+known = pd.read_parquet(snakemake.input.known)
 noise = read_json(snakemake.input.noise)
-t = snakemake.params.trace
+t, sel = snakemake.params.trace, snakemake.params.select
+per_prompt = ie.drop_duplicates("known_id")
+attribute = known.set_index("known_id")["attribute"]
+unexpected = [int(k) for k, a in zip(per_prompt["known_id"], per_prompt["answer"], strict=True)
+              if not answer_matches(str(a), str(attribute.get(k, "")))]
+candidates = select_for_trace(known, None, require_known=sel["require_known"], expect_answer="trace")
+skipped = unexpected_answers(candidates) if sel["expect_answer"] == "skip" else candidates.iloc[:0]
 summary = {
     "model": w.model,
     "modality": w.modality,
@@ -43,6 +50,13 @@ summary = {
     "no_prompt": int((known["label"] == "quarantined").sum()),
     "traced": int(ie["known_id"].nunique()) if len(ie) else 0,
     "quarantined": len(quarantined),
+    # ROME's expect check (filter.expect_answer): traced prompts whose answer token does not start the
+    # attribute, and known prompts left out for that reason (skip mode only)
+    "expect_answer": sel["expect_answer"],
+    "unexpected_answer": len(unexpected),
+    "unexpected_answer_ids": unexpected,
+    "skipped_unexpected": len(skipped),
+    "corruption_not_lowering": int((per_prompt["p_corrupted"].astype(float) >= per_prompt["p_clean"].astype(float)).sum()),
     "noise_std": noise["std"],
     "noise_scale": float(ie["noise_scale"].iloc[0]) if len(ie) else None,
     "samples": t["noise"]["samples"],
@@ -53,6 +67,22 @@ summary = {
     "ci": {"method": "percentile bootstrap over prompts", **st},
     **silence,
 }
+if summary["traced"] == 0:
+    why = (f"{summary['known']} of {summary['records']} records are known to the model"
+           if sel["require_known"] else f"{summary['records']} records (filter.require_known: false)")
+    msg = (f"no prompt was traced for {w.model} {w.modality}: {why}, {len(skipped)} skipped by filter.expect_answer, "
+           f"{len(quarantined)} quarantined in tracing. Trace a model that knows some of the facts, set "
+           "filter.require_known: false to trace every record, or trace.on_empty: warn to finish the run anyway.")
+    if snakemake.params.on_empty == "fail":
+        console(f"ERROR: {msg}")
+        raise SystemExit(1)
+    summary["warning"] = msg
+    console(f"WARNING: {msg}")
+if summary["unexpected_answer"] and sel["expect_answer"] == "flag":
+    ids = summary["unexpected_answer_ids"]
+    console(f"{w.model} {w.modality}: {len(ids)} traced prompt(s) answer with a token that does not start the attribute "
+            f"(known_id {ids[:10]}{' …' if len(ids) > 10 else ''}); flagged in the traced-prompts table "
+            "(filter.expect_answer: flag)")
 log.info("summary: %s", summary)
 write_parquet(ie, snakemake.output.ie)
 write_parquet(cats, snakemake.output.categories)

@@ -19,6 +19,7 @@ log.info("counts:\n%s", counts.to_string())
 label = run_label(summary["model"], summary["modality"])
 settings = {k: summary.get(k) for k in ("noise_std", "noise_scale", "samples", "seed", "window", "engine")}
 sections = [
+    *([("", html.warning(summary["warning"]))] if summary.get("warning") else []),
     ("Prompts per stage", html.table(counts)),
     ("", html.note(f"trace.max_prompts = {p.max_prompts}; filter.require_known = {p.require_known}.")),
     ("Tracing settings", html.table(pd.DataFrame([settings]))),

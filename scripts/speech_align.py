@@ -34,7 +34,8 @@ for r in records.itertuples(index=False):
     m = manifest.loc[r.known_id]
     audio, err = try_load_audio16k(m["path"]) if m["status"] == "ok" else (None, None)
     q = qc.loc[r.known_id]
-    transcript = transcript_from_qc(q["transcript"], q["words"]) if q["words"] else None
+    # words is missing (None, or NaN in pandas' str columns) where QC had no audio to transcribe
+    transcript = transcript_from_qc(q["transcript"], q["words"]) if isinstance(q["words"], str) and q["words"] else None
     for name in aligners:
         t0 = time.perf_counter()
         a = align_record(name, r.known_id, r.prompt, r.subject, audio, ctc=ctc,

@@ -11,6 +11,7 @@ records = pd.read_parquet(snakemake.input.records)
 write_parquet(qc, snakemake.output.qc)
 summary = wer_summary(qc, records, snakemake.params.max_wer)
 write_json(summary, snakemake.output.summary)
-plot_wer_histogram(qc["wer"], snakemake.output.figure, snakemake.params.max_wer)
+plot_wer_histogram(qc["wer"], snakemake.output.figure, snakemake.params.max_wer,
+                   audio="recorded" if snakemake.params.source == "recordings" else "synthetic")
 log.info("WER: corpus %.3f, mean %.3f over %d transcribed; %d of %d pass QC", summary["corpus_wer"],
          summary["mean_wer"], summary["n_transcribed"], summary["n_pass"], summary["n_prompts"])

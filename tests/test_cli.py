@@ -3,12 +3,13 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from conftest import ROOT, make_tiny_model_dir
 
 
 def _cli(*args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "crosstrace.cli", *args], capture_output=True, text=True, env=env)
 
 
@@ -22,7 +23,36 @@ def test_cli_trace_one_prompt(tmp_path):
     assert summary["subject_span"][0] == 0 and "".join(summary["subject_tokens"]).strip() == "Apple"
     assert 0 <= summary["p_corrupted"] <= 1 and 0 <= summary["p_clean"] <= 1
     assert "answer" in p.stdout.splitlines()[0]
-    assert sorted(f.name for f in out.iterdir()) == ["trace_attn.png", "trace_hidden.png", "trace_mlp.png"]
+    assert sorted(f.name for f in out.iterdir()) == ["ie.parquet", "trace_attn.png", "trace_hidden.png", "trace_mlp.png"]
+    ie = pd.read_parquet(out / "ie.parquet")
+    T = summary["subject_span"][1] + 5  # "'s headquarters are in" follows the subject: 5 tokens here
+    assert set(ie["kind"]) == {"hidden", "mlp", "attn"} and len(ie) == 3 * ie["n_tokens"].iloc[0] * 2
+    assert ie["n_tokens"].iloc[0] == T and summary["table"] == str(out / "ie.parquet")
+    for kind, peak in summary["peak_ie"].items():
+        assert ie.loc[ie["kind"] == kind, "ie"].max() == pytest.approx(peak)
+
+
+def test_cli_writes_csv(tmp_path):
+    model = make_tiny_model_dir(tmp_path / "tiny")
+    p = _cli("trace", "--model", str(model), "--prompt", "Paris is in", "--subject", "Paris", "--kinds", "mlp",
+             "--samples", "1", "--window", "2", "--threads", "1", "--out", str(tmp_path / "o"), "--formats", "png",
+             "--table-format", "csv", "--noise-std", "dataset")
+    assert p.returncode == 0, p.stderr[-3000:]
+    ie = pd.read_csv(tmp_path / "o" / "ie.csv")
+    assert set(ie["kind"]) == {"mlp"} and {"token", "layer", "ie", "p_restored", "p_clean"} <= set(ie.columns)
+
+
+@pytest.mark.parametrize("model,why", [
+    ("/no/such/model", "model path '/no/such/model' does not exist"),
+    ("EMPTY", "a model folder needs config.json"),
+    ("bad id with spaces", "Repo id must use alphanumeric chars"),
+])
+def test_cli_bad_model_is_one_error_line(tmp_path, model, why):
+    model = str(tmp_path) if model == "EMPTY" else model
+    p = _cli("trace", "--model", model, "--prompt", "Paris is in", "--subject", "Paris")
+    assert p.returncode == 2 and p.stdout == ""
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot load --model {model!r}") and why in lines[0], p.stderr
 
 
 def test_cli_rejects_subject_not_in_prompt(tmp_path):

@@ -109,7 +109,7 @@ def test_slurm_run_submits_every_job_and_matches_a_local_run(cluster, slurm_run,
         "rule_data_download_known_validate_known", "rule_prepare_model_wildcards_tiny",
         "rule_filter_known_wildcards_tiny_t2t", "rule_noise_std_wildcards_tiny_t2t",
         *(f"rule_trace_wildcards_tiny_t2t_{i}" for i in range(3)), "rule_post_figures_merge",
-        "rule_report_qc", "rule_report_panels", "rule_report_peaks", "rule_report_report_config"]), comments
+        "rule_prompts_wildcards_tiny_t2t", "rule_report_qc", "rule_report_panels", "rule_report_peaks", "rule_report_report_config"]), comments
     assert {j["state"] for j in done} == {"COMPLETED"}, done
 
 

@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
 
+from crosstrace.filtering import select_for_trace
 from crosstrace.io import read_parquets, write_parquet
-from crosstrace.shards import select_for_speech, select_for_trace, select_known_ids, shard_blocks
+from crosstrace.shards import select_for_speech, select_known_ids, shard_blocks
 
 
 def test_shard_blocks_are_fixed_blocks_in_order():

@@ -3,8 +3,10 @@
 The dataset is the first 8 Known records with two broken (subject not in the prompt, attribute missing)
 and one made too long to trace; data.limit: 7 leaves the 8th out. The S→T rules (speech_select,
 synthesize, speech_qc, align, speech_units, the S→T filter) are checked the same way in
-tests/test_s2t_dag.py. Two more runs end at the first stage after validation with the run-ending
-message: an empty dataset, and one where every record is quarantined.
+tests/test_s2t_dag.py, recordings (load_recordings) in tests/test_own_data_workflow.py. Own facts
+(data.source, rule read_facts) take the same data.limit: their first N input rows. More runs end at the
+first stage after validation with the run-ending message: an empty dataset, one where every record is
+quarantined, and an own file where every row is.
 """
 
 from __future__ import annotations
@@ -122,10 +124,40 @@ def test_logs_are_under_the_results_directory(run):
     assert not (run / "logs").exists(), "no logs outside the results directory"
 
 
-@pytest.mark.parametrize("case", ["empty-dataset", "all-quarantined"])
+OWN_CSV = (
+    "prompt,subject,attribute\n"
+    "Paris is the capital of,Paris,France\n"
+    "Rome is the capital of,Madrid,Italy\n"  # subject not in the prompt
+    "Toyota is headquartered in,Toyota\n"  # a field short
+    "Berlin is the capital of,Berlin,Germany\n"
+    "Oslo is the capital of,Oslo,Norway\n"  # beyond data.limit
+)
+
+
+def test_read_facts_keeps_or_quarantines_the_first_limit_rows(tmp_path):
+    (tmp_path / "facts.csv").write_text(OWN_CSV)
+    write_config(tmp_path / "config.yaml", tiny_config("unused", data={"source": "facts.csv", "limit": 4}))
+    r = snakemake(tmp_path, "--cores", "1", "results/data/records.parquet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = tmp_path / "results" / "data"
+    records, quarantine = pd.read_parquet(data / "records.parquet"), pd.read_parquet(data / "quarantine.parquet")
+    # without an id column a row's id is its position in the file
+    accounted(range(4), records["known_id"].tolist(), quarantine["index"].tolist(), "read_facts")
+    assert records["known_id"].tolist() == [0, 3] and quarantine["index"].tolist() == [1, 2]
+    assert pq.read_schema(data / "records.parquet").names == list(RECORD_TYPES)
+    assert (tmp_path / "results" / "logs" / "read_facts" / "read_facts.log").exists()
+
+
+@pytest.mark.parametrize("case", ["empty-dataset", "all-quarantined", "own-file-all-quarantined"])
 def test_no_records_left_ends_the_run_with_a_clear_message(tmp_path, model_dir, case):
-    raw = [] if case == "empty-dataset" else [{**r, "subject": "not in it"} for r in known_records(3)]
-    write_config(tmp_path / "config.yaml", tiny_config(model_dir, data={"limit": None, **dataset(tmp_path / "k.json", raw)}))
+    if case == "own-file-all-quarantined":
+        (tmp_path / "k.csv").write_text("prompt,subject,attribute\nRome is the capital of,Madrid,Italy\n"
+                                        "Oslo is the capital of,Bergen,Norway\n")
+        raw, data = [None, None], {"source": "k.csv"}
+    else:
+        raw = [] if case == "empty-dataset" else [{**r, "subject": "not in it"} for r in known_records(3)]
+        data = dataset(tmp_path / "k.json", raw)
+    write_config(tmp_path / "config.yaml", tiny_config(model_dir, data={"limit": None, **data}))
     r = snakemake(tmp_path, "--cores", "1")
     assert r.returncode != 0
     assert "0 records left after validation: see results/data/quarantine.parquet" in r.stderr, r.stderr[-3000:]

@@ -11,7 +11,7 @@ from workflow_run import ROOT, snakemake, tiny_config, write_config
 PROFILES = ROOT / "workflow" / "profiles"
 SLURM = PROFILES / "slurm"
 RULE_TEXT = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")])
-RULES = set(re.findall(r"^(?:rule|checkpoint)\s+(\w+)\s*:", RULE_TEXT, re.M))
+RULES = set(re.findall(r"^\s*(?:rule|checkpoint)\s+(\w+)\s*:", RULE_TEXT, re.M))  # rules inside if-blocks too
 SPEECH_RULES = {"synthesize", "speech_qc", "align"}  # CPU rules of the speech pipeline (workflow/rules/speech.smk)
 MODEL_RULES = ("trace", "filter_known", "noise_std", "speech_units", "similarity")
 

@@ -25,7 +25,7 @@ T2T = Path("results/tiny/t2t")
 UPSTREAM = {"download_known", "validate_known", "prepare_model", "noise_std", "filter_known"}
 # Report stage (workflow/rules/report.smk): downstream of merge; report_config renders the whole config,
 # so it reruns on any config change.
-REPORT = {"qc", "panels", "peaks", "compare", "report_config"}
+REPORT = {"qc", "prompts", "panels", "peaks", "compare", "report_config"}
 
 
 def assert_jobs(jobs: dict[str, int], required: dict[str, int], out: str, allowed: set[str] = REPORT | {"all"}) -> None:
@@ -117,6 +117,13 @@ def test_adding_a_model_runs_only_that_models_jobs(completed_run, model_dir):
 def test_speech_settings_do_not_rerun_text_jobs(completed_run, model_dir):
     jobs, out = dry_run(completed_run, tiny_config(model_dir, speech={"align": {"use": "whisper"}}))
     assert set(jobs) <= {"report_config", "all"}, out[-3000:]
+
+
+def test_expect_answer_flag_to_trace_reruns_no_shard(completed_run, model_dir):
+    """Both modes trace the same prompts; only the summary and the pages change."""
+    jobs, out = dry_run(completed_run, tiny_config(model_dir, filter={"expect_answer": "trace"}))
+    assert_jobs(jobs, {"merge": 1, "figures": 1, "prompts": 1, "all": 1}, out)
+    assert not ({"trace"} | UPSTREAM) & set(jobs)
 
 
 def test_figure_format_reruns_figures_only(completed_run, model_dir):

@@ -155,5 +155,6 @@ def test_report_html(run):
         "resamples, level 0.9",  # workflow.rst, stats config
     ):
         assert fragment in text, fragment
-    for name in ("aie_panels.png", "diff.png", "qc.html", "counts.png", "aie_mlp.png", "peaks.html", "config.html"):
+    for name in ("aie_panels.png", "diff.png", "qc.html", "counts.png", "aie_mlp.png", "peaks.html", "config.html",
+                 "traced_prompts.html"):
         assert name in raw, name

@@ -16,7 +16,7 @@ def test_s3_noise_scale_over_all_known_subjects(smollm):
     records, quarantined = load_known(BUNDLED_KNOWN)
     assert len(records) == 1209 and not quarantined
     std = subject_embedding_std(smollm.model, smollm.tokenizer, [r.subject for r in records])
-    assert std == pytest.approx(0.1167, abs=5e-4)  # method.md: ν ≈ 0.350
+    assert std == pytest.approx(0.1167, abs=5e-4)  # docs/method.md: ν ≈ 0.350
     assert NoiseConfig().scale(std) == pytest.approx(0.350, abs=2e-3)
 
 

@@ -142,7 +142,7 @@ def test_whisper_base_transcribes_piper_clip(asr, vinson):
 @pytest.mark.slow
 def test_openai_whisper_on_converted_checkpoint(vinson):
     """The CTranslate2 whisper-base converted to an openai-whisper checkpoint (strict state-dict load)
-    transcribes like faster-whisper float32 (docs/offline-models: identical on 20 clips)."""
+    transcribes like faster-whisper float32 (identical transcripts on 20 clips when the converter was written)."""
     pytest.importorskip("whisper")
     from crosstrace.models.loading import default_cache_dir
     from crosstrace.speech.asr import WhisperASR, normalize_for_wer

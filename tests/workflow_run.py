@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import os
 import re
 import subprocess
@@ -30,6 +32,20 @@ def tiny_config(model_path: str | Path, **sections) -> dict:
     """TINY_CONFIG for ``model_path``; keyword arguments replace or deep-update top-level sections."""
     cfg = copy.deepcopy(TINY_CONFIG)
     cfg["models"][0]["path"] = str(model_path)
+    return _with(cfg, sections)
+
+
+def demo_config(model_path: str | Path, **sections) -> dict:
+    """The repository's config.yaml (the demo) with its model swapped for the tiny one and the sizes of
+    TINY_CONFIG, so a test runs the demo's settings in minutes; keyword arguments as in tiny_config."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    small = copy.deepcopy(TINY_CONFIG)
+    small["models"][0]["path"] = str(model_path)
+    small.pop("figures")  # keep the demo's figure settings
+    return _with(_with(cfg, small), sections)
+
+
+def _with(cfg: dict, sections: dict) -> dict:
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             _deep_update(cfg[key], value)
@@ -66,6 +82,18 @@ def snakemake_cmd(workdir: Path, *args: str, configfile: str = "config.yaml") ->
 def snakemake(workdir: Path, *args: str, configfile: str = "config.yaml", timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_cmd(workdir, *args, configfile=configfile), cwd=workdir, env=child_env(),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def report_results(report: Path) -> dict[str, dict]:
+    """The results embedded in a `snakemake --report` HTML file: path → entry (name, caption, data_uri, ...)."""
+    raw = Path(report).read_text(encoding="utf-8")
+    start = raw.index("var results = {") + len("var results = ")
+    return json.JSONDecoder().raw_decode(raw, start)[0]
+
+
+def report_file(entry: dict) -> bytes:
+    """The bytes of one embedded result (its base64 data URI decoded)."""
+    return base64.b64decode(entry["data_uri"].split("base64,", 1)[1])
 
 
 def planned_jobs(output: str) -> dict[str, int]:

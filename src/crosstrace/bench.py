@@ -33,7 +33,7 @@ from .trace.reference import rome_inputs, trace_reference, trace_with_patch
 from .trace.state import Corruption
 from .trace.tokens import encode_prompt
 
-SMOLLM2_SUBJECT_STD = 0.11666  # over all 1209 Known subjects (method.md); avoids a pass over the data
+SMOLLM2_SUBJECT_STD = 0.11666  # over all 1209 Known subjects (docs/method.md); avoids a pass over the data
 
 
 def _time(fn):

@@ -1,6 +1,9 @@
 """Command line: trace one prompt and look at it.
 
     crosstrace trace --prompt "Vinson Massif is located in the continent of" --subject "Vinson Massif"
+
+prints the answer, P_clean, P_corrupted and the peak IE per kind, and writes one heatmap per kind plus the
+IE table (``ie.parquet`` or ``ie.csv``) into ``--out``.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +19,11 @@ from . import __version__
 
 
 def _trace(a: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # the command line only writes files; never open a window
+    # A hub id that cannot be fetched should end in our one-line error, not pages of retry warnings.
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     for flag, value in (("--prompt", a.prompt), ("--subject", a.subject)):
         if not value.strip():
             return _error(f"{flag} is empty" if not value else f"{flag} is only whitespace ({value!r})")
@@ -22,8 +31,8 @@ def _trace(a: argparse.Namespace) -> int:
         return _error(f"subject {a.subject!r} does not occur in prompt {a.prompt!r}")
     import torch
 
-    from .models.loading import load_model
-    from .report.figures import prompt_figure, save
+    from .models.loading import ModelLoadError, load_model
+    from .report.figures import prompt_trace_figure, save
     from .trace import NoiseConfig, TraceSettings, trace_prompt
     from .trace.api import PromptTooLongError
 
@@ -33,7 +42,11 @@ def _trace(a: argparse.Namespace) -> int:
     warn.setFormatter(logging.Formatter("warning: %(message)s"))
     logging.getLogger("crosstrace").addHandler(warn)
     logging.getLogger("crosstrace").setLevel(logging.WARNING)
-    lm = load_model(a.model, a.device, a.dtype, cache_dir=a.cache_dir)
+    try:
+        lm = load_model(a.model, a.device, a.dtype, cache_dir=a.cache_dir)
+    except (ModelLoadError, OSError, ValueError) as e:  # missing folder, bad files, unknown hub id offline
+        reason = " ".join(str(e).split())  # one line, however long the library's message
+        return _error(f"cannot load --model {a.model!r}: {reason[:400]}")
     noise = NoiseConfig(samples=a.samples, kind=a.noise_kind, seed=a.seed,
                         multiple=None if a.noise_abs is not None else a.noise_multiple, absolute=a.noise_abs)
     settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine,
@@ -46,18 +59,26 @@ def _trace(a: argparse.Namespace) -> int:
     written = []
     for kind, kt in res.kinds.items():
         paths = [a.out / f"trace_{kind}.{ext}" for ext in a.formats]
-        save(prompt_figure(res.tokens, res.subject_span, kt.p_restored, kt.p_corrupted, kind, res.answer, a.window), paths)
+        save(prompt_trace_figure(res.tokens, res.subject_span, {kind: kt.p_restored}, res.answer, res.p_clean,
+                                 res.p_corrupted, window=a.window, title=a.prompt), paths)
         written += [str(p) for p in paths]
+    table = a.out / f"ie.{a.table_format}"
+    frame = res.to_frame()
+    if a.table_format == "csv":
+        frame.to_csv(table, index=False)
+    else:
+        frame.to_parquet(table, index=False)
     summary = {
         "answer": res.answer, "answer_id": res.answer_id, "p_clean": res.p_clean, "p_corrupted": res.p_corrupted,
         "noise_scale": res.noise_scale, "subject_tokens": res.tokens[res.subject_span[0] : res.subject_span[1]],
         "subject_span": list(res.subject_span),
-        "peak_ie": {k: float(kt.ie.max()) for k, kt in res.kinds.items()}, "figures": written,
+        "peak_ie": {k: float(kt.ie.max()) for k, kt in res.kinds.items()}, "figures": written, "table": str(table),
     }
     print(f"answer {res.answer!r}: P_clean = {res.p_clean:.4f}, P_corrupted = {res.p_corrupted:.4f} (ν = {res.noise_scale:.4f})")
     for k, kt in res.kinds.items():
         t, layer = divmod(int(kt.ie.argmax()), kt.ie.shape[1])
         print(f"  {k:6s} peak IE {kt.ie.max():+.4f} at token {t} {res.tokens[t]!r}, layer {layer}")
+    print(f"wrote {len(written)} figure(s) and {table} ({len(frame)} rows: kind, token, layer, IE, P_restored)")
     print(json.dumps(summary))
     return 0
 
@@ -72,6 +93,15 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
+
+
+def _noise_std(value: str) -> float | str:
+    if value == "dataset":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'dataset', got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--noise-kind", default="gaussian", choices=["gaussian", "uniform"])
     t.add_argument("--noise-multiple", type=float, default=3.0, help="ν = multiple × std of subject embeddings")
-    t.add_argument("--noise-std", type=float, default=None,
-                   help="std of subject embeddings (default: over this subject's tokens; the workflow uses all dataset subjects)")
+    t.add_argument("--noise-std", type=_noise_std, default=None,
+                   help="std of subject embeddings: a number, or 'dataset' for the workflow's value (all Known "
+                        "subjects, as the workflow computes it); default: over this subject's tokens only")
     t.add_argument("--noise-abs", type=float, default=None, help="absolute ν (overrides --noise-multiple)")
     t.add_argument("--engine", default="auto", choices=["auto", "fast", "reference"])
     t.add_argument("--max-prompt-tokens", type=_positive, default=256,
@@ -102,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--cache-dir", default=None)
-    t.add_argument("--out", type=Path, default=Path("trace_out"), help="folder for the figures")
+    t.add_argument("--out", type=Path, default=Path("trace_out"), help="folder for the figures and the IE table")
     t.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    t.add_argument("--table-format", default="parquet", choices=["parquet", "csv"],
+                   help="format of the IE table ie.<format> (one row per kind, token and layer)")
     t.set_defaults(func=_trace)
     return ap
 

@@ -7,16 +7,14 @@ with the decoded text kept so a reader can audit the decision.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from tqdm import tqdm
-
-from .shards import select_for_trace  # noqa: F401 - defined with the shard logic, imported from here too
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’–—…"})
@@ -45,10 +43,41 @@ def match_attribute(continuation: str, attribute: str) -> Match:
     return Match("none", "attribute not in the greedy continuation")
 
 
-@torch.no_grad()
+def answer_matches(answer: str, attribute: str) -> bool:
+    """ROME's ``expect`` check for one traced token: does the answer token o start the attribute?
+
+    ROME compares the decoded greedy token with the whole attribute, which no multi-token attribute can
+    pass; here the token must be a non-empty prefix of the attribute (case and surrounding space ignored),
+    so " Lat" matches "Latin" and " original" does not (Known prompt 9 on SmolLM2-135M).
+    """
+    a, attr = answer.strip().lower(), attribute.strip().lower()
+    return bool(a) and attr.startswith(a)
+
+
+#: filter.expect_answer: what happens to a prompt whose greedy first token does not start its attribute.
+EXPECT_MODES = ("trace", "flag", "skip")
+
+
+def _no_grad(fn):
+    """torch.no_grad, importing torch on first call: the selection helpers here also run in the Snakefile
+    (common.smk) and in report jobs, which should not pay for loading torch."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_no_grad
 def greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int = 10, batch_size: int = 32,
                          bad_words_ids: list[list[int]] | None = None, progress: bool = True) -> list[list[int]]:
     """Greedy new-token ids for each tokenized prompt (left-padded batches; same result as one by one)."""
+    import torch
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     out: list[list[int]] = [None] * len(prompts)  # type: ignore[list-item]
@@ -106,3 +135,27 @@ def filter_known(model, tokenizer, records, encode, max_new_tokens: int = 10, ba
             "label": m.label, "known": m.label != "none", "reason": m.reason,
         })
     return pd.DataFrame(rows, columns=FILTER_COLUMNS)
+
+
+def unexpected_answers(known):
+    """Rows of a known table whose greedy first token does not start the attribute (see answer_matches)."""
+    return known[[not answer_matches(str(t), str(a)) for t, a in zip(known["first_token"], known["attribute"], strict=True)]]
+
+
+def select_for_trace(known, max_prompts: int | None, require_known: bool = True, expect_answer: str = "trace"):
+    """The prompts to trace, in dataset order, capped at ``max_prompts``. The workflow cuts them into
+    shards of fixed known_id blocks (:func:`crosstrace.shards.shard_blocks`).
+
+    ``require_known=False`` traces every valid record whatever the model answered (a control, and how
+    the tests run the DAG on tiny random models that know nothing). ``expect_answer="skip"`` leaves out
+    prompts whose greedy first token does not start the attribute (before the cap); "trace" and "flag"
+    keep them (the traced-prompts table marks them either way).
+    """
+    if expect_answer not in EXPECT_MODES:
+        raise ValueError(f"expect_answer must be one of {EXPECT_MODES}, got {expect_answer!r}")
+    if "status" in known.columns:  # S→T: prompts without speech / alignment / units cannot be traced
+        known = known[known["status"] == "ok"]
+    sel = known[known["known"].astype(bool)] if require_known else known
+    if expect_answer == "skip":
+        sel = sel.drop(unexpected_answers(sel).index)
+    return sel if max_prompts is None else sel.iloc[:max_prompts]

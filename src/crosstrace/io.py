@@ -93,3 +93,11 @@ def read_parquets(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def console(message: str) -> None:
+    """A line for the researcher's terminal as well as the job's log: setup_logging sends stderr to the
+    log file, so this writes to the process's original stderr (Snakemake's console)."""
+    logging.getLogger("crosstrace").warning(message)
+    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+        print(message, file=sys.__stderr__, flush=True)

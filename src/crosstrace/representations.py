@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .filtering import select_for_trace
 from .modality import encode_t2t, s2t_row_prompt, stray_space
 from .models.adapter import get_adapter, hooks, site_name
-from .shards import select_for_trace
 from .trace.tokens import SpanError
 
 POSITIONS = ("subject", "last")
@@ -43,7 +43,7 @@ def shared_prompts(
     """(T→T row, S→T row) of every prompt in both sets, in the T→T table's (dataset) order.
 
     A set is what the tracer would select from a known table, without the ``trace.max_prompts`` cap
-    (:func:`crosstrace.shards.select_for_trace`): the known prompts, or every valid record with
+    (:func:`crosstrace.filtering.select_for_trace`): the known prompts, or every valid record with
     ``require_known=False``; S→T rows also need ``status`` ok. Only the intersection (on ``known_id``)
     is returned: a prompt known in one modality only has no partner and is left out.
     """

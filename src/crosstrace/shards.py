@@ -1,4 +1,5 @@
-"""Which records a stage works on, and how they are cut into shard jobs (trace and speech alike).
+"""How the records a stage works on are cut into shard jobs (trace and speech alike). Which prompts are
+traced is :func:`crosstrace.filtering.select_for_trace`; which get speech, :func:`select_for_speech`.
 
 A shard is a fixed block of known_ids: shard i holds ids ``[i * size, (i + 1) * size)`` of the
 selection, in dataset order. The workflow passes each shard its ids as a rule parameter, so a shard
@@ -11,19 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
-
-
-def select_for_trace(known: pd.DataFrame, max_prompts: int | None, require_known: bool = True) -> pd.DataFrame:
-    """The prompts to trace, in dataset order, capped at ``max_prompts``.
-
-    ``require_known=False`` traces every valid record whatever the model answered (a control, and how
-    the tests run the DAG on tiny random models that know nothing). S→T rows without a traceable spoken
-    prompt (``status`` not ok) are never selected.
-    """
-    if "status" in known.columns:
-        known = known[known["status"] == "ok"]
-    sel = known[known["known"].astype(bool)] if require_known else known
-    return sel if max_prompts is None else sel.iloc[:max_prompts]
 
 
 def select_for_speech(records: pd.DataFrame, max_prompts: int | None) -> pd.DataFrame:

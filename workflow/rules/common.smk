@@ -1,3 +1,4 @@
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -5,11 +6,14 @@ from types import SimpleNamespace
 import pandas as pd
 from snakemake.utils import validate
 
-from crosstrace.shards import select_for_trace, shard_blocks
+from crosstrace.filtering import select_for_trace
+from crosstrace.offline import hub_models
+from crosstrace.shards import shard_blocks
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
+DATA = config["data"]
 # Job logs live with the results they explain: two runs into different result directories never share
 # (or overwrite) a log.
 LOGS = f"{R}/logs"
@@ -38,6 +42,31 @@ if (
         f"config: speech.align.use {config['speech']['align']['use']!r} is not among "
         f"speech.align.aligners {config['speech']['align']['aligners']}"
     )
+# Offline when every model is on this machine, so nothing reaches for the network; with a hub model the hub is
+# allowed (an explicit HF_HUB_OFFLINE=1 still wins: hub models then load from the HF cache). Jobs inherit it.
+if not hub_models(config, workflow_path):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if config["speech"]["enabled"] and config["speech"]["source"] == "recordings":
+    if not config["speech"]["recordings"]["manifest"]:
+        raise ValueError(
+            "config: speech.source: recordings needs speech.recordings.manifest (a CSV: id, path, transcript)"
+        )
+    _align = config["speech"]["align"]
+    _tts_keys = [
+        f"speech.align.{k}"
+        for k, names in [
+            ("aligners", _align["aligners"]),
+            ("reference", [_align["reference"]]),
+            ("use", [_align["use"]]),
+        ]
+        if "tts" in names
+    ]
+    if _tts_keys:
+        raise ValueError(
+            f"config: speech.source: recordings has no TTS word timings, so the tts aligner cannot run; "
+            f"{', '.join(_tts_keys)} name tts: use whisper (offline) or ctc (needs speech.align.ctc_model), e.g. "
+            "speech.align: {aligners: [whisper], reference: whisper, use: whisper}"
+        )
 RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
 # Models traced on S→T: their per-unit view (rule unit_view, workflow/rules/unit_view.smk).
 S2T_MODELS = [m for m, spec in MODELS.items() if "s2t" in spec["modalities"]]
@@ -118,12 +147,17 @@ def trace_params(engine=None):
 
 
 def trace_shards(wildcards, screened=SCREEN):
-    """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts (known
-    ones, capped by trace.max_prompts, in dataset order; read after the filter checkpoint). With
-    ``screened``, only those the screen selected for exact tracing (read after the screen checkpoint)."""
+    """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts (the
+    package's selection: known ones, filter.expect_answer, capped by trace.max_prompts, in dataset order;
+    read after the filter checkpoint). With ``screened``, only those the screen selected for exact tracing
+    (read after the screen checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
+    f = config["filter"]
     selected = select_for_trace(
-        pd.read_parquet(known), config["trace"]["max_prompts"], config["filter"]["require_known"]
+        pd.read_parquet(known),
+        config["trace"]["max_prompts"],
+        require_known=f["require_known"],
+        expect_answer=f["expect_answer"],
     )
     if screened:
         table = checkpoints.screen.get(model=wildcards.model, modality=wildcards.modality).output.table

@@ -32,11 +32,42 @@ rule figures:
         "../../scripts/figures.py"
 
 
+rule prompts:
+    input:
+        ie=f"{R}/{{model}}/{{modality}}/ie_per_prompt.parquet",
+        known=f"{R}/{{model}}/{{modality}}/known.parquet",
+        summary=f"{R}/{{model}}/{{modality}}/summary.json",
+    output:
+        figures=directory(f"{R}/{{model}}/{{modality}}/prompts"),
+        table=f"{R}/{{model}}/{{modality}}/traced_prompts.parquet",
+        html=report(
+            f"{R}/{{model}}/{{modality}}/traced_prompts.html",
+            caption=f"{CAPTIONS}/prompts.rst",
+            category="Traced prompts",
+            subcategory="{model} {modality}",
+            labels={
+                "run": "{model} {modality}",
+                "content": "table and heatmaps",
+            },
+        ),
+    log:
+        f"{LOGS}/prompts/{{model}}_{{modality}}.log",
+    conda:
+        "../../envs/crosstrace.yaml"
+    params:
+        gallery=config["figures"]["gallery"],
+        formats=[REPORT_EXT] + [e for e in FORMATS if e != REPORT_EXT],
+        require_known=config["filter"]["require_known"],
+        expect_answer=config["filter"]["expect_answer"],
+    script:
+        "../../scripts/prompts.py"
+
+
 rule qc:
     input:
         summary=f"{R}/{{model}}/{{modality}}/summary.json",
         quarantine=f"{R}/{{model}}/{{modality}}/quarantine.parquet",
-        validation=rules.validate_known.output.quarantine,
+        validation=f"{R}/data/quarantine.parquet",
     output:
         html=report(
             f"{R}/{{model}}/{{modality}}/qc.html",

@@ -50,7 +50,8 @@ def report_targets():
         f"{R}/report/config.html",
     ]
     for m, mod in RUNS:
-        out += [f"{R}/{m}/{mod}/qc.html"]
+        out += [f"{R}/{m}/{mod}/qc.html", f"{R}/{m}/{mod}/traced_prompts.html"]
+        out += [f"{R}/{m}/{mod}/traced_prompts.parquet", f"{R}/{m}/{mod}/prompts"]
         out += expand(f"{R}/{m}/{mod}/figures/counts.{{ext}}", ext=FORMATS)
     for pair in PAIRS:
         out += [

@@ -44,6 +44,11 @@ rule merge_atp:
     params:
         trace=trace_params(engine="atp"),
         stats={k: config["stats"][k] for k in ("n_boot", "seed", "level")},
+        select={
+            "require_known": config["filter"]["require_known"],
+            "expect_answer": config["filter"]["expect_answer"],
+        },
+        on_empty=config["trace"]["on_empty"],
     script:
         "../../scripts/merge.py"
 

@@ -22,25 +22,51 @@ checkpoint speech_select:
         "../../scripts/speech_select.py"
 
 
-rule synthesize:
-    input:
-        records=f"{R}/data/records.parquet",
-    output:
-        manifest=f"{R}/speech/manifest/{{shard}}.parquet",
-        wavs=directory(f"{R}/speech/wav/{{shard}}"),
-    log:
-        f"{LOGS}/synthesize/{{shard}}.log",
-    conda:
-        "../../envs/speech.yaml"
-    threads: 1
-    params:
-        known_ids=speech_shard_known_ids,
-        backend=SPEECH["tts"]["backend"],
-        backend_options=SPEECH["tts"]["options"],
-        min_duration_s=SPEECH["tts"]["min_duration_s"],
-        min_rms=SPEECH["tts"]["min_rms"],
-    script:
-        "../../scripts/speech_synthesize.py"
+# The prompts' audio: synthesised (speech.source: tts) or the user's own recordings (speech.source:
+# recordings). Both write the same manifest table and 16 kHz mono WAVs.
+if SPEECH["source"] == "tts":
+
+    rule synthesize:
+        input:
+            records=f"{R}/data/records.parquet",
+        output:
+            manifest=f"{R}/speech/manifest/{{shard}}.parquet",
+            wavs=directory(f"{R}/speech/wav/{{shard}}"),
+        log:
+            f"{LOGS}/synthesize/{{shard}}.log",
+        conda:
+            "../../envs/speech.yaml"
+        threads: 1
+        params:
+            known_ids=speech_shard_known_ids,
+            backend=SPEECH["tts"]["backend"],
+            backend_options=SPEECH["tts"]["options"],
+            min_duration_s=SPEECH["tts"]["min_duration_s"],
+            min_rms=SPEECH["tts"]["min_rms"],
+        script:
+            "../../scripts/speech_synthesize.py"
+
+else:
+
+    rule load_recordings:
+        input:
+            records=f"{R}/data/records.parquet",
+            manifest=workflow_path(SPEECH["recordings"]["manifest"]),
+        output:
+            manifest=f"{R}/speech/manifest/{{shard}}.parquet",
+            wavs=directory(f"{R}/speech/wav/{{shard}}"),
+        log:
+            f"{LOGS}/load_recordings/{{shard}}.log",
+        conda:
+            "../../envs/speech.yaml"
+        threads: 1
+        params:
+            known_ids=speech_shard_known_ids,
+            max_wer=SPEECH["asr"]["max_wer"],
+            min_rms=SPEECH["recordings"]["min_rms"],
+            max_chars_per_s=SPEECH["recordings"]["max_chars_per_s"],
+        script:
+            "../../scripts/speech_recordings.py"
 
 
 rule speech_qc:
@@ -129,6 +155,7 @@ rule speech_wer:
     threads: 1
     params:
         max_wer=SPEECH["asr"]["max_wer"],
+        source=SPEECH["source"],
     script:
         "../../scripts/speech_wer.py"
 

@@ -41,5 +41,10 @@ rule merge:
     params:
         trace=trace_params(),
         stats={k: config["stats"][k] for k in ("n_boot", "seed", "level")},
+        select={
+            "require_known": config["filter"]["require_known"],
+            "expect_answer": config["filter"]["expect_answer"],
+        },
+        on_empty=config["trace"]["on_empty"],
     script:
         "../../scripts/merge.py"

@@ -1,29 +1,36 @@
-"""Figures for the report: log-AIE heatmaps (paper Fig. 2), CI widths, run panels, differences, QC.
+"""Figures for the report: log-AIE heatmaps (paper Fig. 2), CI widths, run panels, differences, QC,
+and ROME-style per-prompt traces.
 
-Rows are the six token categories, columns are layers. Everything here is matplotlib on the Agg / PDF
-backends and imports neither torch nor the tracer, so figure jobs start quickly.
+Rows are the six token categories (per prompt: the tokens), columns are layers. Figures are built as
+:class:`matplotlib.figure.Figure` objects without pyplot, so importing this module or drawing a figure
+never selects or switches the user's matplotlib backend, and the house style is applied per figure
+(``rc_context``), not to the global rcParams. Nothing here imports torch or the tracer, so figure jobs
+start quickly.
 """
 
 from __future__ import annotations
 
+import functools
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm, TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.text import Text
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm, TwoSlopeNorm  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from ..categories import CATEGORIES, CATEGORY_LABELS  # noqa: E402
+from ..categories import CATEGORIES, CATEGORY_LABELS
 
 KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP", "attn": "attention"}
 KIND_CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
 MODALITY_LABELS = {"t2t": "T→T", "s2t": "S→T"}
 ABSENT_COLOUR = "#eeeeee"  # a category no prompt has (e.g. no middle subject anywhere)
+WARN_COLOUR = "#b00020"
 
 # Publication defaults: readable sizes at print width, TrueType (editable) text in PDFs.
 STYLE = {
@@ -38,7 +45,84 @@ STYLE = {
     "ps.fonttype": 42,
     "savefig.dpi": 200,
 }
-matplotlib.rcParams.update(STYLE)
+DPI = 200
+# The Snakemake report shows a PNG at most about this wide (its content pane); text should stay at least
+# MIN_TEXT_PX there, so wide figures get proportionally larger fonts (see readable()).
+REPORT_WIDTH_PX = 900
+MIN_TEXT_PX = 12
+
+
+def styled(fn):
+    """Build the figure under the house style without touching the global rcParams."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def new_figure(figsize: tuple[float, float], pyplot: bool = False) -> Figure:
+    """A constrained-layout figure. ``pyplot=True`` registers it with pyplot (for ``plt.show()`` and
+    notebooks' inline display); the workflow's figures never do, so no backend is ever selected."""
+    if pyplot:
+        import matplotlib.pyplot as plt
+
+        return plt.figure(figsize=figsize, layout="constrained")
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _texts(fig: Figure) -> list[Text]:
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def fit_to_content(fig: Figure, pad: float = 0.08, rounds: int = 4) -> Figure:
+    """Grow the figure until every title, label and colorbar lies inside it.
+
+    Constrained layout shrinks axes to make room for tick labels, but a title wider than its axes (one
+    kind: "...· hidden states (n = 4, ν = 0.35)") still runs off the canvas. Centred titles overflow on
+    both sides, so the width grows by twice the larger overflow.
+    """
+    for _ in range(rounds):
+        fig.draw_without_rendering()
+        bb = fig.get_tightbbox()
+        w, h = fig.get_size_inches()
+        dx = max(0.0, -bb.x0, bb.x1 - w)
+        dy = max(0.0, -bb.y0, bb.y1 - h)
+        if dx <= 0.01 and dy <= 0.01:
+            break
+        fig.set_size_inches(w + (2 * dx + pad if dx > 0.01 else 0), h + (2 * dy + pad if dy > 0.01 else 0))
+    return fig
+
+
+def _signature(fig: Figure) -> tuple:
+    return tuple(fig.get_size_inches()), tuple((t.get_text(), t.get_fontsize()) for t in _texts(fig))
+
+
+def readable(fig: Figure, width_px: int = REPORT_WIDTH_PX, min_px: float = MIN_TEXT_PX) -> Figure:
+    """Scale the fonts so body text (tick labels and up; small grey notes excepted) is at least ``min_px``
+    tall when the figure is shown ``width_px`` wide (the report's content pane), and fit the figure to its
+    content. Figures planned at ~10 inches or less need no scaling. Skipped when nothing changed since the
+    last call (layout passes are the slow part of drawing)."""
+    if getattr(fig, "_readable_signature", None) == _signature(fig):
+        return fig
+    fit_to_content(fig)
+    body = [t for t in _texts(fig) if t.get_fontsize() >= 8.5]
+    shown_px = min(t.get_fontsize() for t in body) * width_px / (fig.get_size_inches()[0] * 72) if body else min_px
+    if shown_px < min_px * 0.98:
+        k = min(min_px / shown_px, 1.5)
+        for t in _texts(fig):
+            t.set_fontsize(t.get_fontsize() * k)
+        fit_to_content(fig)
+    fig._readable_signature = _signature(fig)
+    return fig
+
+
+def token_label(token: str) -> str:
+    """A token as a tick label: quoted (leading spaces visible), control characters escaped (\\n, \\t)."""
+    body = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in token)
+    return f"'{body}'"
 
 
 def run_label(model: str, modality: str) -> str:
@@ -92,9 +176,14 @@ def log_norm(values: np.ndarray) -> tuple[LogNorm, int]:
     return LogNorm(vmin=lo, vmax=hi), int((finite <= 0).sum())
 
 
-def _layer_ticks(ax, L: int) -> None:
-    step = max(1, int(np.ceil(L / 10)))
-    ax.set_xticks(range(0, L, step))
+def _layer_ticks(ax, L: int, nbins: int = 8) -> None:
+    """Layer ticks at round steps (1, 2, 5, 10, ...), at most about ``nbins`` of them, so narrow panels with
+    large text keep their labels apart."""
+    if L <= 3:
+        ax.set_xticks(range(L))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True, steps=[1, 2, 5, 10]))
+    ax.set_xlim(-0.5, L - 0.5)
     ax.set_xlabel("layer")
 
 
@@ -107,18 +196,18 @@ def _hatch(ax, mask: np.ndarray) -> int:
 
 
 def draw_heatmap(ax, mat: np.ndarray, labels: Sequence[str], norm: LogNorm, cmap: str, title: str,
-                 mask: np.ndarray | None = None):
+                 mask: np.ndarray | None = None, nbins: int = 8):
     """Non-positive AIE cannot be logged: those cells are drawn in the floor colour (vmin).
 
     ``mask``: cells to hide (e.g. CI contains 0), drawn white with grey hatching.
     """
     shown = np.where(np.isfinite(mat), np.clip(mat, norm.vmin, None), np.nan)
-    cm = plt.get_cmap(cmap).with_extremes(bad=ABSENT_COLOUR)
+    cm = matplotlib.colormaps[cmap].with_extremes(bad=ABSENT_COLOUR)
     im = ax.imshow(shown, aspect="auto", norm=norm, cmap=cm, interpolation="nearest")
     if mask is not None:
         _hatch(ax, mask & np.isfinite(mat))
     ax.set_yticks(range(len(labels)), labels)
-    _layer_ticks(ax, mat.shape[1])
+    _layer_ticks(ax, mat.shape[1], nbins)
     ax.set_title(title)
     return im
 
@@ -128,10 +217,10 @@ def ci_level(meta: Mapping) -> str:
     return f"{meta.get('ci', {}).get('level', 0.95):.0%}"
 
 
-def _note(fig: plt.Figure, text: str) -> None:
+def _note(fig: Figure, text: str) -> None:
     """A small grey note under the figure (a supxlabel, so constrained layout makes room for it)."""
     if text:
-        fig.supxlabel(text, fontsize=7, color="0.35", x=0.01, ha="left")
+        fig.supxlabel(text, fontsize=8, color="0.35", x=0.01, ha="left")
 
 
 def _notes(n_nonpos: int, n_masked: int | None, level: str = "95%") -> str:
@@ -143,8 +232,15 @@ def _notes(n_nonpos: int, n_masked: int | None, level: str = "95%") -> str:
     return "; ".join(parts)
 
 
+def _no_prompts(ax) -> None:
+    """An empty run says so in the panel instead of showing a blank grey square."""
+    ax.text(0.5, 0.5, "NO PROMPTS TRACED\n(see summary.json and the traced-prompts page)", transform=ax.transAxes,
+            ha="center", va="center", color=WARN_COLOUR, fontsize=12, fontweight="bold")
+
+
+@styled
 def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool = False,
-                   ci_panel: bool = False) -> plt.Figure:
+                   ci_panel: bool = False) -> Figure:
     """One kind for one model and modality, readable on its own.
 
     ``ci_panel`` adds a lower panel with the bootstrap CI width (ci_high − ci_low) on the *same* log
@@ -157,31 +253,40 @@ def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool 
     ci_panel = ci_panel and has_ci
     mask = ci_zero_mask(sub) if mask_ci_zero else None
     nrows = 2 if ci_panel else 1
-    fig, axes = plt.subplots(nrows, 1, figsize=(7.5, 3.0 * nrows + 0.4), constrained_layout=True, squeeze=False)
+    fig = new_figure((7.5, 3.0 * nrows + 0.4))
+    axes = fig.subplots(nrows, 1, squeeze=False)
     n = int(sub["n"].max()) if len(sub) else 0
     title = (f"{run_label(meta['model'], meta['modality'])}: log AIE, {KIND_TITLES[kind]}{approximate_text(meta)}"
              + (f" (window {meta['window']})" if kind != "hidden" and "window" in meta else "")
              + f"\nn = {n} prompts, {noise_text(meta)}")
     im = draw_heatmap(axes[0, 0], mat, labels, norm, KIND_CMAPS[kind], title, mask)
     fig.colorbar(im, ax=axes[0, 0], label="AIE (log scale)")
+    if n == 0:
+        _no_prompts(axes[0, 0])
+        for ax in axes[:, 0]:
+            ax.set_xticks([])
     if ci_panel:
         width = _matrix(sub, "ci_high") - _matrix(sub, "ci_low")
         imw = draw_heatmap(axes[1, 0], width, labels, norm, "Greys",
                            f"width of the {ci_level(meta)} bootstrap CI over prompts (same log scale)")
         fig.colorbar(imw, ax=axes[1, 0], label="CI width (log scale)")
     _note(fig, _notes(n_nonpos, int((mask & np.isfinite(mat)).sum()) if mask is not None else None, ci_level(meta)))
-    return fig
+    return readable(fig)
 
 
+@styled
 def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequence[str], shared_scale: bool = True,
-                 meta: Mapping[tuple[str, str], Mapping] | None = None, mask_ci_zero: bool = False) -> plt.Figure:
+                 meta: Mapping[tuple[str, str], Mapping] | None = None, mask_ci_zero: bool = False) -> Figure:
     """Paper layout: one row per (model, modality), one column per kind, one colour scale per column.
 
-    ``meta``: per row, the run's summary (adds the noise scale to the panel titles).
+    ``meta``: per row, the run's summary (adds the noise scale to the row label).
     """
     meta = meta or {}
-    fig, axes = plt.subplots(len(rows), len(kinds), figsize=(4.6 * len(kinds), 2.5 * len(rows) + 0.8),
-                             constrained_layout=True, squeeze=False)
+    # Width from content: the run and category labels once, then ~2.7 in per kind (30-40 layers stay legible;
+    # three kinds fit the report's 900 px without scaling the text). Kinds title the columns and runs label the
+    # rows, so no title is wider than its panel.
+    fig = new_figure((2.0 + 2.7 * len(kinds), 2.3 * len(rows) + 0.9))
+    axes = fig.subplots(len(rows), len(kinds), squeeze=False)
     notes = []
     for j, kind in enumerate(kinds):
         col = aie[aie["kind"] == kind]
@@ -193,12 +298,16 @@ def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequ
             sub = subs[i]
             n = int(sub["n"].max()) if len(sub) else 0
             nn = norm or log_norm(mats[i])[0]
-            extra = f", ν = {meta[(m, mod)]['noise_scale']:.3g}" if isinstance(
-                meta.get((m, mod), {}).get("noise_scale"), int | float) else ""
             mask = ci_zero_mask(sub) if mask_ci_zero else None
             approx = approximate_text(meta.get((m, mod), {}))
             im = draw_heatmap(axes[i, j], mats[i], aie_matrix(sub)[1], nn, KIND_CMAPS[kind],
-                              f"{run_label(m, mod)} · {KIND_TITLES[kind]} (n = {n}{extra}){approx}", mask)
+                              KIND_TITLES[kind] if i == 0 else "", mask, nbins=5)
+            if j == 0:
+                nu = meta.get((m, mod), {}).get("noise_scale")
+                axes[i, j].set_ylabel(f"{run_label(m, mod)}{approx}\nn = {n}"
+                                      + (f", ν = {nu:.3g}" if isinstance(nu, int | float) else ""))
+            if n == 0:
+                _no_prompts(axes[i, j])
             n_nonpos = int((mats[i][np.isfinite(mats[i])] <= 0).sum())
             if n_nonpos:
                 notes.append(f"{run_label(m, mod)} {kind}: {n_nonpos}")
@@ -210,16 +319,17 @@ def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequ
     if notes:
         _note(fig, "cells with AIE ≤ 0 (floor colour): " + ", ".join(notes)
               + ("; hatched: CI contains 0" if mask_ci_zero else ""))
-    return fig
+    return readable(fig)
 
 
-def difference_figure(comp: pd.DataFrame, kinds: Sequence[str], alpha: float, title: str) -> plt.Figure:
+@styled
+def difference_figure(comp: pd.DataFrame, kinds: Sequence[str], alpha: float, title: str) -> Figure:
     """Mean paired difference (a − b) per kind, diverging colour scale centred at 0; q < alpha marked •.
 
     ``comp`` is the output of :func:`crosstrace.report.stats.paired_comparison`.
     """
-    fig, axes = plt.subplots(len(kinds), 1, figsize=(7.5, 2.7 * len(kinds) + 0.8), constrained_layout=True,
-                             squeeze=False)
+    fig = new_figure((7.5, 2.7 * len(kinds) + 0.8))
+    axes = fig.subplots(len(kinds), 1, squeeze=False)
     for i, kind in enumerate(kinds):
         ax = axes[i, 0]
         sub = comp[comp["kind"] == kind]
@@ -227,7 +337,7 @@ def difference_figure(comp: pd.DataFrame, kinds: Sequence[str], alpha: float, ti
         sig = _matrix(sub, "significant") if len(sub) else np.zeros_like(d)
         lim = float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 1.0
         lim = lim if lim > 0 else 1.0
-        cm = plt.get_cmap("RdBu_r").with_extremes(bad=ABSENT_COLOUR)
+        cm = matplotlib.colormaps["RdBu_r"].with_extremes(bad=ABSENT_COLOUR)
         im = ax.imshow(d, aspect="auto", cmap=cm, norm=TwoSlopeNorm(0.0, -lim, lim), interpolation="nearest")
         yy, xx = np.nonzero(np.nan_to_num(sig) > 0)
         ax.scatter(xx, yy, s=10, c="black", marker="o", linewidths=0)
@@ -238,12 +348,14 @@ def difference_figure(comp: pd.DataFrame, kinds: Sequence[str], alpha: float, ti
                      f"{int(np.nansum(sig))} cell(s) with q < {alpha:g} (•)")
         fig.colorbar(im, ax=ax, label="mean IE difference")
     fig.suptitle(title)
-    return fig
+    return readable(fig)
 
 
-def counts_figure(counts: pd.DataFrame, title: str) -> plt.Figure:
+@styled
+def counts_figure(counts: pd.DataFrame, title: str) -> Figure:
     """Horizontal bars: prompts left after each filtering stage (``counts`` has stage, count)."""
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(counts) + 1.2), constrained_layout=True)
+    fig = new_figure((6.5, 0.45 * len(counts) + 1.2))
+    ax = fig.subplots()
     y = np.arange(len(counts))
     ax.barh(y, counts["count"], color="#4c72b0")
     for yi, c in zip(y, counts["count"], strict=True):
@@ -253,43 +365,94 @@ def counts_figure(counts: pd.DataFrame, title: str) -> plt.Figure:
     ax.set_xlabel("prompts")
     ax.set_xlim(0, max(1, counts["count"].max()) * 1.15)
     ax.set_title(title)
-    return fig
+    return readable(fig)
 
 
-def save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
-    for p in paths:
-        Path(p).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=200)
-    plt.close(fig)
+def save(fig: Figure, paths: Sequence[str | Path]) -> None:
+    """Write ``fig`` to every path (format from the suffix), refitted after late additions such as a
+    suptitle, then release it (pyplot-managed figures are closed)."""
+    with matplotlib.rc_context(STYLE):
+        readable(fig)
+        for p in paths:
+            Path(p).parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(p, dpi=DPI)
+    if fig.canvas.manager is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
 
-def prompt_figure(tokens: Sequence[str], span: tuple[int, int], p_restored: np.ndarray, p_corrupted: float,
-                  kind: str, answer: str, window: int) -> plt.Figure:
-    """ROME-style single-prompt trace: P_restored[o] per (token, layer), subject tokens starred."""
-    labels = [f"{t!r}{'*' if span[0] <= i < span[1] else ''}" for i, t in enumerate(tokens)]
-    fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(tokens) + 1.6), constrained_layout=True)
-    im = ax.imshow(p_restored, aspect="auto", cmap=KIND_CMAPS[kind], vmin=min(p_corrupted, float(p_restored.min())),
-                   interpolation="nearest")
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xlabel("layer" + (f" (window {window})" if kind != "hidden" else ""))
-    ax.set_title(f"restoring {KIND_TITLES[kind]}: P({answer!r}); corrupted = {p_corrupted:.3f}", fontsize=10)
-    fig.colorbar(im, ax=ax, label=f"P({answer.strip()})")
-    return fig
+def _prob_text(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def _token_label(t: str) -> str:
+@styled
+def prompt_trace_figure(tokens: Sequence[str], span: tuple[int, int], p_restored: Mapping[str, np.ndarray],
+                        answer: str, p_clean: float, p_corrupted: float, window: int | None = None,
+                        title: str = "", attribute: str | None = None, answer_ok: bool | None = None,
+                        pyplot: bool = False) -> Figure:
+    """ROME-style trace of one prompt: one panel per kind, token rows, layer columns.
+
+    Colour is P_restored[o] for the clean greedy answer token o (the corrupted input with that token's
+    state, or a window of sublayer outputs, restored); the colour bar marks P_corrupted (dashed) and P_clean
+    (solid). Subject tokens are starred. The title gives the answer, P_clean and P_corrupted, and flags a
+    prompt whose corruption does not lower P(o) or whose answer does not start ``attribute``.
+    """
+    kinds = list(p_restored)
+    T = len(tokens)
+    L = np.asarray(next(iter(p_restored.values()))).shape[1]
+    labels = [token_label(t) + (" *" if span[0] <= i < span[1] else "") for i, t in enumerate(tokens)]
+    # ~2.6 in per kind: three kinds stay near 9 in, so the text stays legible where the report shows the
+    # figure 800-900 px wide.
+    fig = new_figure((1.2 + 2.6 * len(kinds), 0.24 * T + 1.9), pyplot=pyplot)
+    axes = fig.subplots(1, len(kinds), squeeze=False, sharey=True)[0]
+    for ax, kind in zip(axes, kinds, strict=True):
+        p = np.asarray(p_restored[kind], dtype=float)
+        vmin = min(p_corrupted, float(np.nanmin(p)))
+        vmax = max(p_clean, float(np.nanmax(p)), vmin + 1e-9)
+        im = ax.imshow(p, aspect="auto", cmap=KIND_CMAPS.get(kind, "Greys"), vmin=vmin, vmax=vmax,
+                       interpolation="nearest")
+        ax.set_title(f"restoring {KIND_TITLES.get(kind, kind)}"
+                     + (f" (window {window})" if window and kind != "hidden" else ""))
+        _layer_ticks(ax, L, nbins=5)
+        cb = fig.colorbar(im, ax=ax, shrink=min(1.0, 0.4 + 0.05 * T))
+        cb.set_label("P(o) restored")
+        cb.ax.axhline(p_corrupted, color="0.15", lw=1.2, ls="--")
+        cb.ax.axhline(p_clean, color="0.15", lw=1.2)
+    axes[0].set_yticks(range(T), labels)
+    for i, lab in enumerate(axes[0].get_yticklabels()):
+        if span[0] <= i < span[1]:
+            lab.set_fontweight("bold")
+    for ax in axes[1:]:
+        ax.tick_params(labelleft=False)
+    head = "\n".join(textwrap.wrap(title, 90)) if title else ""
+    stats = (f"answer o = {token_label(answer)}" + (f" (attribute {attribute!r})" if attribute else "")
+             + f": P_clean = {_prob_text(p_clean)}, P_corrupted = {_prob_text(p_corrupted)}")
+    flags = []
+    if p_corrupted >= p_clean:
+        flags.append("corruption does not lower P(o)")
+    if answer_ok is False:
+        flags.append(f"o does not start the attribute {attribute!r}" if attribute else "o is not the expected answer")
+    fig.suptitle("\n".join(x for x in (head, stats) if x))
+    if flags:
+        fig.supxlabel("FLAG: " + "; ".join(flags), color=WARN_COLOUR, fontsize=10, fontweight="bold")
+    return readable(fig)
+
+
+def _unit_token_label(t: str) -> str:
     return t.replace("▁", " ").strip() or "▁"
 
 
-def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4) -> plt.Figure:
+@styled
+def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4) -> Figure:
     """S→T IE per speech unit (a view the paper does not have): for the first ``max_prompts`` prompts of
     ``view`` (:func:`crosstrace.trace.tables.unit_view`), IE by LM position (x, from the first unit to
     ``[Text]``) and layer (y), with the text-token boundaries drawn and labelled (subject tokens in red),
     and the silence before the first and after the last word shaded. Diverging colours centred at 0."""
     sub = view[view["kind"] == kind]
     kids = sorted(sub["known_id"].unique())[:max_prompts]
-    fig, axes = plt.subplots(max(1, len(kids)), 1, figsize=(9, 2.6 * max(1, len(kids)) + 0.6),
-                             constrained_layout=True, squeeze=False)
+    fig = new_figure((9, 2.6 * max(1, len(kids)) + 0.6))
+    axes = fig.subplots(max(1, len(kids)), 1, squeeze=False)
     if not kids:
         axes[0, 0].set_axis_off()
         axes[0, 0].text(0.5, 0.5, "no S→T prompt traced", ha="center", va="center")
@@ -313,7 +476,7 @@ def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4)
             x0, x1 = int(tk["token_index"].min()), int(tk["token_index"].max())
             ax.axvline(x0 - 0.5, color="black", lw=0.6)
             colour = "red" if b <= x0 < e else "black"
-            ax.text((x0 + x1) / 2, L - 0.5, _token_label(str(tk["text_token"].iloc[0])), rotation=90, ha="center",
+            ax.text((x0 + x1) / 2, L - 0.5, _unit_token_label(str(tk["text_token"].iloc[0])), rotation=90, ha="center",
                     va="bottom", fontsize=7, color=colour)
         if len(owned):
             ax.axvline(int(owned["token_index"].max()) + 0.5, color="black", lw=0.6)
@@ -322,4 +485,4 @@ def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4)
         fig.colorbar(im, ax=ax, label="IE", pad=0.01)
     fig.suptitle(f"{title} · {KIND_TITLES.get(kind, kind)}: IE per speech unit; lines = text-token boundaries, "
                  "red = subject, grey = silence (no token)", fontsize=9)
-    return fig
+    return readable(fig)

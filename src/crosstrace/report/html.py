@@ -46,6 +46,12 @@ def note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
+def warning(text: str) -> str:
+    """A loud box (e.g. a run that traced nothing)."""
+    return ('<p style="border:3px solid #b00020;background:#fdecee;color:#7a0015;padding:10px 14px;'
+            f'font-size:16px;font-weight:bold">WARNING: {html.escape(text)}</p>')
+
+
 def bullets(items: Iterable[str]) -> str:
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
@@ -68,6 +74,9 @@ def stage_counts(summary: Mapping, validation_quarantined: int, trace_quarantine
         ("known (exact or partial)", known, "greedy continuation contains the attribute"),
         ("known: exact", int(summary.get("known_exact", 0)), "continuation starts with the attribute"),
         ("known: partial", int(summary.get("known_partial", 0)), "attribute as whole words later on"),
+        *([("skipped: answer ≠ attribute", int(summary.get("skipped_unexpected", 0)),
+             "greedy first token does not start the attribute (filter.expect_answer: skip)")]
+          if summary.get("expect_answer") == "skip" else []),
         ("selected for tracing", traced + q_trace,
          ("known prompts" if require_known else "all valid records (filter.require_known: false)")
          + ", capped by trace.max_prompts"),

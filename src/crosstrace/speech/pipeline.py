@@ -4,7 +4,9 @@
 Table schemas (one parquet per shard, written by ``scripts/speech_*.py``):
 
 * manifest: known_id, path, duration_s, sample_rate, backend, voice, status, reason,
-  word_timings (JSON list of ``[word, start_s, end_s, exact]`` or null)
+  word_timings (JSON list of ``[word, start_s, end_s, exact]`` or null). With ``speech.source:
+  recordings`` (:mod:`.recordings`): backend ``recordings``, voice = the source file as the user's
+  manifest names it, word_timings null.
 * qc: known_id, transcript, wer, passes_qc, reason
 * alignment: known_id, aligner, subject_start_s, subject_end_s, words (JSON list of
   ``[word, start_s, end_s, score]``), score, status, reason, prompt_words (JSON list, one per
@@ -29,6 +31,9 @@ from .tts import TTSBackend, WordTiming, read_wav, resample_to_16k, write_wav16
 log = logging.getLogger(__name__)
 
 OK, QUARANTINED = "ok", "quarantined"
+# A sample at or above FULL_SCALE (absolute) counts as clipped; a clip with more than MAX_CLIPPED of its
+# samples clipped is quarantined.
+FULL_SCALE, MAX_CLIPPED = 0.999, 0.01
 
 
 @dataclass
@@ -104,10 +109,15 @@ def audio_problem(audio: np.ndarray, sr: int, min_duration_s: float = 0.1, min_r
     rms = float(np.sqrt(np.mean(x**2)))
     if rms < min_rms:
         return f"silent audio (RMS {rms:.2e} < {min_rms:.0e})"
-    clipped = float(np.mean(np.abs(x) >= 0.999))
-    if clipped > 0.01:
+    clipped = clipped_fraction(x)
+    if clipped > MAX_CLIPPED:
         return f"clipped audio ({100 * clipped:.1f}% of samples at full scale)"
     return None
+
+
+def clipped_fraction(audio: np.ndarray) -> float:
+    """Fraction of samples at full scale (|x| >= FULL_SCALE)."""
+    return float(np.mean(np.abs(np.asarray(audio)) >= FULL_SCALE))
 
 
 def synthesize_record(backend: TTSBackend, known_id, prompt: str, wav_path: str | Path,

@@ -29,8 +29,10 @@ def wer_summary(qc: pd.DataFrame, records: pd.DataFrame, max_wer: float) -> dict
     }
 
 
-def plot_wer_histogram(wers, path: str | Path, max_wer: float | None = None, title: str = "") -> None:
-    """Histogram of per-prompt WER (bins of 0.05 from 0 to max(1, max WER)) with the QC threshold."""
+def plot_wer_histogram(wers, path: str | Path, max_wer: float | None = None, title: str = "",
+                       audio: str = "synthetic") -> None:
+    """Histogram of per-prompt WER (bins of 0.05 from 0 to max(1, max WER)) with the QC threshold;
+    ``audio`` (synthetic, recorded) goes into the default title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +47,7 @@ def plot_wer_histogram(wers, path: str | Path, max_wer: float | None = None, tit
         ax.legend(frameon=False)
     ax.set_xlabel("per-prompt WER")
     ax.set_ylabel("prompts")
-    ax.set_title(title or f"Whisper WER on synthetic prompts (n={w.size}, mean {w.mean() if w.size else float('nan'):.3f})", fontsize=9)
+    ax.set_title(title or f"Whisper WER on {audio} prompts (n={w.size}, mean {w.mean() if w.size else float('nan'):.3f})", fontsize=9)
     ax.yaxis.get_major_locator().set_params(integer=True)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)

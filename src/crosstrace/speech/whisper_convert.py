@@ -4,7 +4,7 @@ checkpoint, so the packaged faster-whisper-base also runs under ``openai-whisper
 The reader follows CTranslate2's documented serialisation: version (u32), model name (u16 length +
 NUL-terminated UTF-8), revision (u32), variable count (u32); per variable: name, rank (u8), dims (u32
 each), dtype id (u8: float32, int8, int16, int32, float16, bfloat16), byte count (u32), raw bytes;
-then aliases (count, then name pairs). The name mapping is the one in docs/offline-models (3b).
+then aliases (count, then name pairs). The mapping to openai-whisper's state-dict names is :func:`ct2_to_openai_whisper`.
 """
 
 from __future__ import annotations

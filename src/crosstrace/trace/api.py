@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..models.adapter import KINDS, Adapter, get_adapter, window_layers
@@ -15,7 +18,7 @@ from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
 from .state import Corruption, KindTrace
-from .tokens import category_means, encode_prompt
+from .tokens import CATEGORIES, category_means, encode_prompt, token_strings
 
 log = logging.getLogger(__name__)
 ENGINES = ("auto", "fast", "reference", "atp")  # atp: approximate (attribution patching)
@@ -49,9 +52,14 @@ class TraceSettings:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
 
-@dataclass
+@dataclass(repr=False)
 class PromptTrace:
-    """Everything traced for one prompt: shared run data plus one KindTrace per kind."""
+    """Everything traced for one prompt: shared run data plus one KindTrace per kind.
+
+    ``print(trace)`` summarises it; ``.plot()`` draws it (ROME-style heatmaps), ``.to_frame()`` and
+    ``.categories()`` give tables; the arrays are ``.kinds[kind].p_restored`` and ``.kinds[kind].ie``
+    (tokens × layers).
+    """
 
     known_id: int
     input_ids: list[int]
@@ -63,9 +71,81 @@ class PromptTrace:
     p_corrupted: float
     noise_scale: float
     kinds: dict[str, KindTrace]
+    prompt: str = ""
+    subject: str = ""
+    window: int | None = None  # mlp / attn restoration window (figure labels)
 
-    def categories(self, kind: str) -> dict[str, np.ndarray]:
-        return category_means(self.kinds[kind].ie, self.subject_span)
+    @property
+    def n_layers(self) -> int:
+        return int(next(iter(self.kinds.values())).p_restored.shape[1])
+
+    def __repr__(self) -> str:
+        b, e = self.subject_span
+        lines = [f"PromptTrace(known_id={self.known_id}: {self.prompt or ''.join(self.tokens)!r}",
+                 f"  subject {self.subject or ''.join(self.tokens[b:e])!r} = tokens {b}..{e - 1} of {len(self.tokens)}, "
+                 f"{self.n_layers} layers, noise ν = {self.noise_scale:.4g}",
+                 f"  answer o = {self.answer!r}: P_clean = {self.p_clean:.4f}, P_corrupted = {self.p_corrupted:.4f}"
+                 + ("  (corruption does not lower P(o))" if self.p_corrupted >= self.p_clean else "")]
+        for kind, kt in self.kinds.items():
+            t, layer = divmod(int(np.argmax(kt.ie)), kt.ie.shape[1])
+            lines.append(f"  {kind:6s} peak IE {kt.ie.max():+.4f} at token {t} {self.tokens[t]!r}, layer {layer}")
+        lines.append("  .plot(), .to_frame(), .categories(), .kinds[kind].ie)")
+        return "\n".join(lines)
+
+    def categories(self, kind: str | None = None) -> pd.DataFrame:
+        """Per-category IE (mean over the category's token positions): rows (kind, category), columns layers.
+
+        With ``kind``, rows are the categories of that kind only. Categories the prompt lacks (a one-token
+        subject has no middle) are left out.
+        """
+        kinds = [kind] if kind is not None else list(self.kinds)
+        rows = {(k, c): v for k in kinds for c, v in category_means(self.kinds[k].ie, self.subject_span).items()}
+        order = sorted(rows, key=lambda kc: (kinds.index(kc[0]), CATEGORIES.index(kc[1])))
+        df = pd.DataFrame([rows[kc] for kc in order], index=pd.MultiIndex.from_tuples(order, names=["kind", "category"]))
+        df.columns.name = "layer"
+        return df.loc[kind] if kind is not None else df
+
+    def to_frame(self) -> pd.DataFrame:
+        """The long IE table: one row per (kind, token, layer) with P_restored, IE and the prompt's constants
+        (the workflow's ``ie_per_prompt.parquet`` rows, without model / modality / settings columns)."""
+        T, L = len(self.input_ids), self.n_layers
+        tok_idx, layer = np.meshgrid(np.arange(T), np.arange(L), indexing="ij")
+        frames = [pd.DataFrame({
+            "kind": kind,
+            "token_index": tok_idx.ravel(),
+            "token": np.asarray(self.tokens, dtype=object)[tok_idx.ravel()],
+            "layer": layer.ravel(),
+            "ie": kt.ie.ravel(),
+            "p_restored": kt.p_restored.ravel(),
+        }) for kind, kt in self.kinds.items()]
+        df = pd.concat(frames, ignore_index=True)
+        const = {"known_id": self.known_id, "p_clean": self.p_clean, "p_corrupted": self.p_corrupted,
+                 "answer_id": self.answer_id, "answer": self.answer, "subject_start": self.subject_span[0],
+                 "subject_end": self.subject_span[1], "n_tokens": T, "noise_scale": self.noise_scale}
+        for k, v in const.items():
+            df[k] = v
+        return df
+
+    def plot(self, kinds: tuple[str, ...] | list[str] | str | None = None, attribute: str | None = None):
+        """ROME-style heatmaps, one panel per kind (token rows, layer columns): a matplotlib Figure.
+
+        The figure is registered with pyplot, so a notebook shows it and ``plt.show()`` opens it; save
+        it with ``fig.savefig("trace.png")``. ``attribute`` (the expected answer) flags an answer token
+        that does not start it.
+        """
+        from ..filtering import answer_matches
+        from ..report.figures import prompt_trace_figure
+
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds or self.kinds)
+        missing = [k for k in kinds if k not in self.kinds]
+        if missing:
+            raise ValueError(f"kinds {missing} were not traced; traced: {list(self.kinds)}")
+        title = (f"known_id {self.known_id}: " if self.known_id else "") + (self.prompt or "".join(self.tokens))
+        return prompt_trace_figure(self.tokens, self.subject_span, {k: self.kinds[k].p_restored for k in kinds},
+                                   self.answer, self.p_clean, self.p_corrupted, window=self.window, title=title,
+                                   attribute=attribute,
+                                   answer_ok=None if attribute is None else answer_matches(self.answer, attribute),
+                                   pyplot=True)
 
 
 class Tracer:
@@ -138,13 +218,15 @@ class Tracer:
         else:
             kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window)
         first = next(iter(kinds.values()))
-        tokens = [self.tokenizer.decode([i]) for i in input_ids]
-        return PromptTrace(known_id, list(input_ids), tokens, span, first.answer_id, self.tokenizer.decode([first.answer_id]),
-                           first.p_clean, first.p_corrupted, self.noise_scale, kinds)
+        tokens = token_strings(self.tokenizer, input_ids)
+        return PromptTrace(known_id, list(input_ids), tokens, span, first.answer_id, token_strings(self.tokenizer, [first.answer_id])[0],
+                           first.p_clean, first.p_corrupted, self.noise_scale, kinds, window=s.window)
 
     def trace_text(self, known_id: int, prompt: str, subject: str, noise: torch.Tensor | None = None) -> PromptTrace:
         enc = encode_prompt(self.tokenizer, prompt, subject)
-        return self.trace_ids(known_id, enc.input_ids, enc.subject_span, noise)
+        trace = self.trace_ids(known_id, enc.input_ids, enc.subject_span, noise)
+        trace.prompt, trace.subject = prompt, subject
+        return trace
 
 
 def trace_passes(kind: str, T: int, b: int, L: int, window: int, engine: str) -> float:
@@ -177,10 +259,37 @@ def subject_embedding_std(model, tokenizer, subjects: list[str]) -> float:
     return embedding_std(get_adapter(model).embed, ids)
 
 
+# Per model object: {dataset path: std}. Weak keys, so a deleted model takes its entry with it.
+_DATASET_STD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def dataset_noise_std(model, tokenizer, path: str | Path | None = None) -> float:
+    """The workflow's ν basis for T→T: :func:`subject_embedding_std` over the subjects of every valid record
+    of the Known dataset (``path``; default: the bundled ``resources/known_1000.json``), computed once per
+    model object and then cached. SmolLM2-135M: 0.1167, so ν = 3 × 0.1167 = 0.350."""
+    from ..data import BUNDLED_KNOWN, load_known
+
+    path = str(path or BUNDLED_KNOWN)
+    cache = _DATASET_STD.setdefault(model, {})
+    if path not in cache:
+        records, _ = load_known(path)
+        cache[path] = subject_embedding_std(model, tokenizer, [r.subject for r in records])
+    return cache[path]
+
+
 def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSettings | None = None,
-                 noise_std: float | None = None, known_id: int = 0, noise: torch.Tensor | None = None) -> PromptTrace:
-    """Trace one prompt. Without ``noise_std`` the std is taken over this prompt's subject alone."""
+                 noise_std: float | str | None = None, known_id: int = 0, noise: torch.Tensor | None = None) -> PromptTrace:
+    """Trace one prompt with ν = ``settings.noise.multiple`` × ``noise_std``.
+
+    ``noise_std``: a number; ``"dataset"`` for the workflow's value (std of the input embeddings of all
+    Known subjects' tokens, :func:`dataset_noise_std`, cached per model); or None for the std over this
+    prompt's subject alone (noisier: a few tokens). Ignored when ``settings.noise.absolute`` is set.
+    """
     settings = settings or TraceSettings()
+    if noise_std == "dataset":
+        noise_std = dataset_noise_std(model, tokenizer)
+    elif isinstance(noise_std, str):
+        raise ValueError(f"noise_std must be a number, 'dataset' or None, got {noise_std!r}")
     if noise_std is None and settings.noise.absolute is None:
         noise_std = subject_embedding_std(model, tokenizer, [subject])
     return Tracer(model, tokenizer, settings, noise_std).trace_text(known_id, prompt, subject, noise)

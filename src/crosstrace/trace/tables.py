@@ -35,28 +35,11 @@ class NonFiniteError(ValueError):
 
 
 def trace_rows(trace: PromptTrace, tracer: Tracer, model: str, modality: str) -> pd.DataFrame:
-    T = len(trace.input_ids)
-    frames = []
-    for kind, kt in trace.kinds.items():
-        L = kt.p_restored.shape[1]
-        tok_idx, layer = np.meshgrid(np.arange(T), np.arange(L), indexing="ij")
-        frames.append(pd.DataFrame({
-            "kind": kind,
-            "token_index": tok_idx.ravel(),
-            "token": np.asarray(trace.tokens, dtype=object)[tok_idx.ravel()],
-            "layer": layer.ravel(),
-            "ie": kt.ie.ravel(),
-            "p_restored": kt.p_restored.ravel(),
-        }))
-    df = pd.concat(frames, ignore_index=True)
+    """:meth:`PromptTrace.to_frame` plus the run's identity and settings, in IE_COLUMNS order."""
+    df = trace.to_frame()
     s = tracer.settings
-    const = {
-        "model": model, "modality": modality, "known_id": trace.known_id, "p_clean": trace.p_clean,
-        "p_corrupted": trace.p_corrupted, "answer_id": trace.answer_id, "answer": trace.answer,
-        "subject_start": trace.subject_span[0], "subject_end": trace.subject_span[1], "n_tokens": T,
-        "noise_scale": trace.noise_scale, "samples": s.noise.samples, "seed": s.noise.seed,
-        "window": s.window, "engine": tracer.engine,
-    }
+    const = {"model": model, "modality": modality, "samples": s.noise.samples, "seed": s.noise.seed,
+             "window": s.window, "engine": tracer.engine}
     for k, v in const.items():
         df[k] = v
     return df[IE_COLUMNS]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -66,8 +68,52 @@ def encode_prompt(tokenizer, prompt: str, subject: str, add_special_tokens: bool
     return Encoded(ids, offsets, token_span_from_offsets(offsets, c0, c0 + len(subject)))
 
 
+@lru_cache(maxsize=1)
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (printable stand-ins for the 256 bytes), inverted: char → byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_SP_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def token_bytes(tokenizer, token_id: int) -> bytes | None:
+    """The raw bytes a token stands for (byte-level BPE or sentencepiece byte fallback), else None."""
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if not isinstance(piece, str):
+        return None
+    if m := _SP_BYTE.match(piece):
+        return bytes([int(m.group(1), 16)])
+    table = _byte_level_decoder()
+    if piece and all(c in table for c in piece):
+        return bytes(table[c] for c in piece)
+    return None
+
+
+def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
+    """Each token decoded on its own, readably: a token holding part of a multi-byte character decodes to
+    '\ufffd' ('�'); it is shown as its escaped bytes instead (e.g. '\\xe2\\x80'), keeping any whole characters."""
+    out = []
+    for i in ids:
+        text = tokenizer.decode([int(i)])
+        if "\ufffd" in text:
+            raw = token_bytes(tokenizer, i)
+            if raw is not None:
+                text = raw.decode("utf-8", errors="backslashreplace")
+        out.append(text)
+    return out
+
+
 def category_positions(span: tuple[int, int], n_tokens: int) -> dict[str, list[int]]:
-    """Token positions averaged into each category (method.md); absent categories are omitted.
+    """Token positions averaged into each category (docs/method.md); absent categories are omitted.
 
     With subject positions [b, e) and last index T-1: first subject b; middle b+1..e-2; last subject
     e-1; first subsequent e; further e+1..T-2; last token T-1. A one-token subject is both first and last.
