@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crosstrace.answers import answer_label
 from crosstrace.io import setup_logging, write_json, write_parquet
 from crosstrace.report import html
 from crosstrace.report.figures import difference_figure, run_label, save
@@ -63,7 +64,8 @@ summary = {
 write_json(summary, out.summary)
 
 title = (f"{run_label(*a)} − {run_label(*b)}: mean paired IE difference\n"
-         f"red: {run_label(*a)} larger, blue: {run_label(*b)} larger; {len(shared)} prompts in both")
+         f"red: {run_label(*a)} larger, blue: {run_label(*b)} larger; {len(shared)} prompts in both"
+         + "".join(f"; {answer_label(m)}" for m in sorted(set(cat.get("answer_mode", pd.Series(["top1"])).dropna()))))
 save(difference_figure(comp, p.kinds, st["alpha"], title), list(out.figures))
 
 sentences = [v["sentence"] or f"{k}: no ratio ({v['why_not']})" for k, v in quotes.items()]

@@ -5,7 +5,7 @@ the text-token map in known.parquet), so ie_per_prompt.parquet has one row per t
 
 import pandas as pd
 
-from crosstrace.filtering import answer_matches, select_for_trace, unexpected_answers
+from crosstrace.filtering import greedy_answer_matches, select_for_trace, unexpected_answers
 from crosstrace.io import console, read_json, setup_logging, write_json, write_parquet
 from crosstrace.modality import s2t_token_maps
 from crosstrace.report.stats import aie_table
@@ -28,15 +28,16 @@ if w.modality == "s2t":
     }
     log.info("S→T aggregated by text tokens: %d prompts; %s", ie["known_id"].nunique() if len(ie) else 0, silence)
 cats = category_table(ie)
-st = snakemake.params.stats
+st, t = snakemake.params.stats, snakemake.params.trace
 aie = aie_table(cats, n_boot=st["n_boot"], seed=st["seed"], level=st["level"])
 known = pd.read_parquet(snakemake.input.known)
 noise = read_json(snakemake.input.noise)
-t, sel = snakemake.params.trace, snakemake.params.select
+sel = snakemake.params.select
 per_prompt = ie.drop_duplicates("known_id")
 attribute = known.set_index("known_id")["attribute"]
+first_token = known.set_index("known_id")["first_token"]
 unexpected = [int(k) for k, a in zip(per_prompt["known_id"], per_prompt["answer"], strict=True)
-              if not answer_matches(str(a), str(attribute.get(k, "")))]
+              if not greedy_answer_matches(str(a), t["answer"], first_token.get(k), str(attribute.get(k, "")))]
 candidates = select_for_trace(known, None, require_known=sel["require_known"], expect_answer="trace")
 skipped = unexpected_answers(candidates) if sel["expect_answer"] == "skip" else candidates.iloc[:0]
 summary = {
@@ -63,6 +64,7 @@ summary = {
     "seed": t["noise"]["seed"],
     "window": t["window"],
     "kinds": t["kinds"],
+    "answer": t["answer"],
     "engine": str(ie["engine"].iloc[0]) if len(ie) else None,
     "ci": {"method": "percentile bootstrap over prompts", **st},
     **silence,

@@ -17,7 +17,7 @@ counts = html.stage_counts(summary, len(validation), trace_q, p.require_known)
 log.info("counts:\n%s", counts.to_string())
 
 label = run_label(summary["model"], summary["modality"])
-settings = {k: summary.get(k) for k in ("noise_std", "noise_scale", "samples", "seed", "window", "engine")}
+settings = {k: summary.get(k) for k in ("noise_std", "noise_scale", "samples", "seed", "window", "engine", "answer")}
 sections = [
     *([("", html.warning(summary["warning"]))] if summary.get("warning") else []),
     ("Prompts per stage", html.table(counts)),

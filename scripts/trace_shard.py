@@ -21,7 +21,7 @@ lm = load_any(m)
 t = p.trace
 # trace.max_rows changes speed only, so it is read from the config, not a rule param (a param change reruns).
 settings = TraceSettings(kinds=tuple(t["kinds"]), window=t["window"], noise=NoiseConfig(**t["noise"]),
-                         engine=t["engine"], max_rows=snakemake.config["trace"]["max_rows"],
+                         engine=t["engine"], max_rows=snakemake.config["trace"]["max_rows"], answer=t["answer"],
                          max_tokens=t["max_prompt_tokens"], atp=AtpConfig(**t.get("atp", {})))
 std = read_json(snakemake.input.noise)["std"]
 tracer = Tracer(lm.model, lm.tokenizer, settings, std)

@@ -103,3 +103,19 @@ def test_figures_of_an_atp_run_say_approximate():
                          meta={("m", "t2t"): {**meta, "engine": "atp"}, ("e", "t2t"): {**meta, "engine": "fast"}})
     rows = [ax.get_ylabel() for ax in fig.axes if ax.get_images() and ax.get_ylabel()]
     assert len(rows) == 2 and "APPROXIMATE (AtP)" in rows[0] and "APPROXIMATE" not in rows[1]
+
+
+def test_validation_figure_is_drawn_off_screen(tmp_path):
+    # the figure behind docs/approximation.png: three kinds, exact vs AtP maps and the per-prompt ρ histogram
+    import sys
+
+    from crosstrace.approximation import figure
+
+    base = _ie_table({0: np.array([[0.3, 0.1], [0.2, 0.4], [0.0, 0.1]]), 1: np.array([[0.1, 0.2], [0.3, 0.0], [0.1, 0.1]])})
+    exact = pd.concat([base, base[base["kind"] == "mlp"].assign(kind="attn")], ignore_index=True)
+    approx = exact.assign(ie=exact["ie"] * 1.5)
+    per_prompt, _ = compare(exact, approx, k=2)
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    figure(exact, approx, per_prompt, tmp_path / "approximation.png")
+    assert (tmp_path / "approximation.png").stat().st_size > 10_000
+    assert had_pyplot or "matplotlib.pyplot" not in sys.modules

@@ -32,8 +32,6 @@ from crosstrace.data import (
 from crosstrace.models.hubert import CheckpointError, load_hubert, load_quantizer
 from crosstrace.models.loading import ModelLoadError, load_model, prepare_model, resolve_device
 from crosstrace.models.spiritlm import load_spiritlm
-from crosstrace.trace.api import PromptTrace
-from crosstrace.trace.state import KindTrace
 from crosstrace.trace.tables import IE_COLUMNS, QUARANTINE_COLUMNS, ShardError, merge_shards, trace_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -331,10 +329,12 @@ def test_spiritlm_corrupt_weights(tmp_path):
 # ------------------------------------------------------------------------------------------- tracing
 
 def fake_trace(known_id: int, p_clean=0.5, p_corrupted=0.1, restored=None):
+    from crosstrace.trace.api import PromptTrace
+    from crosstrace.trace.state import KindTrace
+
     restored = np.full((2, 2), 0.3) if restored is None else restored
     kind = KindTrace("hidden", 3, p_clean, p_corrupted, restored)
-    return PromptTrace(known_id=known_id, input_ids=[1, 2], tokens=["a", "b"], subject_span=(0, 1), answer_id=3,
-                       answer="c", p_clean=p_clean, p_corrupted=p_corrupted, noise_scale=0.1, kinds={"hidden": kind})
+    return PromptTrace(known_id, [1, 2], ["a", "b"], (0, 1), 3, "c", p_clean, p_corrupted, 0.1, {"hidden": kind})
 
 
 TRACER = SimpleNamespace(settings=SimpleNamespace(noise=SimpleNamespace(samples=2, seed=0), window=2), engine="fast")

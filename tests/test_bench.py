@@ -46,6 +46,15 @@ def test_matmul_macs_match_counted_work(case, kind):
     assert ref > 2 * fast
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_matmul_macs_with_a_three_token_answer(case, kind):
+    model, ad, ids, corruption = case
+    ref, fast = matmul_macs(kind, 7, 2, 5, 3, 3, Macs.of(model.config), n_answer=3)
+    answer = [5, 6, 7]
+    assert _matmul_macs_counted(lambda: trace_reference(model, ad, ids, corruption, (kind,), 3, answer)) == ref
+    assert _matmul_macs_counted(lambda: trace_fast(model, ad, ids, corruption, (kind,), 3, 10_000, answer)) == fast
+
+
 def test_macs_by_hand():
     # hidden 8, 2 heads of 4, 1 kv head, mlp 16, vocab 10
     cfg = type("C", (), dict(hidden_size=8, num_attention_heads=2, num_key_value_heads=1, intermediate_size=16,

@@ -89,3 +89,17 @@ def test_cli_refuses_a_prompt_over_max_prompt_tokens(tmp_path):
 def test_cli_max_prompt_tokens_must_be_positive(tmp_path):
     p = _cli("trace", "--prompt", "a", "--subject", "a", "--max-prompt-tokens", "0")
     assert p.returncode == 2 and "--max-prompt-tokens: must be >= 1, got 0" in p.stderr
+
+
+def test_cli_answer_modes(tmp_path):
+    p = _cli("trace", "--model", str(tmp_path), "--prompt", "Paris is in", "--subject", "Paris",
+             "--answer", "attribute_full")
+    assert p.returncode == 2 and "--attribute" in p.stderr
+    model = make_tiny_model_dir(tmp_path / "tiny")
+    p = _cli("trace", "--model", str(model), "--prompt", "Apple's headquarters are in", "--subject", "Apple",
+             "--attribute", "Cupertino", "--answer", "attribute_full", "--kinds", "mlp", "--samples", "2",
+             "--window", "2", "--threads", "1", "--out", str(tmp_path / "out"), "--formats", "png")
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["answer_mode"] == "attribute_full" and summary["answer"] == " Cupertino"
+    assert len(summary["answer_ids"]) >= 1 and "whole attribute" in p.stdout.splitlines()[0]

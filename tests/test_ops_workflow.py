@@ -70,7 +70,8 @@ def trace_shards(out: str) -> list[int]:
     {"noise": {"multiple": 2.0}},
     {"window": 1},
     {"max_prompt_tokens": 100},
-], ids=["samples", "seed", "multiple", "window", "max_prompt_tokens"])
+    {"answer": "attribute_full"},
+], ids=["samples", "seed", "multiple", "window", "max_prompt_tokens", "answer"])
 def test_noise_and_window_rerun_every_trace_shard_merge_figures_only(completed_run, model_dir, change):
     jobs, out = dry_run(completed_run, tiny_config(model_dir, trace=change))
     assert_jobs(jobs, {"trace": 3, "merge": 1, "figures": 1, "all": 1}, out)

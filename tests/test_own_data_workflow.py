@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 from spiritlm_fixture import build_tiny_spiritlm
 from workflow_run import snakemake, tiny_config, write_config
 
@@ -51,7 +52,8 @@ def run(tmp_path_factory):
     cfg = tiny_config(
         spirit,
         data={"source": str(d / "facts.csv"), "columns": COLUMNS, "limit": None},
-        trace={"max_prompts": 3, "shard_size": 8},
+        # own facts bring attributes of several tokens: trace them whole, in both modalities
+        trace={"max_prompts": 3, "shard_size": 8, "answer": "attribute_full"},
         speech={"enabled": True, "source": "recordings", "max_prompts": None, "shard_size": 8,
                 "recordings": {"manifest": str(audio / "manifest.csv")}, "align": WHISPER_ONLY},
         stats={"similarity": {"enabled": False}},
@@ -105,6 +107,24 @@ def test_s2t_runs_on_the_recording(run):
     assert ie["known_id"].unique().tolist() == [10]
     for mod in ("t2t", "s2t"):
         assert (run / "results" / "spirit" / mod / "figures" / "aie_hidden.png").stat().st_size > 10_000
+
+
+def test_own_facts_traced_with_the_whole_attribute(run):
+    """trace.answer: attribute_full on own facts, T→T and S→T: both read the attribute's text tokens after
+    the prompt (S→T: after [Text]), and every table and summary records the mode."""
+    res = run / "results" / "spirit"
+    ie = {mod: pd.read_parquet(res / mod / "ie_per_prompt.parquet") for mod in ("t2t", "s2t")}
+    for mod, t in ie.items():
+        assert set(t["answer_mode"]) == {"attribute_full"}, mod
+        assert set(pd.read_parquet(res / mod / "aie.parquet")["answer_mode"]) == {"attribute_full"}, mod
+        assert set(pd.read_parquet(res / mod / "category_ie.parquet")["answer_mode"]) == {"attribute_full"}, mod
+        assert yaml.safe_load((res / mod / "summary.json").read_text())["answer"] == "attribute_full"
+        traced = pd.read_parquet(res / mod / "traced_prompts.parquet")
+        assert set(traced["answer_mode"]) == {"attribute_full"}, mod
+    one = {mod: t[t["known_id"] == 10].iloc[0] for mod, t in ie.items()}
+    assert one["t2t"]["answer"] == one["s2t"]["answer"] and one["t2t"]["answer"].strip() == "Antarctica"
+    assert one["t2t"]["answer_tokens"] == one["s2t"]["answer_tokens"] >= 1
+    assert one["t2t"]["answer_id"] == one["s2t"]["answer_id"]
 
 
 @pytest.mark.parametrize("speech,message", [

@@ -74,6 +74,20 @@ def test_ci_zero_mask_and_hatching():
     plt.close(fig)
 
 
+@pytest.mark.parametrize("answer,text", [(None, "o = clean top-1 token"), ("attribute_first", "attribute's first token"),
+                                         ("attribute_full", "whole attribute (joint P")])
+def test_titles_name_the_answer(answer, text):
+    aie = aie_table(category_ie(n_prompts=3), n_boot=20, seed=0)
+    meta = {"model": "m", "modality": "t2t", "noise_scale": 0.35, "samples": 10, **({"answer": answer} if answer else {})}
+    fig = F.heatmap_figure(aie, "mlp", meta)
+    assert text in fig.axes[0].get_title()
+    plt.close(fig)
+    fig = F.prompt_trace_figure(["a", "b"], (0, 1), {"mlp": np.full((2, 3), 0.2)}, " Paris", 0.3, 0.1, window=2,
+                                answer_mode=answer or "top1")
+    assert text in fig._suptitle.get_text() and "Paris" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
 def test_panel_figure_shares_scale_per_column(tmp_path):
     cat = pd.concat([category_ie("a"), category_ie("b", shift=0.5, seed=1)])
     aie = aie_table(cat, n_boot=50)

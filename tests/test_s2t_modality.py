@@ -28,6 +28,7 @@ from crosstrace.speech.pipeline import prompt_words_to_json
 from crosstrace.speech.units import UnitSpanError
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.noise import embedding_std
+from crosstrace.trace.tokens import SpanError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -156,6 +157,24 @@ def test_s2t_table_quarantines_tokens_with_reasons(lm, spec):
     assert "could not place the word 'is'" in t.loc[0, "reason"]
     assert t.loc[1, "stage"] == "tokens" and "the units do not cover the subject" in t.loc[1, "reason"]
     assert t.loc[1, "reason"].startswith("known_id=1:")
+
+
+def test_attribute_answer_is_the_text_after_the_prompt_in_both_modalities(lm, spec):
+    from crosstrace.modality import attribute_ids_t2t
+
+    ids = attribute_ids_t2t(spec, lm.tokenizer, "Apple's city is in", "France")
+    assert "".join(lm.tokenizer.convert_ids_to_tokens(ids)) == "▁France"  # the word after a space
+    t = s2t_table(*_tables(), aligner="tts", spec=spec, tokenizer=lm.tokenizer)
+    row = t[t["known_id"] == 0].iloc[0].to_dict()  # prompt "A is", attribute "x"
+    settings = TraceSettings(kinds=("hidden",), window=2, noise=NoiseConfig(samples=2), answer="attribute_full")
+    tracer = Tracer(lm.model, lm.tokenizer, settings, 0.1)
+    s2t = trace_one_fn(spec, tracer, "s2t")(row)
+    t2t = trace_one_fn(spec, tracer, "t2t")(row)
+    expected = tuple(attribute_ids_t2t(spec, lm.tokenizer, "A is", "x"))
+    assert s2t.answer_ids == t2t.answer_ids == expected and s2t.answer_mode == "attribute_full"
+    assert s2t.kinds["hidden"].p_restored.shape[0] == len(s2t.input_ids)  # the grid: the spoken prompt only
+    with pytest.raises(SpanError, match="no attribute"):
+        trace_one_fn(spec, tracer, "s2t")({**row, "attribute": None})
 
 
 def test_missing_checkpoint_files_named(tmp_path, root):

@@ -171,3 +171,78 @@ def test_auto_max_rows_on_cpu_is_the_default(llama):
     from crosstrace.trace.fast import auto_max_rows
 
     assert auto_max_rows(llama, 12, torch.device("cpu")) == 512
+
+
+# ------------------------------------------------------------------ answers longer than one token
+
+
+def _greedy(model, ids: torch.Tensor, n: int) -> list[int]:
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            out.append(int(model(input_ids=torch.cat([ids, torch.tensor(out, dtype=ids.dtype)])[None]).logits[0, -1].argmax()))
+    return out
+
+
+@pytest.mark.parametrize(
+    "T,span,window,n",
+    [
+        (8, (2, 5), 3, 3),  # subject in the middle, clipped windows, three answer tokens
+        (7, (0, 1), 4, 2),  # single-token subject at the start
+        (6, (4, 6), 10, 4),  # subject ends at the prompt's last token; window wider than the model
+        (5, (1, 2), 1, 1),  # one given token (attribute_first)
+    ],
+)
+def test_fast_equals_reference_with_given_answer(llama, T, span, window, n):
+    ids, corruption = _case(llama, T, span)
+    answer = _greedy(llama, ids, n)  # a likely answer, so that P[o] and the IEs are far from 0
+    ad = get_adapter(llama)
+    ref = trace_reference(llama, ad, ids, corruption, KINDS, window, answer_ids=answer)
+    fast = trace_fast(llama, ad, ids, corruption, KINDS, window, answer_ids=answer)
+    for kind in KINDS:
+        assert ref[kind].answer_ids == fast[kind].answer_ids == tuple(answer)
+        assert ref[kind].p_restored.shape == (T, 6)  # restorations range over the prompt's tokens only
+        assert fast[kind].p_clean == pytest.approx(ref[kind].p_clean, abs=1e-6)
+        assert fast[kind].p_corrupted == pytest.approx(ref[kind].p_corrupted, abs=1e-6)
+        np.testing.assert_allclose(fast[kind].ie, ref[kind].ie, atol=1e-6, rtol=0)
+    assert np.abs(ref["hidden"].ie).max() > 5e-3  # the case exercises something: far above the tolerance
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_fast_equals_reference_with_given_answer_other_families(family):
+    model = _tiny(family)  # mistral: the sliding window now also spans the appended answer tokens
+    ids, corruption = _case(model, 8, (2, 4))
+    ad = get_adapter(model)
+    answer = _greedy(model, ids, 3)
+    ref = trace_reference(model, ad, ids, corruption, KINDS, 3, answer_ids=answer)
+    fast = trace_fast(model, ad, ids, corruption, KINDS, 3, answer_ids=answer)
+    for kind in KINDS:
+        np.testing.assert_allclose(fast[kind].ie, ref[kind].ie, atol=1e-6, rtol=0)
+    assert np.abs(ref["hidden"].ie).max() > 5e-3
+
+
+@pytest.mark.parametrize("max_rows", [1, 7, 10_000])
+def test_fast_with_given_answer_independent_of_batch_size(llama, max_rows):
+    ids, corruption = _case(llama, 7, (1, 4))
+    ad = get_adapter(llama)
+    base = trace_fast(llama, ad, ids, corruption, KINDS, 3, max_rows=10_000, answer_ids=[3, 1, 4])
+    other = trace_fast(llama, ad, ids, corruption, KINDS, 3, max_rows=max_rows, answer_ids=[3, 1, 4])
+    for kind in KINDS:
+        np.testing.assert_allclose(other[kind].ie, base[kind].ie, atol=1e-6, rtol=0)
+
+
+def test_teacher_forced_answer_probability_by_hand(llama):
+    """P_clean of an n-token answer is the product of the HF model's next-token probabilities on
+    prompt + o_1..o_{n-1}; restoring nothing before the subject changes nothing; the given top-1
+    token reproduces the top-1 run."""
+    T, span, answer = 7, (2, 4), [11, 3, 40]
+    ids, corruption = _case(llama, T, span)
+    res = trace_reference(llama, get_adapter(llama), ids, corruption, KINDS, 3, answer_ids=answer)
+    with torch.no_grad():
+        p = llama(input_ids=torch.cat([ids, torch.tensor(answer[:-1])])[None]).logits[0].softmax(-1)
+    by_hand = p[T - 1, 11] * p[T, 3] * p[T + 1, 40]
+    assert res["hidden"].p_clean == pytest.approx(float(by_hand), rel=1e-5)
+    assert np.abs(res["mlp"].ie[: span[0]]).max() < 1e-9
+    top1 = trace_reference(llama, get_adapter(llama), ids, corruption, ("mlp",), 3)["mlp"]
+    given = trace_fast(llama, get_adapter(llama), ids, corruption, ("mlp",), 3, answer_ids=[top1.answer_id])["mlp"]
+    np.testing.assert_allclose(given.ie, top1.ie, atol=1e-6, rtol=0)

@@ -15,7 +15,8 @@ CONFIG = {
     "results": "results",
     "data": {"limit": 6},
     "filter": {"require_known": False, "max_new_tokens": 3},
-    "trace": {"window": 2, "noise": {"samples": 2}, "max_prompts": 3, "shard_size": 2},
+    # the attribute's joint probability: the one DAG test of a non-default answer (the others trace top1)
+    "trace": {"window": 2, "noise": {"samples": 2}, "max_prompts": 3, "shard_size": 2, "answer": "attribute_full"},
     "figures": {"formats": ["png"]},
     "speech": {"max_prompts": 2, "shard_size": 2},
 }
@@ -57,6 +58,10 @@ def test_dag_produces_tables_and_figures(dag_run):
         assert (run / "figures" / f"aie_{kind}.png").stat().st_size > 10_000
     summary = yaml.safe_load((run / "summary.json").read_text())
     assert summary["traced"] == 3 and summary["records"] == 6 and summary["engine"] == "fast"
+    assert summary["answer"] == "attribute_full"
+    assert set(ie["answer_mode"]) == set(aie["answer_mode"]) == {"attribute_full"}
+    assert set(pd.read_parquet(run / "category_ie.parquet")["answer_mode"]) == {"attribute_full"}
+    assert ie.groupby("known_id")["answer_tokens"].first().ge(1).all()
 
 
 def test_dag_speech_chain(dag_run):

@@ -292,7 +292,7 @@ def saturation(per_prompt: pd.DataFrame) -> dict:
 
 def validate(run_dir: Path, max_prompts: int | None, out: Path, graddrop_prompts: int, threads: int,
              variants: Sequence[str] = tuple(VARIANTS), subset_prompts: int = 10, top_n: int = 10,
-             max_gap: float = 0.5) -> dict:
+             max_gap: float = ScreenRule.max_gap) -> dict:  # the screen's own default, so the doc measures it
     """Plain AtP on every exactly traced prompt of ``run_dir``; the other variants on the first
     ``subset_prompts``, GradDrop on the first ``graddrop_prompts`` (L + 1 passes each)."""
     from .trace.atp import AtpConfig
@@ -366,13 +366,13 @@ def summarize(results: dict, magnitude: dict, seconds: dict, n: int, load: str) 
 
 def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, path: Path) -> None:
     """Per kind: exact AIE map, AtP AIE map (same colour scale) and the per-prompt ρ histogram."""
-    from .report.figures import KIND_CMAPS, KIND_TITLES, plt, save
+    from .report.figures import KIND_CMAPS, KIND_TITLES, new_figure, save
     from .trace.tokens import CATEGORIES, CATEGORY_LABELS
 
     ge, ga = _grids(exact), _grids(approx)
     n = per_prompt["known_id"].nunique()
-    fig, axes = plt.subplots(3, 3, figsize=(13, 8.5), constrained_layout=True,
-                             gridspec_kw={"width_ratios": [1, 1, 0.6]})
+    fig = new_figure((13, 8.5))  # off-screen: no pyplot, no backend chosen
+    axes = fig.subplots(3, 3, gridspec_kw={"width_ratios": [1, 1, 0.6]})
     for i, kind in enumerate(KIND_ORDER):
         me, ma = aie_maps(ge, kind), aie_maps(ga, kind)
         L = len(next(iter(me.values())))

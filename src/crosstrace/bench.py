@@ -2,6 +2,7 @@
 
     python -m crosstrace.bench                 # JSON line: seconds per kind, speedup, max |ΔIE|
     python -m crosstrace.bench --scaling       # also time prompt lengths 8..128 → docs/scaling.{md,png}
+    python -m crosstrace.bench --answer attribute_full   # P[o] of the whole attribute (default top1)
     python -m crosstrace.bench --paper-scale   # SpiritLM-7B's shape on CUDA (--tiny: on CPU); see bench_paper
 
 The reference is ROME's algorithm exactly (2 + T·L full forward passes of batch samples + 1 per
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .answers import ANSWER_MODES, answer_tokens
 from .data import BUNDLED_KNOWN, load_known
 from .models.adapter import KINDS, get_adapter, site_name, window_layers
 from .models.loading import OFFLINE_DEFAULT, load_model
@@ -31,7 +33,7 @@ from .trace.fast import trace_fast
 from .trace.noise import NoiseConfig
 from .trace.reference import rome_inputs, trace_reference, trace_with_patch
 from .trace.state import Corruption
-from .trace.tokens import encode_prompt
+from .trace.tokens import attribute_token_ids, encode_prompt, encode_text
 
 SMOLLM2_SUBJECT_STD = 0.11666  # over all 1209 Known subjects (docs/method.md); avoids a pass over the data
 
@@ -64,7 +66,7 @@ class Macs:
         return cls(H * nh * d, 2 * H * kv * d, nh * d * H, 3 * H * config.intermediate_size, H * config.vocab_size)
 
 
-def matmul_macs(kind: str, T: int, b: int, L: int, S: int, window: int, m: Macs) -> tuple[int, int]:
+def matmul_macs(kind: str, T: int, b: int, L: int, S: int, window: int, m: Macs, n_answer: int = 1) -> tuple[int, int]:
     """(reference, fast) weight-matrix MACs for one kind on a prompt of T tokens, subject from token b.
 
     Reference: a clean pass (1 row) and 1 + T·L passes of S + 1 rows, each over T positions through
@@ -73,33 +75,37 @@ def matmul_macs(kind: str, T: int, b: int, L: int, S: int, window: int, m: Macs)
     first patched one, where the last block projects keys and values at every position but queries,
     output and MLP at the last one, and the head runs once per row. A windowed kind first evaluates
     its first patched block at token t alone: the ``attn`` kind runs that block's MLP there, the
-    ``mlp`` kind only adds the clean MLP output.
+    ``mlp`` kind only adds the clean MLP output. An answer of ``n_answer`` tokens (attribute_full)
+    adds n_answer − 1 positions to every run, and "the last position" becomes the last n_answer.
     """
-    ref = (1 + (1 + T * L) * (S + 1)) * T * (L * m.block + m.head)
-    fast = (1 + S) * (T * L * m.block + m.head)
+    n_ans, Tr = n_answer, T + n_answer - 1  # Tr: positions of every run
+    ref = (1 + (1 + T * L) * (S + 1)) * Tr * (L * m.block + m.head)
+    fast = (1 + S) * (Tr * L * m.block + n_ans * m.head)
     starts = [layer + 1 if kind == "hidden" else window_layers(layer, L, kind, window).start + 1 for layer in range(L)]
     for t in range(b, T):
         for start in starts:
             n = L - start  # blocks the batch runs
             if n > 0:
-                fast += S * ((T - t) * ((n - 1) * m.block + m.kv) + m.q + m.o + m.mlp)
-            fast += S * m.head
+                fast += S * ((Tr - t) * ((n - 1) * m.block + m.kv) + n_ans * (m.q + m.o + m.mlp))
+            fast += S * n_ans * m.head
         if kind == "attn":  # once per distinct first block (all restorations in one batch)
             fast += len(set(starts)) * S * m.mlp
     return ref, fast
 
 
-def compare(model, adapter, ids: torch.Tensor, corruption: Corruption, kinds, window: int, max_rows: int) -> dict:
-    """Seconds for both engines per kind, the largest IE difference and the MAC ratio."""
+def compare(model, adapter, ids: torch.Tensor, corruption: Corruption, kinds, window: int, max_rows: int,
+            answer_ids=None) -> dict:
+    """Seconds for both engines per kind, the largest IE difference and the MAC ratio.
+    ``answer_ids``: o's tokens (None: top-1)."""
     m = Macs.of(model.config)
     L, T, S = adapter.num_layers, len(ids), corruption.noise.shape[0]
     row = {}
     for kind in kinds:
-        ref, t_ref = _time(lambda kind=kind: trace_reference(model, adapter, ids, corruption, (kind,), window))
+        ref, t_ref = _time(lambda kind=kind: trace_reference(model, adapter, ids, corruption, (kind,), window, answer_ids))
         fast, t_fast = _time(
-            lambda kind=kind: trace_fast(model, adapter, ids, corruption, (kind,), window, max_rows)
+            lambda kind=kind: trace_fast(model, adapter, ids, corruption, (kind,), window, max_rows, answer_ids)
         )
-        macs = matmul_macs(kind, T, corruption.span[0], L, S, window, m)
+        macs = matmul_macs(kind, T, corruption.span[0], L, S, window, m, len(answer_ids or [0]))
         row[kind] = {
             "reference_s": t_ref,
             "fast_s": t_fast,
@@ -110,10 +116,10 @@ def compare(model, adapter, ids: torch.Tensor, corruption: Corruption, kinds, wi
     return row
 
 
-def _setup(samples: int, window: int, kinds, threads: int):
+def _setup(samples: int, window: int, kinds, threads: int, answer: str = "top1"):
     torch.set_num_threads(threads)
     lm = load_model(OFFLINE_DEFAULT)
-    settings = TraceSettings(kinds=tuple(kinds), window=window, noise=NoiseConfig(samples=samples))
+    settings = TraceSettings(kinds=tuple(kinds), window=window, noise=NoiseConfig(samples=samples), answer=answer)
     return lm, get_adapter(lm.model), Tracer(lm.model, lm.tokenizer, settings, SMOLLM2_SUBJECT_STD)
 
 
@@ -121,7 +127,7 @@ def _warm_up(model, adapter, ids, corruption, window: int, max_rows: int) -> Non
     """One fast trace and one reference pass, so neither engine pays first-call costs in the timings."""
     trace_fast(model, adapter, ids, corruption, ("mlp",), window, max_rows)
     with torch.no_grad():
-        trace_with_patch(model, adapter, rome_inputs(adapter, ids, corruption), 0, [])
+        trace_with_patch(model, adapter, rome_inputs(adapter, ids, corruption), [0], [])
 
 
 def _summary(totals: dict) -> dict:
@@ -137,28 +143,35 @@ def _summary(totals: dict) -> dict:
     }
 
 
-def run(first: int, n_prompts: int, samples: int, window: int, kinds, threads: int, max_rows: int) -> dict:
+def run(first: int, n_prompts: int, samples: int, window: int, kinds, threads: int, max_rows: int,
+        answer: str = "top1") -> dict:
     """Known records first..first+n-1 (record 0 warms up), every kind, both engines."""
-    lm, adapter, tracer = _setup(samples, window, kinds, threads)
+    lm, adapter, tracer = _setup(samples, window, kinds, threads, answer)
     records, _ = load_known(BUNDLED_KNOWN)
-    _warm_up(lm.model, adapter, *_inputs(tracer, records[0]), window, max_rows)
+    _warm_up(lm.model, adapter, *_inputs(tracer, records[0])[:2], window, max_rows)
     keys = ("reference_s", "fast_s", "reference_macs", "fast_macs")
     totals = {k: dict.fromkeys(keys, 0) | {"max_abs_diff_ie": 0.0} for k in kinds}
     prompts = []
     for r in records[first : first + n_prompts]:
-        ids, corruption = _inputs(tracer, r)
-        prompts.append({"known_id": r.known_id, "tokens": len(ids), "subject": list(corruption.span)})
-        for kind, v in compare(lm.model, adapter, ids, corruption, kinds, window, max_rows).items():
+        ids, corruption, answer_ids = _inputs(tracer, r)
+        prompts.append({"known_id": r.known_id, "tokens": len(ids), "subject": list(corruption.span),
+                        "answer_tokens": len(answer_ids or [0])})
+        for kind, v in compare(lm.model, adapter, ids, corruption, kinds, window, max_rows, answer_ids).items():
             for key in keys:
                 totals[kind][key] += v[key]
             totals[kind]["max_abs_diff_ie"] = max(totals[kind]["max_abs_diff_ie"], v["max_abs_diff_ie"])
-    head = {"model": OFFLINE_DEFAULT, "device": "cpu", "threads": threads, "prompts": prompts}
+    head = {"model": OFFLINE_DEFAULT, "device": "cpu", "threads": threads, "answer": answer, "prompts": prompts}
     return head | {"layers": adapter.num_layers, "samples": samples, "window": window} | _summary(totals)
 
 
 def _inputs(tracer: Tracer, record):
+    """Prompt ids, the seeded corruption and o's tokens for ``tracer.settings.answer`` (None: top-1)."""
     enc = encode_prompt(tracer.tokenizer, record.prompt, record.subject)
-    return torch.tensor(enc.input_ids), tracer.corruption(record.known_id, enc.subject_span)
+    answer_ids = None
+    if tracer.settings.answer != "top1":
+        attribute = attribute_token_ids(lambda text: encode_text(tracer.tokenizer, text), record.prompt, record.attribute)
+        answer_ids = answer_tokens(tracer.settings.answer, attribute)
+    return torch.tensor(enc.input_ids), tracer.corruption(record.known_id, enc.subject_span), answer_ids
 
 
 def reference_seconds(model, adapter, ids, corruption: Corruption, kind: str, window: int, passes: int) -> float:
@@ -178,7 +191,7 @@ def reference_seconds(model, adapter, ids, corruption: Corruption, kind: str, wi
         ]
         t0 = time.perf_counter()
         for states in sites:
-            trace_with_patch(model, adapter, x, 0, states)
+            trace_with_patch(model, adapter, x, [0], states)
         per_pass = (time.perf_counter() - t0) / passes
     return (2 + T * L) * per_pass
 
@@ -264,6 +277,8 @@ def main(argv=None) -> None:
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-rows", type=int, default=512)
+    ap.add_argument("--answer", default="top1", choices=ANSWER_MODES,
+                    help="what P[o] reads (trace.answer); attribute modes use each record's attribute")
     ap.add_argument("--scaling", action="store_true", help="time synthetic lengths instead and write --out")
     ap.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     ap.add_argument("--scaling-samples", type=int, default=10, help="noise draws for the scaling table")
@@ -302,7 +317,7 @@ def main(argv=None) -> None:
         rows = scaling(a.lengths, a.scaling_samples, a.window, a.threads, a.max_rows)
         write_scaling(rows, a.threads, a.out)
         return
-    print(json.dumps(run(a.first, a.prompts, a.samples, a.window, a.kinds, a.threads, a.max_rows)), flush=True)
+    print(json.dumps(run(a.first, a.prompts, a.samples, a.window, a.kinds, a.threads, a.max_rows, a.answer)), flush=True)
 
 
 if __name__ == "__main__":

@@ -171,8 +171,8 @@ def measure(tiny: bool = False, quantiles=None, samples: int = 10, window: int =
         from .models.adapter import site_name, window_layers
 
         with torch.no_grad():
-            trace_with_patch(bf16, ad16, x, 0, [])  # warm-up at this shape
-            _, sec = timed(lambda: [trace_with_patch(bf16, ad16, x, 0, [
+            trace_with_patch(bf16, ad16, x, [0], [])  # warm-up at this shape
+            _, sec = timed(lambda: [trace_with_patch(bf16, ad16, x, [0], [
                 (site_name(kind, k), int(t)) for k in window_layers(int(layer), L, kind, window)])
                 for layer, t in zip(layers, toks, strict=True)])
         return (2 + T * L) * sec / passes
@@ -181,7 +181,7 @@ def measure(tiny: bool = False, quantiles=None, samples: int = 10, window: int =
     ids, corr = _case(bf16, 8, (1, 3), S, nu, 0)
     trace_fast(bf16, ad16, ids, corr, ("mlp",), window, None)
     with torch.no_grad():
-        trace_with_patch(bf16, ad16, rome_inputs(ad16, ids, corr), 0, [])
+        trace_with_patch(bf16, ad16, rome_inputs(ad16, ids, corr), [0], [])
     diffs = {}
     shortest_t2t = min(_pick(lengths["t2t"], q)[0] for q in quantiles["t2t"])
     for modality, qs in quantiles.items():

@@ -1,6 +1,7 @@
 """Command line: trace one prompt and look at it.
 
     crosstrace trace --prompt "Vinson Massif is located in the continent of" --subject "Vinson Massif"
+    crosstrace trace ... --attribute "Antarctica" --answer attribute_full   # P of the whole attribute
 
 prints the answer, P_clean, P_corrupted and the peak IE per kind, and writes one heatmap per kind plus the
 IE table (``ie.parquet`` or ``ie.csv``) into ``--out``.
@@ -29,12 +30,17 @@ def _trace(a: argparse.Namespace) -> int:
             return _error(f"{flag} is empty" if not value else f"{flag} is only whitespace ({value!r})")
     if a.subject not in a.prompt:
         return _error(f"subject {a.subject!r} does not occur in prompt {a.prompt!r}")
+    if a.answer != "top1" and not (a.attribute or "").strip():
+        return _error(f"--answer {a.answer} reads the attribute's tokens; give it with --attribute")
     import torch
 
+    from .answers import answer_label
+    from .filtering import answer_matches
     from .models.loading import ModelLoadError, load_model
     from .report.figures import prompt_trace_figure, save
     from .trace import NoiseConfig, TraceSettings, trace_prompt
     from .trace.api import PromptTooLongError
+    from .trace.tokens import SpanError
 
     torch.set_num_threads(a.threads)
     # The cost estimate before a long trace is a warning of crosstrace.trace.api.
@@ -49,18 +55,24 @@ def _trace(a: argparse.Namespace) -> int:
         return _error(f"cannot load --model {a.model!r}: {reason[:400]}")
     noise = NoiseConfig(samples=a.samples, kind=a.noise_kind, seed=a.seed,
                         multiple=None if a.noise_abs is not None else a.noise_multiple, absolute=a.noise_abs)
-    settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine,
+    settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine, answer=a.answer,
                              max_tokens=a.max_prompt_tokens)
     try:
-        res = trace_prompt(lm.model, lm.tokenizer, a.prompt, a.subject, settings, noise_std=a.noise_std)
+        res = trace_prompt(lm.model, lm.tokenizer, a.prompt, a.subject, settings, noise_std=a.noise_std,
+                           attribute=a.attribute)
     except PromptTooLongError as e:
         return _error(f"{e}; raise --max-prompt-tokens to trace it anyway")
+    except SpanError as e:
+        return _error(str(e))
     a.out.mkdir(parents=True, exist_ok=True)
+    # the expect check only means something when o is the model's own greedy token (top1)
+    answer_ok = answer_matches(res.answer, a.attribute) if a.attribute and res.answer_mode == "top1" else None
     written = []
     for kind, kt in res.kinds.items():
         paths = [a.out / f"trace_{kind}.{ext}" for ext in a.formats]
         save(prompt_trace_figure(res.tokens, res.subject_span, {kind: kt.p_restored}, res.answer, res.p_clean,
-                                 res.p_corrupted, window=a.window, title=a.prompt), paths)
+                                 res.p_corrupted, window=a.window, title=a.prompt, attribute=a.attribute,
+                                 answer_ok=answer_ok, answer_mode=res.answer_mode), paths)
         written += [str(p) for p in paths]
     table = a.out / f"ie.{a.table_format}"
     frame = res.to_frame()
@@ -69,12 +81,13 @@ def _trace(a: argparse.Namespace) -> int:
     else:
         frame.to_parquet(table, index=False)
     summary = {
-        "answer": res.answer, "answer_id": res.answer_id, "p_clean": res.p_clean, "p_corrupted": res.p_corrupted,
+        "answer": res.answer, "answer_id": res.answer_id, "answer_mode": res.answer_mode,
+        "answer_ids": list(res.answer_ids), "p_clean": res.p_clean, "p_corrupted": res.p_corrupted,
         "noise_scale": res.noise_scale, "subject_tokens": res.tokens[res.subject_span[0] : res.subject_span[1]],
         "subject_span": list(res.subject_span),
         "peak_ie": {k: float(kt.ie.max()) for k, kt in res.kinds.items()}, "figures": written, "table": str(table),
     }
-    print(f"answer {res.answer!r}: P_clean = {res.p_clean:.4f}, P_corrupted = {res.p_corrupted:.4f} (ν = {res.noise_scale:.4f})")
+    print(f"answer {res.answer!r} ({answer_label(res.answer_mode)}): P_clean = {res.p_clean:.4f}, P_corrupted = {res.p_corrupted:.4f} (ν = {res.noise_scale:.4f})")
     for k, kt in res.kinds.items():
         t, layer = divmod(int(kt.ie.argmax()), kt.ie.shape[1])
         print(f"  {k:6s} peak IE {kt.ie.max():+.4f} at token {t} {res.tokens[t]!r}, layer {layer}")
@@ -105,6 +118,7 @@ def _noise_std(value: str) -> float | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .answers import ANSWER_MODES
     from .models.loading import OFFLINE_DEFAULT
 
     ap = argparse.ArgumentParser(prog="crosstrace", description="Causal tracing of factual recall (text and speech).")
@@ -129,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-prompt-tokens", type=_positive, default=256,
                    help="refuse longer prompts (tracing cost grows with the square of the length); "
                         "long ones get a time estimate first")
+    t.add_argument("--answer", default="top1", choices=list(ANSWER_MODES),
+                   help="the traced answer o: top1 = the clean greedy next token (ROME); attribute_first = the "
+                        "attribute's first token; attribute_full = every attribute token, teacher-forced (joint P)")
+    t.add_argument("--attribute", default=None, help="the expected answer, e.g. 'Antarctica' (needed by attribute_*)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     t.add_argument("--threads", type=int, default=2)

@@ -54,6 +54,16 @@ def answer_matches(answer: str, attribute: str) -> bool:
     return bool(a) and attr.startswith(a)
 
 
+def greedy_answer_matches(answer: str, answer_mode: str | None, first_token: str | None, attribute: str) -> bool:
+    """The expect check for one traced prompt: does the model's own greedy token start the attribute?
+
+    Under ``trace.answer: top1`` that token is the traced answer o; under the attribute modes o is the
+    attribute itself, so the check reads the Known filter's first greedy token (``first_token``) instead.
+    """
+    token = answer if answer_mode in (None, "top1") or not isinstance(answer_mode, str) else first_token
+    return answer_matches(str(token if token is not None else ""), str(attribute))
+
+
 #: filter.expect_answer: what happens to a prompt whose greedy first token does not start its attribute.
 EXPECT_MODES = ("trace", "flag", "skip")
 

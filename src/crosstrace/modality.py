@@ -43,7 +43,7 @@ from .speech.units import (
     unit_span_positions,
 )
 from .trace.tables import TextTokenMap
-from .trace.tokens import Encoded, SpanError, encode_prompt
+from .trace.tokens import Encoded, SpanError, attribute_token_ids, encode_prompt, encode_text
 
 FAMILIES = ("hf", "spiritlm")
 MODALITIES = ("t2t", "s2t")
@@ -133,8 +133,19 @@ def encode_t2t(spec: dict, tokenizer, prompt: str, subject: str | None) -> Encod
     if family(spec) == "spiritlm":
         return slm.t2t_encode(tokenizer, prompt, subject, stray_space=stray_space(spec))
     if subject is None:
-        return Encoded(list(tokenizer(prompt)["input_ids"]), [], (0, 0))
+        return encode_text(tokenizer, prompt)
     return encode_prompt(tokenizer, prompt, subject)
+
+
+def attribute_ids_t2t(spec: dict, tokenizer, prompt: str, attribute: str | None) -> list[int]:
+    """The attribute's text tokens after the T→T prompt (:func:`attribute_token_ids`).
+
+    S→T reads the same tokens after ``[Text]``: the answer is text in both modalities, so T→T and S→T
+    of one fact measure the same quantity.
+    """
+    if not attribute or not str(attribute).strip():
+        raise SpanError("the record has no attribute to read as the answer")
+    return attribute_token_ids(lambda text: encode_t2t(spec, tokenizer, text, None), prompt, str(attribute))
 
 
 def bad_words(spec: dict, model=None) -> list[list[int]] | None:
@@ -392,13 +403,18 @@ def trace_one_fn(spec: dict, tracer, modality: str):
             tr.tokens = [unit_token(i) or s for i, s in zip(tr.input_ids, tr.tokens, strict=True)]
         return tr
 
+    def attribute(r):  # only the attribute answer modes read it
+        if tracer.settings.answer == "top1":
+            return None
+        return attribute_ids_t2t(spec, tracer.tokenizer, r["prompt"], r.get("attribute"))
+
     if modality == "s2t":
         if not spirit:
             raise ValueError(f"model {spec.get('name')!r}: s2t needs family spiritlm")
 
         def one(r):
             ids, span = s2t_row_prompt(r, stray)
-            return fix_tokens(tracer.trace_ids(int(r["known_id"]), ids, span))
+            return fix_tokens(tracer.trace_ids(int(r["known_id"]), ids, span, attribute_ids=attribute(r)))
 
         return one
     if not spirit:
@@ -406,6 +422,7 @@ def trace_one_fn(spec: dict, tracer, modality: str):
 
     def one_t2t(r):
         enc = encode_t2t(spec, tracer.tokenizer, r["prompt"], r["subject"])
-        return fix_tokens(tracer.trace_ids(int(r["known_id"]), enc.input_ids, enc.subject_span))
+        return fix_tokens(tracer.trace_ids(int(r["known_id"]), enc.input_ids, enc.subject_span,
+                                           attribute_ids=attribute(r)))
 
     return one_t2t

@@ -142,6 +142,7 @@ def trace_params(engine=None):
         "noise": t["noise"],
         "engine": engine,
         "max_prompt_tokens": t["max_prompt_tokens"],
+        "answer": t["answer"],
         **({"atp": t["atp"]} if engine == "atp" else {}),
     }
 

@@ -24,6 +24,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
+from ..answers import answer_label
 from ..categories import CATEGORIES, CATEGORY_LABELS
 
 KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP", "attn": "attention"}
@@ -258,7 +259,7 @@ def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool 
     n = int(sub["n"].max()) if len(sub) else 0
     title = (f"{run_label(meta['model'], meta['modality'])}: log AIE, {KIND_TITLES[kind]}{approximate_text(meta)}"
              + (f" (window {meta['window']})" if kind != "hidden" and "window" in meta else "")
-             + f"\nn = {n} prompts, {noise_text(meta)}")
+             + f"\nn = {n} prompts, {noise_text(meta)}; {answer_label(meta.get('answer'))}")
     im = draw_heatmap(axes[0, 0], mat, labels, norm, KIND_CMAPS[kind], title, mask)
     fig.colorbar(im, ax=axes[0, 0], label="AIE (log scale)")
     if n == 0:
@@ -390,13 +391,15 @@ def _prob_text(p: float) -> str:
 def prompt_trace_figure(tokens: Sequence[str], span: tuple[int, int], p_restored: Mapping[str, np.ndarray],
                         answer: str, p_clean: float, p_corrupted: float, window: int | None = None,
                         title: str = "", attribute: str | None = None, answer_ok: bool | None = None,
-                        pyplot: bool = False) -> Figure:
+                        pyplot: bool = False, answer_mode: str = "top1") -> Figure:
     """ROME-style trace of one prompt: one panel per kind, token rows, layer columns.
 
-    Colour is P_restored[o] for the clean greedy answer token o (the corrupted input with that token's
-    state, or a window of sublayer outputs, restored); the colour bar marks P_corrupted (dashed) and P_clean
-    (solid). Subject tokens are starred. The title gives the answer, P_clean and P_corrupted, and flags a
-    prompt whose corruption does not lower P(o) or whose answer does not start ``attribute``.
+    Colour is P_restored[o] for the answer o (``answer_mode``, trace.answer: by default the clean greedy
+    token; or the attribute's first token, or all its tokens teacher-forced) with the corrupted input's
+    state at that token, or a window of sublayer outputs, restored; the colour bar marks P_corrupted
+    (dashed) and P_clean (solid). Subject tokens are starred. The title gives the answer and what it is,
+    P_clean and P_corrupted, and flags a prompt whose corruption does not lower P(o) or whose answer does
+    not start ``attribute``.
     """
     kinds = list(p_restored)
     T = len(tokens)
@@ -427,12 +430,13 @@ def prompt_trace_figure(tokens: Sequence[str], span: tuple[int, int], p_restored
         ax.tick_params(labelleft=False)
     head = "\n".join(textwrap.wrap(title, 90)) if title else ""
     stats = (f"answer o = {token_label(answer)}" + (f" (attribute {attribute!r})" if attribute else "")
-             + f": P_clean = {_prob_text(p_clean)}, P_corrupted = {_prob_text(p_corrupted)}")
+             + f": P_clean = {_prob_text(p_clean)}, P_corrupted = {_prob_text(p_corrupted)}; {answer_label(answer_mode)}")
     flags = []
     if p_corrupted >= p_clean:
         flags.append("corruption does not lower P(o)")
     if answer_ok is False:
-        flags.append(f"o does not start the attribute {attribute!r}" if attribute else "o is not the expected answer")
+        who = "o" if answer_mode == "top1" else "the greedy answer"  # attribute modes: o is the attribute
+        flags.append(f"{who} does not start the attribute {attribute!r}" if attribute else f"{who} is not the expected answer")
     fig.suptitle("\n".join(x for x in (head, stats) if x))
     if flags:
         fig.supxlabel("FLAG: " + "; ".join(flags), color=WARN_COLOUR, fontsize=10, fontweight="bold")

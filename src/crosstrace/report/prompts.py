@@ -16,29 +16,37 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..filtering import answer_matches
+from ..answers import answer_label
+from ..filtering import greedy_answer_matches
 from . import html
 from .figures import prompt_trace_figure, run_label, token_label
 
-TABLE_COLUMNS = ["known_id", "prompt", "subject", "attribute", "continuation", "label", "answer", "answer_expected",
-                 "p_clean", "p_corrupted", "corruption_lowers_p", "n_tokens", "figure"]
+TABLE_COLUMNS = ["known_id", "prompt", "subject", "attribute", "continuation", "label", "answer", "answer_mode",
+                 "answer_tokens", "answer_expected", "p_clean", "p_corrupted", "corruption_lowers_p", "n_tokens", "figure"]
 
 
 def traced_table(ie: pd.DataFrame, known: pd.DataFrame, figure_dir: str = "prompts", ext: str = "png") -> pd.DataFrame:
     """One row per traced prompt, in the order traced.
 
-    ``answer`` is the traced token o (the clean run's greedy next token), ``continuation`` the Known
-    filter's greedy continuation and ``label`` its exact / partial / none match. ``answer_expected``:
-    o starts the attribute (:func:`crosstrace.filtering.answer_matches`). ``corruption_lowers_p``:
-    P_corrupted[o] < P_clean[o]; where it is False the subject corruption did not hide the fact and the
-    prompt's IE says little.
+    ``answer`` is the traced answer o, ``answer_mode`` what it is (trace.answer: the clean run's greedy
+    next token, the attribute's first token or all its tokens) and ``answer_tokens`` its length in
+    tokens; ``continuation`` is the Known filter's greedy continuation and ``label`` its exact / partial /
+    none match. ``answer_expected``: the model's own greedy token (o under top1, the Known filter's first
+    token otherwise) starts the attribute (:func:`crosstrace.filtering.greedy_answer_matches`).
+    ``corruption_lowers_p``: P_corrupted[o] < P_clean[o]; where it is False the subject corruption did
+    not hide the fact and the prompt's IE says little.
     """
     if ie.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
-    per = ie.drop_duplicates("known_id")[["known_id", "answer", "p_clean", "p_corrupted", "n_tokens"]]
-    cols = [c for c in ("known_id", "prompt", "subject", "attribute", "continuation", "label") if c in known.columns]
+    ie = ie.assign(**{c: ie[c] if c in ie else d for c, d in (("answer_mode", "top1"), ("answer_tokens", 1))})
+    per = ie.drop_duplicates("known_id")[["known_id", "answer", "answer_mode", "answer_tokens", "p_clean", "p_corrupted",
+                                          "n_tokens"]]
+    cols = [c for c in ("known_id", "prompt", "subject", "attribute", "continuation", "first_token", "label")
+            if c in known.columns]
     t = per.merge(known[cols], on="known_id", how="left")
-    t["answer_expected"] = [answer_matches(str(a), str(attr)) for a, attr in zip(t["answer"], t["attribute"], strict=True)]
+    first = t["first_token"] if "first_token" in t else [None] * len(t)
+    t["answer_expected"] = [greedy_answer_matches(str(a), m, f, str(attr))
+                            for a, m, f, attr in zip(t["answer"], t["answer_mode"], first, t["attribute"], strict=True)]
     t["corruption_lowers_p"] = t["p_corrupted"] < t["p_clean"]
     t["figure"] = [f"{figure_dir}/{int(k)}.{ext}" for k in t["known_id"]]
     return t.reindex(columns=TABLE_COLUMNS).reset_index(drop=True)
@@ -67,7 +75,7 @@ def prompt_figures(ie: pd.DataFrame, table: pd.DataFrame, model: str, modality: 
         yield int(row.known_id), prompt_trace_figure(
             tokens, span, mats, str(row.answer), float(row.p_clean), float(row.p_corrupted), window=window,
             title=f"{run_label(model, modality)} · known_id {row.known_id}: {row.prompt}",
-            attribute=row.attribute, answer_ok=bool(row.answer_expected))
+            attribute=row.attribute, answer_ok=bool(row.answer_expected), answer_mode=str(row.answer_mode))
 
 
 def png_data_uri(fig: Figure, dpi: int = 110) -> tuple[str, int]:
@@ -111,10 +119,11 @@ def page(table: pd.DataFrame, summary: Mapping, gallery: Mapping[int, tuple[str,
     if summary.get("warning"):
         parts.append(html.warning(summary["warning"]))
     n = len(table)
+    mode = summary.get("answer") or "top1"
     n_unexp = int((~table["answer_expected"].astype(bool)).sum()) if n else 0
     n_nolower = int((~table["corruption_lowers_p"].astype(bool)).sum()) if n else 0
-    counts = [f"{n} prompt(s) traced",
-              f"{n_unexp} whose answer token does not start the attribute (filter.expect_answer: {expect_answer})",
+    counts = [f"{n} prompt(s) traced; answer o: {answer_label(mode)} (trace.answer: {mode})",
+              f"{n_unexp} whose greedy answer token does not start the attribute (filter.expect_answer: {expect_answer})",
               f"{n_nolower} where corruption does not lower P(answer)"]
     if skipped is not None and len(skipped):
         counts.append(f"{len(skipped)} known prompt(s) skipped because the greedy answer does not start the attribute")
@@ -133,7 +142,8 @@ def page(table: pd.DataFrame, summary: Mapping, gallery: Mapping[int, tuple[str,
             f'<td class="nw">{_html.escape(str(row.attribute))}</td>',
             f"<td>{_html.escape(token_label(str(row.continuation)))}</td>",
             f"<td>{_html.escape(str(row.label))}</td>",
-            f'<td class="nw">{_html.escape(token_label(str(row.answer)))}</td>',
+            f'<td class="nw">{_html.escape(token_label(str(row.answer)))}'
+            + (f" ({int(row.answer_tokens)} tokens)" if int(row.answer_tokens) > 1 else "") + "</td>",
             f'<td class="num">{row.p_clean:.3f}</td>',
             f'<td class="num">{row.p_corrupted:.3f}</td>',
             f'<td>{"<br>".join(f"<span class=f>{_html.escape(x)}</span>" for x in f)}</td>',
@@ -144,10 +154,13 @@ def page(table: pd.DataFrame, summary: Mapping, gallery: Mapping[int, tuple[str,
     if n:
         parts.append('<table class="traced"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
                      + "".join(rows) + "</tbody></table>")
+        follows = ("Tracing follows the first greedy token o; 'answer ≠ attribute' marks an o that does not start "
+                   "the attribute (ROME's expect check)." if mode == "top1" else
+                   f"Tracing follows the attribute ({answer_label(mode)}); 'answer ≠ attribute' marks a prompt whose "
+                   "first greedy token does not start the attribute (ROME's expect check).")
         parts.append(html.note("label: exact = the greedy continuation starts with the attribute, partial = the "
-                               "attribute appears later as whole words. Tracing follows the first greedy token o; "
-                               "'answer ≠ attribute' marks an o that does not start the attribute (ROME's expect "
-                               "check). P values are for o: clean run, and corrupted run averaged over noise draws."))
+                               f"attribute appears later as whole words. {follows} P values are for o: clean run, "
+                               "and corrupted run averaged over noise draws."))
     if skipped is not None and len(skipped):
         sk = skipped[[c for c in ("known_id", "prompt", "attribute", "continuation", "first_token") if c in skipped]]
         parts.append("<h2>Skipped: greedy answer does not start the attribute (filter.expect_answer: skip)</h2>"

@@ -194,8 +194,9 @@ def aie_table(
     (1−level)/2, (1+level)/2 percentiles of those means. Each (model, modality) uses its own
     generator derived from ``seed`` and the group name, so the table is deterministic for a seed.
 
-    Returns columns model, modality, kind, category, layer, aie, n, ci_low, ci_high, sorted by
-    model, then modality t2t/s2t, kinds hidden/mlp/attn, categories in the paper's order, layer.
+    Returns columns model, modality, kind, category, layer, aie, n, ci_low, ci_high (and answer_mode
+    when the category table has it: trace.answer, one per run), sorted by model, then modality t2t/s2t,
+    kinds hidden/mlp/attn, categories in the paper's order, layer.
     """
     _check_columns(category_ie, REQUIRED_COLS)
     if n_boot < 1:
@@ -213,8 +214,14 @@ def aie_table(
         part.insert(0, "modality", modality)
         part.insert(0, "model", model)
         part["aie"], part["n"], part["ci_low"], part["ci_high"] = aie, n.astype(int), lo, hi
+        if "answer_mode" in g.columns:
+            modes = sorted(g["answer_mode"].dropna().unique())
+            if len(modes) > 1:  # an AIE averages one quantity: P[o] for one definition of o
+                raise ValueError(f"{model} {modality}: prompts traced with different trace.answer settings {modes}")
+            part["answer_mode"] = modes[0] if modes else None
         parts.append(part[n > 0])
-    cols = GROUP_COLS + CELL_COLS + ["aie", "n", "ci_low", "ci_high"]
+    extra = ["answer_mode"] if "answer_mode" in category_ie.columns else []
+    cols = GROUP_COLS + CELL_COLS + ["aie", "n", "ci_low", "ci_high"] + extra
     if not parts:
         return pd.DataFrame(columns=cols)
     out = pd.concat(parts, ignore_index=True)[cols]
@@ -325,12 +332,12 @@ def peak_summary(aie: pd.DataFrame) -> pd.DataFrame:
     """Per (model, modality, kind): the cell with the largest AIE.
 
     ``aie`` is the output of :func:`aie_table` (needs model, modality, kind, category, layer, aie;
-    n/ci_low/ci_high are carried along if present). Returns model, modality, kind, peak_aie,
-    category, layer [, n, ci_low, ci_high]. NaN AIEs are ignored; ties go to the first cell in
+    n/ci_low/ci_high/answer_mode are carried along if present). Returns model, modality, kind, peak_aie,
+    category, layer [, n, ci_low, ci_high, answer_mode]. NaN AIEs are ignored; ties go to the first cell in
     category order then layer.
     """
     _check_columns(aie, GROUP_COLS + CELL_COLS + ["aie"])
-    extra = [c for c in ("n", "ci_low", "ci_high") if c in aie.columns]
+    extra = [c for c in ("n", "ci_low", "ci_high", "answer_mode") if c in aie.columns]
     d = _sort_cells(aie[np.isfinite(aie["aie"].to_numpy(float))], GROUP_COLS + CELL_COLS)
     if d.empty:
         return pd.DataFrame(columns=GROUP_COLS + ["kind", "peak_aie", "category", "layer"] + extra)

@@ -12,13 +12,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..answers import ANSWER_MODES, answer_label, answer_tokens
 from ..models.adapter import KINDS, Adapter, get_adapter, window_layers
 from .atp import AtpConfig, trace_atp
 from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
 from .state import Corruption, KindTrace
-from .tokens import CATEGORIES, category_means, encode_prompt, token_strings
+from .tokens import (
+    CATEGORIES,
+    SpanError,
+    attribute_token_ids,
+    category_means,
+    encode_prompt,
+    encode_text,
+    token_strings,
+)
 
 log = logging.getLogger(__name__)
 ENGINES = ("auto", "fast", "reference", "atp")  # atp: approximate (attribution patching)
@@ -40,6 +49,7 @@ class TraceSettings:
     engine: str = "auto"
     max_rows: int | None = 512  # None: from free GPU memory (512 on CPU)
     max_tokens: int | None = None  # longer prompts are refused (PromptTooLongError): cost grows with T²
+    answer: str = "top1"  # what P[o] reads: top1 | attribute_first | attribute_full (crosstrace.answers)
     atp: AtpConfig = field(default_factory=AtpConfig)  # options of the approximate engine only
 
     def __post_init__(self):
@@ -50,6 +60,8 @@ class TraceSettings:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.answer not in ANSWER_MODES:
+            raise ValueError(f"answer must be one of {ANSWER_MODES}, got {self.answer!r}")
 
 
 @dataclass(repr=False)
@@ -74,6 +86,9 @@ class PromptTrace:
     prompt: str = ""
     subject: str = ""
     window: int | None = None  # mlp / attn restoration window (figure labels)
+    answer_ids: tuple[int, ...] = ()  # every answer token read (attribute_full: all the attribute's)
+    answer_mode: str = "top1"
+    attribute: str | None = None  # the expected answer, when the trace was given one
 
     @property
     def n_layers(self) -> int:
@@ -84,7 +99,8 @@ class PromptTrace:
         lines = [f"PromptTrace(known_id={self.known_id}: {self.prompt or ''.join(self.tokens)!r}",
                  f"  subject {self.subject or ''.join(self.tokens[b:e])!r} = tokens {b}..{e - 1} of {len(self.tokens)}, "
                  f"{self.n_layers} layers, noise ν = {self.noise_scale:.4g}",
-                 f"  answer o = {self.answer!r}: P_clean = {self.p_clean:.4f}, P_corrupted = {self.p_corrupted:.4f}"
+                 f"  answer o = {self.answer!r} ({answer_label(self.answer_mode)}): P_clean = {self.p_clean:.4f}, "
+                 f"P_corrupted = {self.p_corrupted:.4f}"
                  + ("  (corruption does not lower P(o))" if self.p_corrupted >= self.p_clean else "")]
         for kind, kt in self.kinds.items():
             t, layer = divmod(int(np.argmax(kt.ie)), kt.ie.shape[1])
@@ -119,8 +135,10 @@ class PromptTrace:
             "p_restored": kt.p_restored.ravel(),
         }) for kind, kt in self.kinds.items()]
         df = pd.concat(frames, ignore_index=True)
+        # answer_mode: what P[o] reads (trace.answer); answer_tokens: how many tokens o has (answer_id: the first)
         const = {"known_id": self.known_id, "p_clean": self.p_clean, "p_corrupted": self.p_corrupted,
-                 "answer_id": self.answer_id, "answer": self.answer, "subject_start": self.subject_span[0],
+                 "answer_id": self.answer_id, "answer": self.answer, "answer_mode": self.answer_mode,
+                 "answer_tokens": len(self.answer_ids) or 1, "subject_start": self.subject_span[0],
                  "subject_end": self.subject_span[1], "n_tokens": T, "noise_scale": self.noise_scale}
         for k, v in const.items():
             df[k] = v
@@ -130,8 +148,8 @@ class PromptTrace:
         """ROME-style heatmaps, one panel per kind (token rows, layer columns): a matplotlib Figure.
 
         The figure is registered with pyplot, so a notebook shows it and ``plt.show()`` opens it; save
-        it with ``fig.savefig("trace.png")``. ``attribute`` (the expected answer) flags an answer token
-        that does not start it.
+        it with ``fig.savefig("trace.png")``. ``attribute`` (the expected answer; default: the one traced
+        with, if any) flags an answer token that does not start it. The title names the answer mode.
         """
         from ..filtering import answer_matches
         from ..report.figures import prompt_trace_figure
@@ -140,12 +158,13 @@ class PromptTrace:
         missing = [k for k in kinds if k not in self.kinds]
         if missing:
             raise ValueError(f"kinds {missing} were not traced; traced: {list(self.kinds)}")
+        attribute = attribute if attribute is not None else self.attribute
         title = (f"known_id {self.known_id}: " if self.known_id else "") + (self.prompt or "".join(self.tokens))
         return prompt_trace_figure(self.tokens, self.subject_span, {k: self.kinds[k].p_restored for k in kinds},
                                    self.answer, self.p_clean, self.p_corrupted, window=self.window, title=title,
                                    attribute=attribute,
                                    answer_ok=None if attribute is None else answer_matches(self.answer, attribute),
-                                   pyplot=True)
+                                   pyplot=True, answer_mode=self.answer_mode)
 
 
 class Tracer:
@@ -199,7 +218,10 @@ class Tracer:
         L = self.adapter.num_layers
         return one * sum(trace_passes(k, len(input_ids), span[0], L, s.window, self.engine) for k in s.kinds)
 
-    def trace_ids(self, known_id: int, input_ids: list[int], span: tuple[int, int], noise: torch.Tensor | None = None) -> PromptTrace:
+    def trace_ids(self, known_id: int, input_ids: list[int], span: tuple[int, int], noise: torch.Tensor | None = None,
+                  attribute_ids: list[int] | None = None) -> PromptTrace:
+        """``attribute_ids``: the attribute's tokens after the prompt (:func:`.tokens.attribute_token_ids`),
+        needed by the attribute answer modes, ignored by top1."""
         self.check_length(len(input_ids))
         if len(input_ids) >= LONG_PROMPT_TOKENS:
             est = self.estimate_seconds(input_ids, span)
@@ -211,21 +233,32 @@ class Tracer:
         ids = torch.tensor(input_ids, device=self.device)
         corruption = self.corruption(known_id, span, noise)
         s = self.settings
+        answer = answer_tokens(s.answer, attribute_ids)
         if self.engine == "fast":
-            kinds = trace_fast(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.max_rows)
+            kinds = trace_fast(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.max_rows, answer)
         elif self.engine == "atp":
-            kinds = trace_atp(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.atp)
+            kinds = trace_atp(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.atp, answer)
         else:
-            kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window)
+            kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window, answer)
         first = next(iter(kinds.values()))
         tokens = token_strings(self.tokenizer, input_ids)
-        return PromptTrace(known_id, list(input_ids), tokens, span, first.answer_id, token_strings(self.tokenizer, [first.answer_id])[0],
-                           first.p_clean, first.p_corrupted, self.noise_scale, kinds, window=s.window)
+        # one token: decoded on its own, readably (partial UTF-8 as bytes); several: decoded together
+        answer_text = (token_strings(self.tokenizer, [first.answer_id])[0] if len(first.answer_ids) == 1
+                       else self.tokenizer.decode(list(first.answer_ids)))
+        return PromptTrace(known_id, list(input_ids), tokens, span, first.answer_id, answer_text, first.p_clean,
+                           first.p_corrupted, self.noise_scale, kinds, window=s.window, answer_ids=first.answer_ids,
+                           answer_mode=s.answer)
 
-    def trace_text(self, known_id: int, prompt: str, subject: str, noise: torch.Tensor | None = None) -> PromptTrace:
+    def trace_text(self, known_id: int, prompt: str, subject: str, noise: torch.Tensor | None = None,
+                   attribute: str | None = None) -> PromptTrace:
         enc = encode_prompt(self.tokenizer, prompt, subject)
-        trace = self.trace_ids(known_id, enc.input_ids, enc.subject_span, noise)
-        trace.prompt, trace.subject = prompt, subject
+        attribute_ids = None
+        if self.settings.answer != "top1":
+            if not attribute or not attribute.strip():
+                raise SpanError(f"trace.answer {self.settings.answer!r} needs the record's attribute; it has none")
+            attribute_ids = attribute_token_ids(lambda text: encode_text(self.tokenizer, text), prompt, attribute)
+        trace = self.trace_ids(known_id, enc.input_ids, enc.subject_span, noise, attribute_ids)
+        trace.prompt, trace.subject, trace.attribute = prompt, subject, attribute
         return trace
 
 
@@ -278,12 +311,14 @@ def dataset_noise_std(model, tokenizer, path: str | Path | None = None) -> float
 
 
 def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSettings | None = None,
-                 noise_std: float | str | None = None, known_id: int = 0, noise: torch.Tensor | None = None) -> PromptTrace:
+                 noise_std: float | str | None = None, known_id: int = 0, noise: torch.Tensor | None = None,
+                 attribute: str | None = None) -> PromptTrace:
     """Trace one prompt with ν = ``settings.noise.multiple`` × ``noise_std``.
 
     ``noise_std``: a number; ``"dataset"`` for the workflow's value (std of the input embeddings of all
     Known subjects' tokens, :func:`dataset_noise_std`, cached per model); or None for the std over this
     prompt's subject alone (noisier: a few tokens). Ignored when ``settings.noise.absolute`` is set.
+    ``attribute``: the expected answer; needed when ``settings.answer`` is not top1 (what P[o] then reads).
     """
     settings = settings or TraceSettings()
     if noise_std == "dataset":
@@ -292,4 +327,4 @@ def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSet
         raise ValueError(f"noise_std must be a number, 'dataset' or None, got {noise_std!r}")
     if noise_std is None and settings.noise.absolute is None:
         noise_std = subject_embedding_std(model, tokenizer, [subject])
-    return Tracer(model, tokenizer, settings, noise_std).trace_text(known_id, prompt, subject, noise)
+    return Tracer(model, tokenizer, settings, noise_std).trace_text(known_id, prompt, subject, noise, attribute)

@@ -28,23 +28,25 @@ from near 0 to near 1 crosses a region where the gradient at the corrupted point
 :func:`graddrop` is AtP*'s GradDrop (one backward pass per layer with that layer's sublayer gradients
 dropped, mean of |estimates|): unsigned, so it ranks sites by magnitude and is not an engine option.
 
-The objective is P[o] for the clean run's greedy next token o (``trace.answer: top1``): :func:`site_gradients`
-picks o from the clean row and :func:`_answer_prob` reads it. Other answer definitions plug in there: a
-given token id (the attribute's first token) only replaces the argmax; a multi-token answer makes the
-objective the product of its tokens' probabilities, read at the positions of the prompt extended by the
-answer (teacher forcing), with the same gradients taken through that one pass.
+The objective is P[o], the quantity the exact engines read (``trace.answer``): for ``top1`` the clean
+run's greedy next token, picked by :func:`site_gradients` from the clean row; for ``attribute_first`` a
+given token id; for ``attribute_full`` the product of the attribute tokens' probabilities, read at the
+last n positions of the prompt extended by o_1..o_{n-1} (teacher forcing, exactly as in the exact
+engines), with the gradients taken through that one pass. The appended tokens are never corrupted and
+never restored, so estimates cover the prompt's T tokens only.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..models.adapter import KINDS, Adapter, hooks, site_name, window_layers
-from .state import Corruption, KindTrace
+from .state import Corruption, KindTrace, answer_prob
 
 LINEARIZE = ("prob", "logodds")
 
@@ -64,22 +66,22 @@ class AtpConfig:
             raise ValueError(f"atp linearize must be one of {LINEARIZE}, got {self.linearize!r}")
 
 
-def _answer_prob(logits: torch.Tensor, answer_id: int) -> torch.Tensor:
-    """P[o] per row from last-position logits (float32 softmax, as the exact engines)."""
-    return logits.float().softmax(-1)[:, answer_id]
-
-
-def _last_logits(model, x: torch.Tensor) -> torch.Tensor:
-    """Logits at the last position only: the LM head over every position would cost as much as a
-    third of the whole pass for a small model with a large vocabulary (SmolLM2: 49k × 576)."""
+def _last_logits(model, x: torch.Tensor, n: int = 1) -> torch.Tensor:
+    """Logits at the last ``n`` positions only (rows, n, vocab; n > 1 for a teacher-forced answer): the
+    LM head over every position would cost as much as a third of the whole pass for a small model with a
+    large vocabulary (SmolLM2: 49k × 576)."""
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        return model(inputs_embeds=x, logits_to_keep=1).logits[:, -1]
-    return model(inputs_embeds=x).logits[:, -1]
+        return model(inputs_embeds=x, logits_to_keep=n).logits[:, -n:]
+    return model(inputs_embeds=x).logits[:, -n:]
 
 
-def _inputs(adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, steps: int) -> torch.Tensor:
-    """Row 0 clean; then, for α = 1, 1 − 1/steps, …, S rows each with α·ν·ε on the subject."""
+def _inputs(adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, steps: int,
+            answer_ids: Sequence[int] | None = None) -> torch.Tensor:
+    """Row 0 clean; then, for α = 1, 1 − 1/steps, …, S rows each with α·ν·ε on the subject. An answer of
+    n tokens appends its first n − 1 after the prompt (teacher forcing)."""
     b, e = corruption.span
+    if answer_ids is not None and len(answer_ids) > 1:
+        input_ids = torch.cat([input_ids, input_ids.new_tensor(list(answer_ids)[:-1])])
     with torch.no_grad():
         clean = adapter.embed(input_ids[None])
     noise = corruption.noise.to(clean.device, clean.dtype)
@@ -91,15 +93,18 @@ def _inputs(adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, s
     return torch.cat(rows)
 
 
-def site_gradients(model, adapter: Adapter, x: torch.Tensor, sites: list[str], answer_id: int | None = None,
-                   drop_layer: int | None = None):
+def site_gradients(model, adapter: Adapter, x: torch.Tensor, sites: list[str],
+                   answer_ids: Sequence[int] | None = None, drop_layer: int | None = None):
     """Row 0 of ``x`` clean, the others corrupted: one forward pass of row 0, one forward and one
     backward pass of the others.
 
-    Returns (answer_id, P[o] per row, {site: output}, {site: ∂P_row[o]/∂output}), outputs detached,
-    gradients zero in row 0. ``answer_id`` None: the greedy token of row 0. ``drop_layer``: GradDrop,
-    the gradient does not flow back through that block's attention and MLP outputs (values unchanged).
+    Returns (answer_ids, P[o] per row, {site: output}, {site: ∂P_row[o]/∂output}), outputs detached,
+    gradients zero in row 0. ``answer_ids`` None: the greedy token of row 0; n tokens: ``x`` already
+    carries o_1..o_{n-1} at its end (teacher forcing) and P[o] is the product over the last n positions.
+    ``drop_layer``: GradDrop, the gradient does not flow back through that block's attention and MLP
+    outputs (values unchanged).
     """
+    n = 1 if answer_ids is None else len(answer_ids)
     kept: dict[str, torch.Tensor] = {}
     dropped = {f"attn.{drop_layer}", f"mlp.{drop_layer}"} if drop_layer is not None else set()
 
@@ -112,18 +117,19 @@ def site_gradients(model, adapter: Adapter, x: torch.Tensor, sites: list[str], a
 
     edits = {s: keep(s) for s in [*sites, *sorted(dropped - set(sites))]}
     with torch.no_grad(), hooks(adapter, edits):
-        clean_logits = _last_logits(model, x[:1])
+        clean_logits = _last_logits(model, x[:1], n)
     clean = {s: kept[s] for s in sites}
-    if answer_id is None:
-        answer_id = int(clean_logits[0].argmax())
+    if answer_ids is None:
+        answer_ids = [int(clean_logits[0, -1].argmax())]
+    answer_ids = [int(i) for i in answer_ids]
     with torch.enable_grad(), hooks(adapter, edits):
         xc = x[1:].detach().requires_grad_()  # a graph from the input even when no weight requires grad
-        p = _answer_prob(_last_logits(model, xc), answer_id)
+        p = answer_prob(_last_logits(model, xc, n), answer_ids)
         grads = torch.autograd.grad(p.sum(), [kept[s] for s in sites], materialize_grads=True)
-    probs = torch.cat([_answer_prob(clean_logits, answer_id), p.detach()])
+    probs = torch.cat([answer_prob(clean_logits, answer_ids), p.detach()])
     outs = {s: torch.cat([clean[s], kept[s].detach()]) for s in sites}
     grads = {s: torch.cat([torch.zeros_like(g[:1]), g]) for s, g in zip(sites, grads, strict=True)}
-    return answer_id, probs, outs, grads
+    return answer_ids, probs, outs, grads
 
 
 def _contributions(outs, grads, sites: list[str], S: int, steps: int) -> torch.Tensor:
@@ -154,20 +160,23 @@ def _to_ie(first_order: torch.Tensor, p: torch.Tensor, linearize: str) -> torch.
 
 
 def trace_atp(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
-              window: int, config: AtpConfig | None = None) -> dict[str, KindTrace]:
-    """AtP estimates of every kind's IE for one prompt, as KindTraces (p_restored = p_corrupted + IE)."""
+              window: int, config: AtpConfig | None = None,
+              answer_ids: Sequence[int] | None = None) -> dict[str, KindTrace]:
+    """AtP estimates of every kind's IE for one prompt, as KindTraces (p_restored = p_corrupted + IE).
+    ``answer_ids``: o's tokens (None: ROME's top-1, the clean run's greedy next token)."""
     cfg = config or AtpConfig()
-    L, S = adapter.num_layers, corruption.noise.shape[0]
-    x = _inputs(adapter, input_ids, corruption, cfg.steps)
+    L, S, T = adapter.num_layers, corruption.noise.shape[0], input_ids.shape[0]
+    x = _inputs(adapter, input_ids, corruption, cfg.steps, answer_ids)
     sites = [site_name(kind, layer) for kind in kinds for layer in range(L)]
-    answer_id, p, outs, grads = site_gradients(model, adapter, x, sites)
+    answer_ids, p, outs, grads = site_gradients(model, adapter, x, sites, answer_ids)
     p_clean, p_draws = float(p[0]), p[1 : 1 + S]
     p_corr = float(p_draws.double().mean())
     out = {}
     for kind in kinds:
         c = _contributions(outs, grads, [site_name(kind, layer) for layer in range(L)], S, cfg.steps)
+        c = c[:, :T]  # the prompt's tokens: appended answer tokens are never restored
         ie = _to_ie(_windowed(c, kind, window), p_draws, cfg.linearize).mean(0)
-        out[kind] = KindTrace(kind, answer_id, p_clean, p_corr, (p_corr + ie).cpu().numpy())
+        out[kind] = KindTrace(kind, answer_ids[0], p_clean, p_corr, (p_corr + ie).cpu().numpy(), tuple(answer_ids))
     return out
 
 
@@ -178,10 +187,10 @@ def graddrop(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corru
     L, S = adapter.num_layers, corruption.noise.shape[0]
     x = _inputs(adapter, input_ids, corruption, 1)
     sites = [site_name(kind, layer) for kind in kinds for layer in range(L)]
-    answer_id = None
+    answer_ids = None
     total = {kind: 0.0 for kind in kinds}
     for j in range(L):
-        answer_id, _, outs, grads = site_gradients(model, adapter, x, sites, answer_id, drop_layer=j)
+        answer_ids, _, outs, grads = site_gradients(model, adapter, x, sites, answer_ids, drop_layer=j)
         for kind in kinds:
             c = _contributions(outs, grads, [site_name(kind, layer) for layer in range(L)], S, 1)
             total[kind] = total[kind] + _windowed(c, kind, window).abs()

@@ -13,8 +13,8 @@ torch's FLOP counter). Each saving rests on a property of a causal decoder:
    So a restored run starts from the cached corrupted block inputs of tokens t..T-1 and attends to the
    cached corrupted keys/values of tokens < t. In block a itself only token t changes (its other
    tokens read corrupted inputs), so that block is evaluated at token t alone and the batch starts at
-   block a + 1. Only the last position's logits are needed, so the last block projects queries,
-   attention output and MLP there only.
+   block a + 1. Only the positions that predict the answer need logits (the last one; the last n for
+   an n-token answer), so the last block projects queries, attention output and MLP there only.
 4. *Batching.* All restorations at one token t (every layer, every noise draw) run together. They are
    ordered by start block and join the batch when it reaches their block, so no row computes a block
    it would discard. Batches are split to respect ``max_rows``.
@@ -22,17 +22,22 @@ torch's FLOP counter). Each saving rests on a property of a causal decoder:
 What stays is a floor for any exact method: each restoration changes every state of tokens t..T-1 in
 every block after a, and each of those reaches the last position's output. For the Known prompts, whose
 subject mostly starts at token 0, that is 4.6× less work than the plain algorithm (docs/performance.md).
+
+An n-token answer (``trace.answer: attribute_full``) is teacher-forced exactly as in the reference: its
+first n - 1 tokens follow the prompt in every run (the runner covers T + n - 1 positions; they are never
+corrupted or restored) and restorations range over the prompt's T tokens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..models.adapter import Adapter, window_layers
-from .state import Corruption, KindTrace
+from .state import Corruption, KindTrace, answer_prob
 
 FAST_MODEL_TYPES = {"llama", "mistral", "qwen2"}
 
@@ -78,7 +83,7 @@ class LlamaRunner:
     pins it to the HF forward pass), for three reasons that matter when it runs thousands of times
     per prompt: grouped-query attention goes straight to ``scaled_dot_product_attention`` with
     ``enable_gqa`` (no ``repeat_kv`` copies), the rotary tables are computed once per prompt, and the
-    last block projects queries, attention output and MLP for the last position only.
+    last block projects queries, attention output and MLP only for the positions that predict the answer.
     """
 
     def __init__(self, model, adapter: Adapter, n_tokens: int, device, dtype):
@@ -104,10 +109,10 @@ class LlamaRunner:
         cos, sin = self.cos[start : start + x.shape[2]], self.sin[start : start + x.shape[2]]
         return x * cos + _rotate_half(x) * sin
 
-    def _attention(self, k: int, x: torch.Tensor, start: int, past, keep, last_only: bool) -> torch.Tensor:
+    def _attention(self, k: int, x: torch.Tensor, start: int, past, keep, n_out: int | None) -> torch.Tensor:
         attn = self.layers[k].self_attn
         B, Tq, _ = x.shape
-        xq = x[:, -1:] if last_only else x
+        xq = x[:, -n_out:] if n_out else x
         q = attn.q_proj(xq).view(B, xq.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
         key = attn.k_proj(x).view(B, Tq, self.n_kv, self.head_dim).transpose(1, 2)
         val = attn.v_proj(x).view(B, Tq, self.n_kv, self.head_dim).transpose(1, 2)
@@ -125,15 +130,15 @@ class LlamaRunner:
         return attn.o_proj(o.transpose(1, 2).reshape(B, q.shape[2], -1))
 
     def block(self, k: int, h, start: int, past=None, patch_attn=None, patch_mlp=None, keep=None, keep_kv=None,
-              last_only=False):
+              n_out: int | None = None):
         """Block ``k`` on positions start..start+len-1 of ``h``. ``past``: keys/values of the positions
-        before ``start`` (one per noise draw). ``last_only``: return only the last position (all that
+        before ``start`` (one per noise draw). ``n_out``: return only the last n_out positions (all that
         the logits need after the final block; earlier positions still feed its keys and values)."""
         layer = self.layers[k]
-        a = self._attention(k, layer.input_layernorm(h), start, past, keep_kv, last_only)
+        a = self._attention(k, layer.input_layernorm(h), start, past, keep_kv, n_out)
         if patch_attn is not None:
             a = patch_attn(a)
-        h = (h[:, -1:] if last_only else h) + a
+        h = (h[:, -n_out:] if n_out else h) + a
         m = layer.mlp(layer.post_attention_layernorm(h))
         if patch_mlp is not None:
             m = patch_mlp(m)
@@ -149,9 +154,8 @@ class LlamaRunner:
             h = self.block(k, h, 0, keep=sub, keep_kv=kv)
         return _Run(block_in, [a for a, _ in sub], [m for _, m in sub], kv, h)
 
-    def answer_probs(self, h_last: torch.Tensor, answer_id) -> torch.Tensor:
-        logits = self.model.lm_head(self.inner.norm(h_last))
-        return logits.float().softmax(-1)[..., answer_id]
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.inner.norm(h))
 
 
 @dataclass(frozen=True)
@@ -177,9 +181,11 @@ def _items(kind: str, L: int, window: int) -> list[_Item]:
     return sorted(items, key=lambda it: it.start)
 
 
-def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int, items: list[_Item], answer_id: int) -> torch.Tensor:
+def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int, items: list[_Item],
+                answer_ids: Sequence[int]) -> torch.Tensor:
     """Mean P[o] over noise draws for each item (restorations at token t), one growing batch."""
-    S, T = corr.final.shape[0], corr.final.shape[1]
+    S, T = corr.final.shape[0], corr.final.shape[1]  # T: positions of the run (prompt + answer tokens but the last)
+    n = len(answer_ids)  # the last n positions predict the answer
     L = len(runner.layers)
     ref = corr.final
     h = ref.new_empty(0, T - t, ref.shape[2])
@@ -204,8 +210,8 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
             return
         x = (corr.block_in[k] if k < L else corr.final)[:, t:].clone()
         x[:, 0] = row_t(k)
-        if k == L:  # after the last block only the last position is kept
-            x, h = x[:, -1:], h[:, -1:]
+        if k == L:  # after the last block only the positions predicting the answer are kept
+            x, h = x[:, -n:], h[:, -n:]
         h = torch.cat([h, *[x] * len(new)], dim=0)
         for it in new:
             pending.remove(it)
@@ -231,14 +237,14 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
         pk, pv = corr.kv[k]
         past = (pk[:, :, :t], pv[:, :, :t])
         last = k == L - 1
-        # patches touch relative position 0 (token t); the last block keeps only the last position,
-        # which is token t only when t is the last token
-        patchable = not last or t == T - 1
+        # patches touch relative position 0 (token t); the last block keeps only the last n positions,
+        # whose first is token t only when t is the prompt's last token (t never reaches the answer's)
+        patchable = not last or t == T - n
         pa = patcher(k, clean.attn[k]) if kind == "attn" and patchable else None
         pm = patcher(k, clean.mlp[k]) if kind == "mlp" and patchable else None
-        h = runner.block(k, h, t, past, patch_attn=pa, patch_mlp=pm, last_only=last)
+        h = runner.block(k, h, t, past, patch_attn=pa, patch_mlp=pm, n_out=n if last else None)
     join(L)
-    probs = runner.answer_probs(h[:, -1], answer_id).double()
+    probs = answer_prob(runner.logits(h), answer_ids)
     order = torch.tensor([it.layer for it in active])
     out = torch.empty(L, dtype=torch.float64)
     out[order] = probs.view(len(active), S).mean(1).cpu()
@@ -274,32 +280,37 @@ def trace_fast(
     kinds: tuple[str, ...],
     window: int,
     max_rows: int | None = 512,
+    answer_ids: Sequence[int] | None = None,
 ) -> dict[str, KindTrace]:
     """All kinds for one prompt. ``max_rows`` caps sequences per forward (items × noise draws);
-    None derives it from free accelerator memory (:func:`auto_max_rows`)."""
+    None derives it from free accelerator memory (:func:`auto_max_rows`). ``answer_ids``: o's tokens
+    (None: ROME's top-1, the clean run's greedy next token)."""
     L, T = adapter.num_layers, input_ids.shape[0]
     b, _ = corruption.span
-    x = adapter.embed(input_ids[None])
-    runner = LlamaRunner(model, adapter, T, x.device, x.dtype)
+    run_ids = input_ids if answer_ids is None else torch.cat([input_ids, input_ids.new_tensor(list(answer_ids)[:-1])])
+    n = 1 if answer_ids is None else len(answer_ids)
+    x = adapter.embed(run_ids[None])
+    runner = LlamaRunner(model, adapter, x.shape[1], x.device, x.dtype)
     clean = runner.full(x)
-    clean_probs = runner.answer_probs(clean.final[0, -1], slice(None))
-    answer_id = int(clean_probs.argmax())
-    p_clean = float(clean_probs[answer_id])
+    clean_logits = runner.logits(clean.final[:, -n:])
+    if answer_ids is None:
+        answer_ids = [int(clean_logits[0, -1].argmax())]
+    p_clean = float(answer_prob(clean_logits, answer_ids)[0])
     x_star = x.repeat(corruption.noise.shape[0], 1, 1)
     x_star[:, corruption.span[0] : corruption.span[1]] += corruption.noise.to(x.device, x.dtype)
     corr = runner.full(x_star)
-    p_corr = float(runner.answer_probs(corr.final[:, -1], answer_id).double().mean())
+    p_corr = float(answer_prob(runner.logits(corr.final[:, -n:]), answer_ids).mean())
     S = x_star.shape[0]
     if max_rows is None:
-        max_rows = auto_max_rows(model, T, x.device)
+        max_rows = auto_max_rows(model, x.shape[1], x.device)
     out = {}
     for kind in kinds:
         p_restored = torch.full((T, L), p_corr, dtype=torch.float64)
         items = _items(kind, L, window)
         for t in range(b, T):
             for chunk in _chunks(items, max(1, max_rows // S)):
-                res = _restore_at(runner, clean, corr, kind, t, chunk, answer_id)
+                res = _restore_at(runner, clean, corr, kind, t, chunk, answer_ids)
                 for it in chunk:
                     p_restored[t, it.layer] = res[it.layer]
-        out[kind] = KindTrace(kind, answer_id, p_clean, p_corr, p_restored.numpy())
+        out[kind] = KindTrace(kind, answer_ids[0], p_clean, p_corr, p_restored.numpy(), tuple(answer_ids))
     return out

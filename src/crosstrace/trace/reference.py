@@ -4,14 +4,20 @@ As in ROME, every forward pass carries the clean prompt in row 0 and the S corru
 1..S; a restoration copies row 0's output at (site, token) into the other rows. A prompt of T tokens
 costs 2 + T·L forward passes of batch S + 1 per kind. It is the reference the fast engine is tested
 and benchmarked against.
+
+Answers of n tokens (``trace.answer: attribute_full``) are teacher-forced: o_1..o_{n-1} follow the
+prompt in every run (never corrupted, never restored; restorations range over the prompt's T tokens)
+and P[o] is the product of the last n positions' probabilities of o_1..o_n.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..models.adapter import Adapter, hooks, site_name, window_layers
-from .state import Corruption, KindTrace
+from .state import Corruption, KindTrace, answer_prob
 
 
 def rome_inputs(adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption) -> torch.Tensor:
@@ -22,7 +28,7 @@ def rome_inputs(adapter: Adapter, input_ids: torch.Tensor, corruption: Corruptio
     return x
 
 
-def trace_with_patch(model, adapter: Adapter, embeds: torch.Tensor, answer_id: int, states: list[tuple[str, int]]) -> torch.Tensor:
+def trace_with_patch(model, adapter: Adapter, embeds: torch.Tensor, answer_ids: Sequence[int], states: list[tuple[str, int]]) -> torch.Tensor:
     """Mean P[o] over the corrupted rows, with each (site, token t) output restored from the clean row 0."""
 
     def restore(tokens: list[int]):
@@ -38,24 +44,29 @@ def trace_with_patch(model, adapter: Adapter, embeds: torch.Tensor, answer_id: i
     for site, t in states:
         by_site.setdefault(site, []).append(t)
     with hooks(adapter, {site: restore(ts) for site, ts in by_site.items()}):
-        logits = model(inputs_embeds=embeds).logits[1:, -1]
-    return logits.float().softmax(-1)[:, answer_id].double().mean()
+        logits = model(inputs_embeds=embeds).logits[1:, -len(answer_ids) :]
+    return answer_prob(logits, answer_ids).mean()
 
 
 @torch.no_grad()
-def trace_reference(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...], window: int) -> dict[str, KindTrace]:
+def trace_reference(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
+                    window: int, answer_ids: Sequence[int] | None = None) -> dict[str, KindTrace]:
+    """``answer_ids``: o's tokens (None: ROME's top-1, the clean run's greedy next token)."""
     L, T = adapter.num_layers, input_ids.shape[0]
-    x = rome_inputs(adapter, input_ids, corruption)
-    clean_logits = model(inputs_embeds=x[:1]).logits[0, -1].float()
-    answer_id = int(clean_logits.argmax())
-    p_clean = float(clean_logits.softmax(-1)[answer_id])
-    p_corr = float(trace_with_patch(model, adapter, x, answer_id, []))
+    run_ids = input_ids if answer_ids is None else torch.cat([input_ids, input_ids.new_tensor(list(answer_ids)[:-1])])
+    x = rome_inputs(adapter, run_ids, corruption)
+    clean_logits = model(inputs_embeds=x[:1]).logits
+    if answer_ids is None:
+        answer_ids = [int(clean_logits[0, -1].argmax())]
+    n = len(answer_ids)
+    p_clean = float(answer_prob(clean_logits[:, -n:], answer_ids)[0])
+    p_corr = float(trace_with_patch(model, adapter, x, answer_ids, []))
     out = {}
     for kind in kinds:
         p_restored = torch.empty(T, L, dtype=torch.float64)
         for t in range(T):
             for layer in range(L):
                 states = [(site_name(kind, k), t) for k in window_layers(layer, L, kind, window)]
-                p_restored[t, layer] = trace_with_patch(model, adapter, x, answer_id, states)
-        out[kind] = KindTrace(kind, answer_id, p_clean, p_corr, p_restored.numpy())
+                p_restored[t, layer] = trace_with_patch(model, adapter, x, answer_ids, states)
+        out[kind] = KindTrace(kind, answer_ids[0], p_clean, p_corr, p_restored.numpy(), tuple(answer_ids))
     return out

@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 
 IE_COLUMNS = [
     "model", "modality", "known_id", "kind", "token_index", "token", "layer", "ie", "p_restored",
-    "p_clean", "p_corrupted", "answer_id", "answer", "subject_start", "subject_end", "n_tokens",
-    "noise_scale", "samples", "seed", "window", "engine",
+    "p_clean", "p_corrupted", "answer_id", "answer", "answer_mode", "answer_tokens", "subject_start", "subject_end",
+    "n_tokens", "noise_scale", "samples", "seed", "window", "engine",
 ]
 QUARANTINE_COLUMNS = ["model", "modality", "known_id", "stage", "reason"]
-CATEGORY_COLUMNS = ["model", "modality", "known_id", "kind", "category", "layer", "ie"]
+CATEGORY_COLUMNS = ["model", "modality", "known_id", "kind", "category", "layer", "ie", "answer_mode"]
 
 
 class NonFiniteError(ValueError):
@@ -53,11 +53,13 @@ def check_finite(trace: PromptTrace) -> None:
 
 def trace_records(tracer: Tracer, records: Iterable[dict], model: str, modality: str, trace_one=None,
                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Trace each record (dict with known_id, prompt, subject). Failures are quarantined, not dropped.
+    """Trace each record (dict with known_id, prompt, subject; attribute for the attribute answer modes).
+    Failures are quarantined, not dropped.
 
     ``trace_one(record) -> PromptTrace`` overrides how a record becomes a trace (S→T builds unit ids).
     """
-    trace_one = trace_one or (lambda r: tracer.trace_text(int(r["known_id"]), r["prompt"], r["subject"]))
+    trace_one = trace_one or (lambda r: tracer.trace_text(int(r["known_id"]), r["prompt"], r["subject"],
+                                                          attribute=r.get("attribute")))
     records = list(records)
     frames, quarantined = [], []
     for r in tqdm(records, desc=f"tracing {model} {modality}", unit="prompt", disable=not progress):
@@ -85,7 +87,8 @@ def category_table(ie: pd.DataFrame) -> pd.DataFrame:
         span = (int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0]))
         for cat, vals in category_means(mat, span).items():
             out.append(pd.DataFrame({"model": model, "modality": modality, "known_id": kid, "kind": kind,
-                                     "category": cat, "layer": np.arange(L), "ie": vals}))
+                                     "category": cat, "layer": np.arange(L), "ie": vals,
+                                     "answer_mode": g["answer_mode"].iloc[0]}))
     if not out:
         return pd.DataFrame(columns=CATEGORY_COLUMNS)
     return pd.concat(out, ignore_index=True)[CATEGORY_COLUMNS]
@@ -151,8 +154,8 @@ def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextToke
                 "pos_end": np.asarray([b for _, b in rows])[k_idx.ravel()],
             })
             first = gk.iloc[0]
-            for c in ["model", "modality", "known_id", "p_clean", "p_corrupted", "answer_id", "answer", "noise_scale",
-                      "samples", "seed", "window", "engine"]:
+            for c in ["model", "modality", "known_id", "p_clean", "p_corrupted", "answer_id", "answer", "answer_mode",
+                      "answer_tokens", "noise_scale", "samples", "seed", "window", "engine"]:
                 df[c] = first[c]
             df["subject_start"], df["subject_end"], df["n_tokens"] = tm.subject[0], tm.subject[1], len(rows)
             frames.append(df[AGGREGATED_COLUMNS])
@@ -209,6 +212,9 @@ def merge_shards(paths: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise ShardError(f"shard {p} is unreadable ({type(e).__name__}: {e}); delete it and rerun") from e
     ie = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=IE_COLUMNS)
     q = pd.concat(quarantined, ignore_index=True) if quarantined else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    modes = sorted(ie["answer_mode"].unique()) if "answer_mode" in ie.columns else []
+    if len(modes) > 1:
+        raise ShardError(f"shards traced with different trace.answer settings {modes}; delete them and rerun")
     dup = ie.duplicated(["model", "modality", "known_id", "kind", "token_index", "layer"])
     if dup.any():
         ids = sorted(ie.loc[dup, "known_id"].unique().tolist())[:10]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -53,19 +53,59 @@ def _offsets_by_decoding(tokenizer, ids: list[int], text: str) -> list[tuple[int
     return offsets
 
 
+def encode_text(tokenizer, text: str, add_special_tokens: bool = True) -> Encoded:
+    """Token ids and character offsets of ``text`` (no subject: span (0, 0))."""
+    try:
+        enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        offsets = [tuple(o) for o in enc["offset_mapping"]]
+        ids = list(enc["input_ids"])
+    except (NotImplementedError, ValueError, TypeError):
+        ids = list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        offsets = _offsets_by_decoding(tokenizer, ids, text)
+    return Encoded(ids, offsets, (0, 0))
+
+
 def encode_prompt(tokenizer, prompt: str, subject: str, add_special_tokens: bool = True) -> Encoded:
     """Tokenize a prompt and locate the first occurrence of the subject in token positions."""
     c0 = prompt.find(subject)
     if c0 < 0:
         raise SpanError(f"subject {subject!r} does not occur in prompt {prompt!r}")
-    try:
-        enc = tokenizer(prompt, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
-        offsets = [tuple(o) for o in enc["offset_mapping"]]
-        ids = list(enc["input_ids"])
-    except (NotImplementedError, ValueError, TypeError):
-        ids = list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
-        offsets = _offsets_by_decoding(tokenizer, ids, prompt)
-    return Encoded(ids, offsets, token_span_from_offsets(offsets, c0, c0 + len(subject)))
+    enc = encode_text(tokenizer, prompt, add_special_tokens)
+    return Encoded(enc.input_ids, enc.offsets, token_span_from_offsets(enc.offsets, c0, c0 + len(subject)))
+
+
+def attribute_token_ids(encode: Callable[[str], Encoded], prompt: str, attribute: str) -> list[int]:
+    """The attribute's tokens as they follow the prompt (what ``trace.answer: attribute_*`` reads).
+
+    Rule: ``encode`` (the traced prompt's own encoding, offsets into its text) is applied to
+    prompt + " " + attribute (no space added when the prompt ends or the attribute starts with
+    whitespace); the answer tokens are the tokens after the prompt's own ones that carry characters past
+    the prompt's end (offsets: trailing special tokens such as an EOS are not part of it). In context,
+    not alone: a word's first token differs from the same word at the start of a text (" Paris" vs
+    "Paris", "▁Paris" after a dummy prefix). The prompt's tokens must come out unchanged: a tokenizer
+    that merges the prompt's end with the attribute (a token spanning the boundary, e.g. a prompt
+    ending in a space before a byte-level BPE word) would teacher-force a sequence that is not the traced
+    prompt, so that prompt is refused with a SpanError (quarantined with the reason).
+    """
+    if not attribute or not attribute.strip():
+        raise SpanError(f"attribute {attribute!r} is empty")
+    sep = "" if prompt[-1:].isspace() or attribute[0].isspace() else " "
+    text = prompt + sep + attribute
+    own, full = encode(prompt), encode(text)
+    # the prompt's tokens that carry text: trailing special tokens (an EOS some tokenizers append) do not
+    n_own = max((i + 1 for i, (s, e) in enumerate(own.offsets) if e > s), default=0)
+    own = own.input_ids[:n_own]
+    cut = len(prompt)
+    straddle = [i for i, (s, e) in enumerate(full.offsets) if s < cut < e]
+    if straddle or full.input_ids[: len(own)] != own:
+        where = f" (token {straddle[0]} spans characters on both sides)" if straddle else ""
+        raise SpanError(f"the tokenizer merges the end of prompt {prompt!r} with attribute {attribute!r}{where}: "
+                        f"the prompt's tokens change when the attribute follows it")
+    rest = list(zip(full.input_ids, full.offsets, strict=True))[len(own) :]
+    ids = [i for i, (s, e) in rest if e > s and e > cut]
+    if not ids:
+        raise SpanError(f"attribute {attribute!r} gives no token after prompt {prompt!r}")
+    return ids
 
 
 @lru_cache(maxsize=1)
