@@ -16,6 +16,9 @@ if _src not in sys.path:
     sys.path.insert(0, _src)
 if _src not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [_src, os.environ.get("PYTHONPATH")])))
+# The workflow itself imports the shard selection (crosstrace.shards: pandas only) from this checkout.
+if _src not in sys.path:
+    sys.path.insert(0, _src)
 
 min_version("9.0")
 

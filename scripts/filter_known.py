@@ -10,5 +10,7 @@ log = setup_logging(snakemake.log[0])
 p, inp, modality = snakemake.params, snakemake.input, snakemake.wildcards.modality
 speech = ({k: inp[k] for k in ("speech_records", "manifest", "qc", "alignment", "units")}
           if modality == "s2t" else None)
-known_table(inp.model, modality, inp.records, p.max_new_tokens, p.batch_size, snakemake.output.table,
-            speech=speech, aligner=p.aligner, threads=snakemake.threads, log=log)
+# filter.batch_size changes speed only, hence read from the config and not a rule param (a param change reruns)
+known_table(inp.model, modality, inp.records, p.max_new_tokens, snakemake.config["filter"]["batch_size"],
+            snakemake.output.table, inp.validation, speech=speech, aligner=p.aligner, threads=snakemake.threads,
+            log=log)

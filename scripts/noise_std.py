@@ -6,4 +6,5 @@ from crosstrace.io import setup_logging
 from crosstrace.steps import noise_basis
 
 log = setup_logging(snakemake.log[0])
-noise_basis(snakemake.input.model, snakemake.wildcards.modality, snakemake.input.records, snakemake.output[0], log)
+inp = snakemake.input
+noise_basis(inp.model, snakemake.wildcards.modality, inp.records, snakemake.output[0], inp.validation, log)

@@ -3,14 +3,15 @@
 import pandas as pd
 import torch
 
-from crosstrace.io import run_shard, select_shard, setup_logging, write_parquet
+from crosstrace.io import run_shard, setup_logging, write_parquet
+from crosstrace.shards import select_known_ids
 from crosstrace.speech.align import CTCAligner
 from crosstrace.speech.pipeline import ALIGNMENT_COLUMNS, align_clip
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
-records = select_shard(pd.read_parquet(snakemake.input.records), int(p.shard), int(p.shard_size))
+records = select_known_ids(pd.read_parquet(snakemake.input.records), p.known_ids)
 manifest = pd.read_parquet(snakemake.input.manifest).set_index("known_id")
 qc = pd.read_parquet(snakemake.input.qc).set_index("known_id")
 aligners = list(p.aligners)
@@ -25,5 +26,5 @@ table, _ = run_shard(records, lambda r: align_clip(aligners, r, manifest.loc[r.k
 write_parquet(table, snakemake.output.alignment)
 for name in aligners:
     sub = table[table["aligner"] == name]
-    log.info("shard %s, %s: %d ok of %d, %.3f s per prompt", p.shard, name, int((sub["status"] == "ok").sum()),
+    log.info("shard %s, %s: %d ok of %d, %.3f s per prompt", snakemake.wildcards.shard, name, int((sub["status"] == "ok").sum()),
              len(sub), spent[name] / max(1, len(records)))

@@ -24,7 +24,8 @@ LAYERS = {
     "crosstrace.answers": 0,  # what P[o] reads (trace.answer) and its labels
     "crosstrace.spans": 1,  # subject spans and token categories
     "crosstrace.audio": 1,  # 16 kHz resampling, WAV I/O
-    "crosstrace.io": 1,  # atomic writes, typed tables, shard selection
+    "crosstrace.io": 1,  # atomic writes, typed tables, the per-shard loop
+    "crosstrace.shards": 1,  # shard blocks of known_ids (trace and speech alike)
     "crosstrace.data": 1,  # the Known dataset and its validation
     "crosstrace.sources": 1,  # the researcher's own fact files
     "crosstrace.filtering": 1,  # Known-t2t / Known-s2t labels and the traced selection

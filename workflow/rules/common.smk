@@ -1,4 +1,3 @@
-import math
 import os
 import re
 from pathlib import Path
@@ -10,6 +9,7 @@ from snakemake.utils import validate
 from crosstrace.config import check, runs
 from crosstrace.filtering import select_for_trace
 from crosstrace.offline import hub_models
+from crosstrace.shards import shard_blocks
 from crosstrace.vocabulary import KINDS as VOCAB_KINDS
 from crosstrace.vocabulary import MODALITIES, wildcard_pattern
 
@@ -17,6 +17,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
 DATA = config["data"]
+# Job logs live with the results they explain: two runs into different result directories never share
+# (or overwrite) a log.
+LOGS = f"{R}/logs"
 
 
 def workflow_path(p):
@@ -76,8 +79,23 @@ def gpus(wildcards):
     return int(SPECS[wildcards.model].cuda)
 
 
+# Settings that change speed only. They are in no rule's params, so changing them reruns nothing:
+# scripts read them from the config (docs/cluster.md, "What reruns when the config changes").
+SPEED_ONLY = {"trace": ["max_rows"], "filter": ["batch_size"]}
+
+
+def config_without_speed_settings():
+    """The config as report_config shows it: everything but SPEED_ONLY (it is that rule's param)."""
+    return {
+        k: ({kk: vv for kk, vv in v.items() if kk not in SPEED_ONLY[k]} if k in SPEED_ONLY else v)
+        for k, v in config.items()
+    }
+
+
 def trace_params(engine=None):
-    """Everything that changes traced numbers; a change here reruns trace → merge → figures only.
+    """Everything that changes traced numbers or which prompts are traced; a change here reruns
+    trace → merge → figures only. Speed-only settings (trace.max_rows) are not here: the script reads
+    them from the config, so changing them reruns nothing (docs/cluster.md lists what reruns what).
     ``engine``: override trace.engine (the screen's first pass is atp whatever the exact engine)."""
     t = config["trace"]
     engine = engine or t["engine"]
@@ -86,50 +104,62 @@ def trace_params(engine=None):
         "window": t["window"],
         "noise": t["noise"],
         "engine": engine,
-        "max_rows": t["max_rows"],
+        "max_prompt_tokens": t["max_prompt_tokens"],
         "answer": t["answer"],
         **({"atp": t["atp"]} if engine == "atp" else {}),
     }
 
 
-def selected_count(wildcards, screened=SCREEN):
-    """Prompts to trace (read after the filter checkpoint): the package's selection, as trace_shard.py makes
-    it; with ``screened``, those the screen selected for exact tracing (read after the screen checkpoint)."""
-    if screened:
-        sel = checkpoints.screen.get(model=wildcards.model, modality=wildcards.modality).output.table
-        return int(pd.read_parquet(sel, columns=["selected"])["selected"].sum())
+def trace_shards(wildcards, screened=SCREEN):
+    """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts (the
+    package's selection: known ones, filter.expect_answer, capped by trace.max_prompts, in dataset order;
+    read after the filter checkpoint). With ``screened``, only those the screen selected for exact tracing
+    (read after the screen checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
     f = config["filter"]
-    return len(
-        select_for_trace(
-            pd.read_parquet(known),
-            config["trace"]["max_prompts"],
-            require_known=f["require_known"],
-            expect_answer=f["expect_answer"],
-        )
+    selected = select_for_trace(
+        pd.read_parquet(known),
+        config["trace"]["max_prompts"],
+        require_known=f["require_known"],
+        expect_answer=f["expect_answer"],
     )
+    if screened:
+        table = checkpoints.screen.get(model=wildcards.model, modality=wildcards.modality).output.table
+        screen = pd.read_parquet(table, columns=["known_id", "selected"])
+        selected = selected[selected["known_id"].isin(screen.loc[screen["selected"], "known_id"])]
+    return shard_blocks(selected["known_id"], config["trace"]["shard_size"])
+
+
+def trace_shard_ids(wildcards):
+    """The trace rule's known_ids param: a shard reruns only when its own ids change."""
+    return shard_ids(trace_shards(wildcards), wildcards.shard)
+
+
+def atp_shard_ids(wildcards):
+    """The trace_atp rule's known_ids param: the screen's approximate pass covers every selected prompt."""
+    return shard_ids(trace_shards(wildcards, screened=False), wildcards.shard)
+
+
+def shard_ids(shards, shard):
+    i = int(shard)
+    if i >= len(shards):
+        raise ValueError(f"shard {i} does not exist: the selection has {len(shards)} shard(s)")
+    return shards[i]
 
 
 def shard_outputs(wildcards, stage=""):
     """The shard tables of a run; ``stage`` "atp/": the screen's approximate pass over every prompt."""
-    n = selected_count(wildcards, screened=SCREEN and not stage)
-    size = config["trace"]["shard_size"]
     return expand(
         f"{R}/{{model}}/{{modality}}/{stage}shards/{{shard}}.parquet",
         model=wildcards.model,
         modality=wildcards.modality,
-        shard=range(max(1, math.ceil(n / size))),
+        shard=range(len(trace_shards(wildcards, screened=SCREEN and not stage))),
     )
 
 
 def s2t_shard_outputs(wildcards):
     """The S→T trace shards of a model (rule unit_view has no modality wildcard)."""
     return shard_outputs(SimpleNamespace(model=wildcards.model, modality="s2t"))
-
-
-def screen_input(wildcards):
-    """The exact trace of a screened run reads which prompts the screen selected."""
-    return {"screen": f"{R}/{wildcards.model}/{wildcards.modality}/screen.parquet"} if SCREEN else {}
 
 
 def all_targets():
@@ -160,11 +190,21 @@ def all_targets():
 SPEECH = config["speech"]
 
 
+def speech_shards():
+    """known_ids of each speech shard: fixed blocks of speech.shard_size over the records selected for
+    speech (read after the speech_select checkpoint); the same mechanism as the trace shards."""
+    selected = pd.read_parquet(checkpoints.speech_select.get().output.records, columns=["known_id"])
+    return shard_blocks(selected["known_id"], SPEECH["shard_size"])
+
+
 def speech_shard_ids():
-    """Shard indices of the prompts selected for speech (read after the speech_select checkpoint)."""
-    sel = checkpoints.speech_select.get().output.records
-    n = len(pd.read_parquet(sel, columns=["known_id"]))
-    return range(max(1, math.ceil(n / SPEECH["shard_size"])))
+    """Shard indices of the prompts selected for speech."""
+    return range(len(speech_shards()))
+
+
+def speech_shard_known_ids(wildcards):
+    """The known_ids param of a speech shard job (synthesize, speech_qc, align)."""
+    return shard_ids(speech_shards(), wildcards.shard)
 
 
 def speech_align_shards(wildcards):
@@ -199,7 +239,11 @@ def manifest_shards(wildcards):
 
 def filter_inputs(wildcards):
     """T→T: the validated records. S→T also: speech selection, manifests, QC, alignment, units."""
-    inp = {"records": f"{R}/data/records.parquet", "model": f"{R}/models/{wildcards.model}.json"}
+    inp = {
+        "records": f"{R}/data/records.parquet",
+        "validation": f"{R}/data/quarantine.parquet",
+        "model": f"{R}/models/{wildcards.model}.json",
+    }
     if wildcards.modality == "s2t":
         inp.update(
             speech_records=f"{R}/speech/records.parquet",
@@ -218,7 +262,11 @@ def noise_inputs(wildcards):
         if wildcards.modality == "s2t"
         else f"{R}/data/records.parquet"
     )
-    return {"records": records, "model": f"{R}/models/{wildcards.model}.json"}
+    return {
+        "records": records,
+        "validation": f"{R}/data/quarantine.parquet",
+        "model": f"{R}/models/{wildcards.model}.json",
+    }
 
 
 # Report helpers (report.smk, similarity.smk, unit_view.smk, screen.smk): which figure files go to the

@@ -25,7 +25,7 @@ rule similarity:
             labels={"model": "{model}", "content": "cosine and L2 over layers"},
         ),
     log:
-        "logs/similarity/{model}.log",
+        f"{LOGS}/similarity/{{model}}.log",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in SIMILARITY_MODELS) or "no-similarity-models",
     conda:

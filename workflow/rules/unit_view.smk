@@ -22,7 +22,7 @@ rule unit_view:
             )
         ],
     log:
-        "logs/unit_view/{model}.log",
+        f"{LOGS}/unit_view/{{model}}.log",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in S2T_MODELS) or "no-s2t-models",
     conda:

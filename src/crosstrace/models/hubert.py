@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from crosstrace.audio import resample
-from crosstrace.models.loading import ModelLoadError
+from crosstrace.models.loading import ModelLoadError, load_error_text, refused_pickle
 
 SAMPLE_RATE = 16000
 CHUNK_SAMPLES = 1_600_000  # 100 s
@@ -231,7 +231,13 @@ def _torch_load(path: Path, what: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        raise CheckpointError(f"{path}: cannot be read as a weights-only torch pickle: {e}") from e
+        refused = refused_pickle(path, e, "Re-save it once with tensors, dicts, lists, numbers and strings only: python -c "
+                                 f"\"import torch; c = torch.load('{path}', weights_only=False); torch.save("
+                                 "{k: c[k] for k in ('model_cfg', 'task_cfg', 'model_weight', 'dictionaries_symbols') "
+                                 f"if k in c}}, '{path}.plain.pt')\" (model_cfg must then be a plain dict).")
+        if refused:
+            raise CheckpointError(f"cannot be read as a weights-only torch pickle: {refused}") from None
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch pickle ({load_error_text(e)})") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at top level, got {type(obj).__name__}")
     return obj
