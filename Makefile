@@ -16,7 +16,7 @@ TORCH ?= $(if $(wildcard $(VENV)/.torch-cuda),cuda,cpu)
 CUDA ?= cu128
 TORCH_INDEX ?= https://download.pytorch.org/whl/$(CUDA)
 
-.PHONY: demo facts test venv lint bench clean study
+.PHONY: demo facts test test-cluster venv lint bench clean study
 
 $(VENV)/.torch-$(TORCH):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,11 +54,21 @@ facts: venv
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# Code style, Snakefile formatting and Snakemake's own linter (on the default config.yaml).
+# The tiny DAG on a real one-node Slurm cluster through workflow/profiles/slurm (tests/test_cluster_slurm.py):
+# installs slurm-wlm, slurmdbd, munge and mariadb-server with apt when missing (root), starts the daemons from a
+# temporary folder and stops them at the end. Not part of `make test` (there it is skipped).
+test-cluster: venv
+	$(PY) tests/slurm_cluster.py install
+	CROSSTRACE_TEST_CLUSTER=1 $(VENV)/bin/python -m pytest tests/test_cluster_slurm.py -v -s $(PYTEST_ARGS)
+
+# Code style, Snakefile formatting, Snakemake's own linter on the default config.yaml and on the CI
+# config (.test/config.yaml, the catalog's convention), and a dry run of the CI config's DAG.
 lint: venv
 	$(VENV)/bin/ruff check src scripts tests
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(VENV)/bin/snakemake --lint
+	$(VENV)/bin/snakemake --lint --configfile .test/config.yaml
+	d=$$(mktemp -d) && $(VENV)/bin/snakemake --dry-run --quiet rules --directory $$d --configfile .test/config.yaml --cores 1 && rm -rf $$d
 
 # The reference study in docs/results/smollm2-135m (config/study.yaml): trace, then export the tables,
 # panel figure and provenance (config, commit, wall time, machine). About 1.5 hours on 2 idle cores.

@@ -3,28 +3,14 @@
 S→T: the prompt table (speech, QC, alignment, units, span) is built first; quarantined rows keep their
 reason and are not decoded."""
 
-import pandas as pd
-import torch
-
-from crosstrace.io import read_json, read_parquets, setup_logging, write_parquet
-from crosstrace.modality import label_known_s2t, label_known_t2t, load_any, s2t_table
+from crosstrace.io import setup_logging
+from crosstrace.steps import known_table
 
 log = setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
 p, inp, modality = snakemake.params, snakemake.input, snakemake.wildcards.modality
-m = read_json(inp.model)
-lm = load_any(m)
-df = pd.read_parquet(inp.records)
-if modality == "s2t":
-    prompts = s2t_table(df, pd.read_parquet(inp.speech_records), read_parquets(inp.manifest), read_parquets(inp.qc),
-                        pd.read_parquet(inp.alignment), read_parquets(inp.units), p.aligner, m, lm.tokenizer)
-    table = label_known_s2t(lm.model, lm.tokenizer, m, prompts, p.max_new_tokens, p.batch_size)
-    bad = table["status"] != "ok"
-    log.info("%s s2t: %d records, %d with a traceable S→T prompt, %d quarantined by stage %s", m["name"],
-             len(table), int((~bad).sum()), int(bad.sum()), table.loc[bad, "stage"].value_counts().to_dict())
-else:
-    table = label_known_t2t(lm.model, lm.tokenizer, m, df, p.max_new_tokens, p.batch_size)
-counts = table["label"].value_counts().to_dict()
-log.info("%s %s: %d of %d known (exact %d, partial %d)", m["name"], modality,
-         int(table["known"].sum()), len(table), counts.get("exact", 0), counts.get("partial", 0))
-write_parquet(table, snakemake.output.table)
+speech = ({k: inp[k] for k in ("speech_records", "manifest", "qc", "alignment", "units")}
+          if modality == "s2t" else None)
+# filter.batch_size changes speed only, hence read from the config and not a rule param (a param change reruns)
+known_table(inp.model, modality, inp.records, p.max_new_tokens, snakemake.config["filter"]["batch_size"],
+            snakemake.output.table, inp.validation, speech=speech, aligner=p.aligner, threads=snakemake.threads,
+            log=log)

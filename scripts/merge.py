@@ -7,8 +7,8 @@ import pandas as pd
 
 from crosstrace.filtering import greedy_answer_matches, select_for_trace, unexpected_answers
 from crosstrace.io import console, read_json, setup_logging, write_json, write_parquet
-from crosstrace.modality import s2t_token_maps
 from crosstrace.report.stats import aie_table
+from crosstrace.speech.prompts import token_maps
 from crosstrace.trace.tables import aggregate_by_text_tokens, category_table, merge_shards
 
 log = setup_logging(snakemake.log[0])
@@ -17,7 +17,7 @@ ie, quarantined = merge_shards(snakemake.input.shards)
 silence = {}
 if w.modality == "s2t":
     known_s2t = pd.read_parquet(snakemake.input.known)
-    ie, q_agg = aggregate_by_text_tokens(ie, s2t_token_maps(known_s2t))
+    ie, q_agg = aggregate_by_text_tokens(ie, token_maps(known_s2t))
     quarantined = pd.concat([quarantined, q_agg], ignore_index=True) if len(q_agg) else quarantined
     ok = known_s2t[known_s2t["known_id"].isin(ie["known_id"].unique())]  # the traced prompts
     silence = {

@@ -1,11 +1,9 @@
-"""Read the user's own facts file (data.source), map its columns and validate every record; bad ones go
-to the quarantine table with a reason."""
-
-from dataclasses import fields
+"""Read the user's own facts file (data.source), map its columns and validate the first data.limit records
+(all without a limit): each is kept or quarantined with a reason."""
 
 import pandas as pd
 
-from crosstrace.data import KnownRecord, quarantine_rows, records_to_rows
+from crosstrace.data import QUARANTINE_TYPES, RECORD_TYPES, quarantine_rows, records_to_rows
 from crosstrace.io import setup_logging, write_parquet
 from crosstrace.sources import check_sha256, read_facts
 
@@ -20,10 +18,10 @@ else:
 records, quarantined, layout = read_facts(path, p.format, p.columns, p.templates, p.limit)
 for q in quarantined:
     log.warning("record #%d (id %s) quarantined: %s", q.index, q.known_id, q.reason)
-record_columns = [f.name for f in fields(KnownRecord)]
-table = pd.DataFrame(records_to_rows(records), columns=record_columns).astype({"known_id": "int64"})
-write_parquet(table, snakemake.output.records)
-quarantine = pd.DataFrame(quarantine_rows(quarantined), columns=["index", "known_id", "stage", "reason"])
-write_parquet(quarantine.astype({"index": "int64"}), snakemake.output.quarantine)
+# Typed even when empty: a later stage still reads the columns and ends the run with one clear line.
+write_parquet(pd.DataFrame(records_to_rows(records)), snakemake.output.records, types=RECORD_TYPES)
+write_parquet(pd.DataFrame(quarantine_rows(quarantined)), snakemake.output.quarantine, types=QUARANTINE_TYPES)
 log.info("%s (%s layout, limit %s): %d input records, %d kept, %d quarantined", path, layout, p.limit,
          len(records) + len(quarantined), len(records), len(quarantined))
+if not records:
+    log.warning("0 records left after validation: see %s", snakemake.output.quarantine)

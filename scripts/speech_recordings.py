@@ -7,20 +7,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from crosstrace.io import select_shard, setup_logging, write_parquet
+from crosstrace.io import setup_logging, write_parquet
+from crosstrace.shards import select_known_ids
 from crosstrace.speech.pipeline import SynthResult
 from crosstrace.speech.recordings import load_recording, read_manifest
 
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
-selected = pd.read_parquet(snakemake.input.records)
-records = select_shard(selected, int(p.shard), int(p.shard_size))
+shard = snakemake.wildcards.shard
+valid = pd.read_parquet(snakemake.input.records)
+records = select_known_ids(valid, p.known_ids)
 recordings = read_manifest(snakemake.input.manifest)
-if int(p.shard) == 0:
-    unused = sorted(set(recordings) - set(selected["known_id"]))
+if int(shard) == 0:
+    unused = sorted(set(recordings) - set(valid["known_id"]))
     if unused:
-        log.info("%d manifest rows name ids that are not among the %d records selected for speech: %s", len(unused),
-                 len(selected), unused[:20])
+        log.info("%d manifest rows name ids that are not among the %d validated records: %s", len(unused),
+                 len(valid), unused[:20])
 wav_dir = Path(snakemake.output.wavs)
 wav_dir.mkdir(parents=True, exist_ok=True)
 rows, t0 = [], time.perf_counter()
@@ -31,5 +33,5 @@ for r in records.itertuples(index=False):
 manifest = pd.DataFrame(rows, columns=list(SynthResult.__dataclass_fields__))
 write_parquet(manifest, snakemake.output.manifest)
 ok = int((manifest["status"] == "ok").sum())
-log.info("shard %s: %d records, %d recordings converted, %d quarantined, %.2f s per recording", p.shard, len(manifest),
+log.info("shard %s: %d records, %d recordings converted, %d quarantined, %.2f s per recording", shard, len(manifest),
          ok, len(manifest) - ok, (time.perf_counter() - t0) / max(1, len(manifest)))

@@ -5,32 +5,21 @@ Bad audio (missing, zero units, unreadable) becomes a quarantined row with its r
 import pandas as pd
 import torch
 
-from crosstrace.io import read_json, setup_logging, write_parquet
-from crosstrace.modality import speech_root, units_row
-from crosstrace.models.hubert import SpeechTokenizer, SpeechTokenizerError
+from crosstrace.config import ModelSpec
+from crosstrace.io import read_json, run_shard, setup_logging, write_parquet
+from crosstrace.models.family import speech_root
+from crosstrace.models.hubert import SpeechTokenizer
 from crosstrace.models.loading import resolve_device
+from crosstrace.speech.units import UNITS_COLUMNS, encode_clip
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-m = read_json(snakemake.input.model)
-device = m.get("device", "cpu")
-tok = SpeechTokenizer.from_checkpoints(speech_root(m), device=resolve_device(device))
-manifest = pd.read_parquet(snakemake.input.manifest)
-rows = []
-for r in manifest.to_dict("records"):
-    kid = int(r["known_id"])
-    if r["status"] != "ok":
-        rows.append(units_row(kid, error=f"no audio ({r['reason']})"))
-        continue
-    try:
-        rows.append(units_row(kid, tok.encode_file(r["path"])))
-    except (SpeechTokenizerError, RuntimeError, OSError, ValueError) as e:
-        log.warning("known_id %d quarantined: %s", kid, e)
-        rows.append(units_row(kid, error=f"{type(e).__name__}: {e}"))
-table = pd.DataFrame(rows, columns=["known_id", "units", "dedup", "run_lengths", "n_frames", "chunk_frames", "status", "reason"])
+spec = ModelSpec.from_dict(read_json(snakemake.input.model))
+tok = SpeechTokenizer.from_checkpoints(speech_root(spec), device=resolve_device(spec.device))
+table, _ = run_shard(pd.read_parquet(snakemake.input.manifest), lambda r: encode_clip(tok, r), UNITS_COLUMNS, "units")
 write_parquet(table, snakemake.output.units)
 ok = table["status"] == "ok"
-log.info("%s shard %s: %d clips, %d encoded (mean %.1f units, %.1f frames), %d quarantined", m["name"],
+log.info("%s shard %s: %d clips, %d encoded (mean %.1f units, %.1f frames), %d quarantined", spec.name,
          snakemake.wildcards.shard, len(table), int(ok.sum()),
          table.loc[ok, "dedup"].map(len).mean() if ok.any() else 0, table.loc[ok, "n_frames"].mean() if ok.any() else 0,
          int((~ok).sum()))

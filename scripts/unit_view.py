@@ -6,15 +6,15 @@ import pandas as pd
 
 from crosstrace.answers import answer_label
 from crosstrace.io import setup_logging, write_parquet
-from crosstrace.modality import s2t_token_maps
 from crosstrace.report.figures import save, unit_figure
+from crosstrace.speech.prompts import token_maps
 from crosstrace.trace.tables import merge_shards, unit_view
 
 log = setup_logging(snakemake.log[0])
 model = snakemake.wildcards.model
 ie, _ = merge_shards(snakemake.input.shards)
 mode = str(ie["answer_mode"].iloc[0]) if len(ie) else None  # trace.answer, one per run (merge_shards checks)
-view = unit_view(ie, s2t_token_maps(pd.read_parquet(snakemake.input.known)))
+view = unit_view(ie, token_maps(pd.read_parquet(snakemake.input.known)))
 write_parquet(view, snakemake.output.ie)
 log.info("%s: %d prompts, %d rows; regions %s", model, view["known_id"].nunique(), len(view),
          view.drop_duplicates(["known_id", "token_index"])["region"].value_counts().to_dict())

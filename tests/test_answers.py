@@ -9,6 +9,7 @@ import pytest
 from conftest import make_tiny_model_dir
 
 from crosstrace.answers import answer_label, answer_tokens
+from crosstrace.spans import Encoded, SpanError
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.tables import (
     CATEGORY_COLUMNS,
@@ -18,7 +19,7 @@ from crosstrace.trace.tables import (
     merge_shards,
     trace_records,
 )
-from crosstrace.trace.tokens import Encoded, SpanError, attribute_token_ids, encode_text
+from crosstrace.trace.tokens import attribute_token_ids, encode_text
 
 KINDS = ("hidden", "mlp", "attn")
 VINSON = "Vinson Massif is located in the continent of"

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import make_tiny_model_dir
 from snakemake.utils import validate
 
 from crosstrace.data import (
@@ -84,6 +85,42 @@ def test_bad_record_is_quarantined_with_reason(raw, reason):
     assert reason in q.reason
     if isinstance(raw, dict) and isinstance(raw.get("known_id"), int):
         assert q.known_id == raw["known_id"], "the quarantine row names the record"
+
+
+def known8_with_4_and_5_broken() -> list:
+    raw = json.loads((ROOT / "resources" / "known_1000.json").read_text())[:8]
+    for i in (4, 5):
+        raw[i] = {**raw[i], "subject": "not in the prompt"}
+    return raw
+
+
+@pytest.mark.parametrize("limit", [None, *range(1, 10)])
+def test_limit_is_the_first_n_input_records_each_kept_or_quarantined(limit):
+    """data.limit = the first N input records, valid or not: every one of them is in exactly one table."""
+    raw = known8_with_4_and_5_broken()
+    records, quarantined = parse_known(raw, "known.json", limit=limit)
+    considered = raw if limit is None else raw[:limit]
+    kept_index = [i for i, r in enumerate(considered) if r["known_id"] in {k.known_id for k in records}]
+    q_index = [q.index for q in quarantined]
+    assert not set(kept_index) & set(q_index)
+    assert sorted(kept_index + q_index) == list(range(len(considered)))
+    assert len(records) + len(quarantined) == len(considered)
+
+
+def test_limit_5_with_records_4_and_5_broken(tmp_path):
+    """The case that used to lose record 5 and keep record 6 instead."""
+    p = tmp_path / "known.json"
+    p.write_text(json.dumps(known8_with_4_and_5_broken()))
+    records, quarantined = load_known(p, limit=5)
+    assert [r.known_id for r in records] == [0, 1, 2, 3]
+    assert [(q.index, q.known_id) for q in quarantined] == [(4, 4)]
+
+
+def test_duplicate_ids_beyond_the_limit_are_not_considered():
+    raw = [rec(known_id=1), rec(known_id=2), rec(known_id=1)]
+    assert [r.known_id for r in parse_known(raw, limit=2)[0]] == [1, 2]
+    with pytest.raises(DataError, match="duplicate known_id"):
+        parse_known(raw)
 
 
 @pytest.mark.parametrize("prompt,subject", [
@@ -221,6 +258,48 @@ def test_missing_speech_checkpoint(tmp_path, loader):
         loader(tmp_path / "missing.pt")
 
 
+class RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("loader", [load_hubert, load_quantizer], ids=["hubert", "quantizer"])
+def test_pickle_that_runs_code_is_refused_with_our_message(tmp_path, loader):
+    p, marker = tmp_path / "evil.pt", tmp_path / "code-ran"
+    torch.save({"model_cfg": {}, "model_weight": RunsCode(marker)}, p)
+    with pytest.raises(CheckpointError) as e:
+        loader(p)
+    msg = str(e.value)
+    assert f"{p} is a pickle that could run code when loaded (it names posix.system)" in msg
+    assert "Re-save it once with tensors" in msg and "only where you trust the file's origin" in msg
+    assert "will likely succeed" not in msg and e.value.__cause__ is None and e.value.__suppress_context__
+    assert not marker.exists()
+
+
+def test_hf_weights_pickle_that_runs_code_is_refused_with_a_safetensors_recipe(tmp_path):
+    from safetensors.torch import load_file
+
+    from crosstrace.models.loading import ModelLoadError
+
+    d, marker = make_tiny_model_dir(tmp_path / "model"), tmp_path / "code-ran"
+    state = load_file(d / "model.safetensors")
+    (d / "model.safetensors").unlink()
+    torch.save({**state, "extra": RunsCode(marker)}, d / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError) as e:
+        load_model(str(d))
+    msg = str(e.value)
+    assert msg.startswith(f"the weights file in {d} is a pickle that could run code when loaded")
+    assert "Convert it once to safetensors" in msg and f"save_pretrained('{d}-safetensors')" in msg
+    assert "will likely succeed" not in msg and not marker.exists()
+
+
 def test_speech_checkpoint_with_wrong_top_level(tmp_path):
     p = tmp_path / "list.pt"
     torch.save([1, 2, 3], p)
@@ -287,6 +366,52 @@ def test_nan_logits_from_a_real_model_are_quarantined(tiny_model_dir):
     ie, q = trace_records(tracer, [{"known_id": 4, "prompt": "p", "subject": "s"}], "m", "t2t",
                           trace_one=lambda r: tracer.trace_ids(r["known_id"], [1, 2, 3, 4], (1, 2)), progress=False)
     assert ie.empty and q["known_id"].tolist() == [4] and "non-finite" in q["reason"].iloc[0]
+
+
+def test_prompt_over_max_tokens_is_quarantined_before_tracing(tiny_model_dir):
+    from transformers import LlamaForCausalLM
+
+    from crosstrace.trace import Tracer, TraceSettings
+
+    model = LlamaForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = SimpleNamespace(decode=lambda ids, **kw: " ".join(map(str, ids)))
+    tracer = Tracer(model, tok, TraceSettings(window=1, max_tokens=5), noise_std=1.0)
+    records = [{"known_id": 1, "ids": [1, 2, 3, 4, 5]}, {"known_id": 2, "ids": list(range(1, 31))}]
+    ie, q = trace_records(tracer, records, "m", "t2t", trace_one=lambda r: tracer.trace_ids(r["known_id"], r["ids"], (0, 1)),
+                          progress=False)
+    assert sorted(ie["known_id"].unique()) == [1] and q["known_id"].tolist() == [2]
+    assert q["reason"].iloc[0] == ("prompt has 30 tokens, over the limit of 5 (max_prompt_tokens; "
+                                   "tracing cost grows with the square of the length)")
+
+
+def test_long_trace_gets_a_cost_warning_on_the_console(tiny_model_dir, monkeypatch, caplog):
+    from transformers import LlamaForCausalLM
+
+    from crosstrace.trace import Tracer, TraceSettings, api
+
+    model = LlamaForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = SimpleNamespace(decode=lambda ids, **kw: str(ids))
+    tracer = Tracer(model, tok, TraceSettings(window=1, kinds=("hidden",)), noise_std=1.0)
+    monkeypatch.setattr(api, "LONG_PROMPT_TOKENS", 10)
+    monkeypatch.setattr(api, "LONG_TRACE_SECONDS", 0.0)
+    with caplog.at_level("WARNING", logger="crosstrace"):
+        tracer.trace_ids(3, list(range(1, 13)), (0, 2))
+        tracer.trace_ids(4, list(range(1, 6)), (0, 2))  # under LONG_PROMPT_TOKENS: no estimate
+    [w] = [r for r in caplog.records if "will take about" in r.getMessage()]
+    assert w.getMessage().startswith("known_id 3: 12 tokens; tracing it will take about ")
+    assert getattr(w, "console", False), "the warning goes to the console, not only the log"
+
+
+@pytest.mark.parametrize("kind,T,b,L,window,engine,passes", [
+    ("hidden", 4, 0, 2, 1, "reference", 9.0),    # clean pass + T·L restorations
+    ("hidden", 4, 0, 2, 1, "fast", 2.25),        # 1 + (4+3+2+1) positions × (1+0) blocks / (4·2)
+    ("hidden", 4, 2, 2, 1, "fast", 1.375),       # subject from token 2: (2+1) × 1 / 8
+    ("mlp", 4, 0, 2, 2, "fast", 1 + 10 * 2 / 8),  # window 2: layer 0 patches block 0 (start 1), layer 1 block 0-1 (start 1)
+])
+def test_trace_passes_by_hand(kind, T, b, L, window, engine, passes):
+    from crosstrace.trace.api import trace_passes
+
+    assert trace_passes(kind, T, b, L, window, engine) == pytest.approx(passes)
 
 
 def test_unexpected_trace_error_fails_loudly():
@@ -369,6 +494,8 @@ def test_default_config_is_valid():
     ("trace.noise.samples", "10", "['trace']['noise']['samples']"),
     ("stats.similarity.n_random", 0, "['stats']['similarity']['n_random']"),
     ("stats.similarity.n_rnd", 3, "'n_rnd' was unexpected"),
+    ("trace.max_prompt_tokens", 0, "['trace']['max_prompt_tokens']"),
+    ("trace.max_prompt_token", 10, "'max_prompt_token' was unexpected"),
 ])
 def test_config_error_names_the_key(key, value, named):
     from snakemake.exceptions import WorkflowError

@@ -9,8 +9,9 @@ import torch
 from conftest import tiny_llama
 from torch.utils.flop_counter import FlopCounterMode
 
-from crosstrace.bench import Macs, compare, main, matmul_macs, reference_seconds
+from crosstrace.bench import compare, main, reference_seconds
 from crosstrace.models.adapter import get_adapter
+from crosstrace.trace.cost import Macs, matmul_macs
 from crosstrace.trace.fast import trace_fast
 from crosstrace.trace.noise import draw_noise
 from crosstrace.trace.reference import trace_reference

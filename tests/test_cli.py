@@ -65,6 +65,32 @@ def test_cli_help_lists_options():
     assert p.returncode == 0 and "--window" in p.stdout and "--noise-multiple" in p.stdout
 
 
+@pytest.mark.parametrize("prompt,subject,message", [
+    ("", "", "error: --prompt is empty"),
+    ("Paris is in", "", "error: --subject is empty"),
+    ("Mass is in", " ", "error: --subject is only whitespace (' ')"),
+    ("   ", "Paris", "error: --prompt is only whitespace ('   ')"),
+], ids=["both-empty", "empty-subject", "blank-subject", "blank-prompt"])
+def test_cli_rejects_empty_prompt_or_subject_in_one_line(tmp_path, prompt, subject, message):
+    p = _cli("trace", "--model", str(tmp_path), "--prompt", prompt, "--subject", subject)
+    assert p.returncode == 2 and p.stderr.strip() == message, p.stderr
+
+
+def test_cli_refuses_a_prompt_over_max_prompt_tokens(tmp_path):
+    model = make_tiny_model_dir(tmp_path / "tiny")
+    p = _cli("trace", "--model", str(model), "--prompt", "Apple " + "word " * 400 + "is in", "--subject", "Apple",
+             "--max-prompt-tokens", "64", "--threads", "1", "--out", str(tmp_path / "out"))
+    assert p.returncode == 2, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: prompt has ") and "over the limit of 64" in last and "raise --max-prompt-tokens" in last
+    assert "Traceback" not in p.stderr and not (tmp_path / "out").exists()
+
+
+def test_cli_max_prompt_tokens_must_be_positive(tmp_path):
+    p = _cli("trace", "--prompt", "a", "--subject", "a", "--max-prompt-tokens", "0")
+    assert p.returncode == 2 and "--max-prompt-tokens: must be >= 1, got 0" in p.stderr
+
+
 def test_cli_answer_modes(tmp_path):
     p = _cli("trace", "--model", str(tmp_path), "--prompt", "Paris is in", "--subject", "Paris",
              "--answer", "attribute_full")

@@ -215,7 +215,7 @@ def _known() -> pd.DataFrame:
                    "Il Gazzettino was written in the", "X is"],
         "continuation": [" Europe, and", " original language of the Latin", " Italian film", " nothing"],
         "first_token": [" Europe", " original", " Italian", " nothing"],
-        "label": ["exact", "partial", "exact", "none"], "known": [True, True, True, False],
+        "label": ["exact", "partial", "exact", "none"], "known": [True, True, True, False], "status": "ok",
     })
 
 

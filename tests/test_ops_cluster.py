@@ -25,6 +25,9 @@ def test_slurm_profile_settings():
     assert p["executor"] == "slurm"
     assert p["jobs"] >= 1 and p["retries"] >= 1 and p["latency-wait"] >= 30
     assert p["rerun-incomplete"] is True
+    # sacct's "CANCELLED by <uid>" is not recognised by the plugin (2.8.0): a scancel'ed job hung the run
+    # (tests/test_cluster_slurm.py); squeue reports "CANCELLED".
+    assert p["slurm-status-command"] == "squeue"
     named = set(p["set-resources"]) | set(p["set-threads"]) | set(p["groups"])
     assert named <= RULES, f"profile names unknown rules: {named - RULES}"
     assert RULES - {"all", "speech"} <= set(p["set-resources"]), "every rule that runs gets resources"

@@ -7,6 +7,7 @@ except the resume test, which kills a second real run mid-trace.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,17 +60,42 @@ def test_completed_run_is_up_to_date(completed_run, model_dir):
     assert jobs == {}, out[-2000:]
 
 
+def trace_shards(out: str) -> list[int]:
+    return sorted(int(s) for s in re.findall(r"wildcards: model=tiny, modality=t2t, shard=(\d+)", out))
+
+
 @pytest.mark.parametrize("change", [
     {"noise": {"samples": 3}},
     {"noise": {"seed": 1}},
     {"noise": {"multiple": 2.0}},
     {"window": 1},
+    {"max_prompt_tokens": 100},
     {"answer": "attribute_full"},
-], ids=["samples", "seed", "multiple", "window", "answer"])
-def test_noise_and_window_rerun_trace_merge_figures_only(completed_run, model_dir, change):
+], ids=["samples", "seed", "multiple", "window", "max_prompt_tokens", "answer"])
+def test_noise_and_window_rerun_every_trace_shard_merge_figures_only(completed_run, model_dir, change):
     jobs, out = dry_run(completed_run, tiny_config(model_dir, trace=change))
     assert_jobs(jobs, {"trace": 3, "merge": 1, "figures": 1, "all": 1}, out)
+    assert trace_shards(out) == [0, 1, 2], "every trace shard"
     assert not UPSTREAM & set(jobs)
+
+
+def test_raising_max_prompts_schedules_only_the_new_shards(completed_run, model_dir):
+    """Shard i is a fixed block of the selected known_ids: prompts 4 and 5 are new shards 3 and 4."""
+    jobs, out = dry_run(completed_run, tiny_config(model_dir, trace={"max_prompts": 5}))
+    assert_jobs(jobs, {"trace": 2, "merge": 1, "figures": 1, "all": 1}, out)
+    assert trace_shards(out) == [3, 4]
+
+
+def test_lowering_max_prompts_reruns_no_shard(completed_run, model_dir):
+    jobs, out = dry_run(completed_run, tiny_config(model_dir, trace={"max_prompts": 2}))
+    assert_jobs(jobs, {"merge": 1, "figures": 1, "all": 1}, out)
+
+
+@pytest.mark.parametrize("change", [{"trace": {"max_rows": 7}}, {"trace": {"max_rows": None}}, {"filter": {"batch_size": 1}}],
+                         ids=["max_rows", "max_rows-auto", "filter-batch_size"])
+def test_speed_only_settings_schedule_nothing(completed_run, model_dir, change):
+    jobs, out = dry_run(completed_run, tiny_config(model_dir, **change))
+    assert jobs == {}, out[-3000:]
 
 
 def test_max_new_tokens_reruns_filter_and_downstream(completed_run, model_dir):
@@ -127,9 +153,9 @@ def test_killed_run_resumes_to_identical_tables(completed_run, tmp_path):
     for name in ("ie_per_prompt", "category_ie", "aie", "quarantine"):
         (run / T2T / f"{name}.parquet").unlink()
     (run / T2T / "summary.json").unlink()
-    shutil.rmtree(run / "logs" / "trace")
+    shutil.rmtree(run / "results" / "logs" / "trace")
     shards = run / T2T / "shards"
-    logs = run / "logs" / "trace"
+    logs = run / "results" / "logs" / "trace"
 
     proc = subprocess.Popen(snakemake_cmd(run, "--cores", "2"), cwd=run, env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -62,7 +62,7 @@ def run(tmp_path_factory):
     write_config(d / "config.yaml", cfg)
     proc = snakemake(d, "--cores", "2", timeout=900)
     if proc.returncode != 0:
-        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((d / "logs").rglob("*.log"))
+        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((d / "results" / "logs").rglob("*.log"))
                          if "Error" in p.read_text() or "Traceback" in p.read_text())
         pytest.fail(f"snakemake failed:\n{proc.stderr[-6000:]}\n{logs}")
     return d
@@ -77,7 +77,7 @@ def test_own_csv_records_and_quarantine(run):
     assert records.loc[0, "attribute"] == "Antarctica"
     assert quarantine[["index", "known_id"]].values.tolist() == [[2, "12"]]
     assert "subject 'Honda' does not occur in prompt" in quarantine.loc[0, "reason"]
-    log = (run / "logs" / "read_facts" / "read_facts.log").read_text()
+    log = (run / "results" / "logs" / "read_facts" / "read_facts.log").read_text()
     assert "no data.file_sha256 given, so the file is not checked against a hash" in log
     assert "4 input records, 3 kept, 1 quarantined" in log
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from crosstrace.audio import resample_to_16k
 from crosstrace.data import DataError
 from crosstrace.speech.pipeline import load_audio16k
 from crosstrace.speech.recordings import Recording, load_recording, read_manifest
-from crosstrace.speech.tts import resample_to_16k
 
 PROMPT, SUBJECT = "Vinson Massif is located in the continent of", "Vinson Massif"
 

@@ -35,7 +35,7 @@ def category_ie(model="m", modality="t2t", n_prompts=8, layers=4, shift=0.0, see
 
 
 def test_categories_match_the_tracer():
-    from crosstrace.trace.tokens import CATEGORIES, CATEGORY_LABELS
+    from crosstrace.vocabulary import CATEGORIES, CATEGORY_LABELS
 
     assert tuple(F.CATEGORIES) == tuple(CATEGORIES)
     assert F.CATEGORY_LABELS == CATEGORY_LABELS

@@ -3,12 +3,15 @@ equivalence with transformers' own ``output_hidden_states``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from crosstrace.modality import load_any, prepare_any
+from crosstrace.config import ModelSpec
+from crosstrace.models.family import load, prepare
 from crosstrace.representations import POSITIONS, block_states, matched_states, shared_prompts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,13 +25,14 @@ S2T_IDS = [1, 29871, 32001, 32007, 32009, 32011, 32007, 32000]
 
 @pytest.fixture(scope="module")
 def spec(ckpt):
-    s = {"name": "tiny-spirit", "family": "spiritlm", "path": str(ckpt["root"]), "modalities": ["t2t", "s2t"]}
-    return {**s, "resolved": prepare_any(s)}
+    s = ModelSpec.from_dict({"name": "tiny-spirit", "family": "spiritlm", "path": str(ckpt["root"]),
+                             "modalities": ["t2t", "s2t"]})
+    return replace(s, resolved=prepare(s))
 
 
 @pytest.fixture(scope="module")
 def lm(spec):
-    return load_any({**spec, "dtype": "float32"})
+    return load(replace(spec, dtype="float32"))
 
 
 def s2t_row(known_id: int, status: str = "ok", known: bool = True) -> dict:
@@ -55,7 +59,7 @@ def s2t_row(known_id: int, status: str = "ok", known: bool = True) -> dict:
 
 
 def test_shared_prompts_is_the_intersection_in_t2t_order():
-    t2t = pd.DataFrame({"known_id": [3, 0, 1, 2], "known": [False, True, True, True]})
+    t2t = pd.DataFrame({"known_id": [3, 0, 1, 2], "known": [False, True, True, True], "status": "ok"})
     s2t = pd.DataFrame(
         [
             s2t_row(0),

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crosstrace.audio import resample, resample_to_16k
 from crosstrace.models.hubert import resample_to_16k as hubert_resample
-from crosstrace.speech.tts import resample, resample_to_16k
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "resample"
 sys.path.insert(0, str(FIX))

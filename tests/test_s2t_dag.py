@@ -17,8 +17,8 @@ import yaml
 from conftest import ROOT, make_tiny_model_dir
 from spiritlm_fixture import build_tiny_spiritlm
 
-from crosstrace.categories import CATEGORIES
-from crosstrace.report.stats import SIMILARITY_COLUMNS
+from crosstrace.report.similarity import SIMILARITY_COLUMNS
+from crosstrace.vocabulary import CATEGORIES
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def run(tmp_path_factory):
     for extra in ([], ["--report", str(d / "report.html")]):
         proc = subprocess.run(cmd + extra, env=env, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
-            logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((d / "logs").rglob("*.log"))
+            logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((d / "results" / "logs").rglob("*.log"))
                              if "Error" in p.read_text() or "Traceback" in p.read_text())
             pytest.fail(f"snakemake {' '.join(extra)} failed:\n{proc.stderr[-6000:]}\n{logs}")
     return d / "results"
@@ -135,3 +135,29 @@ def test_similarity_table_figure_and_report(run):
     text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), raw.replace("\\n", " "))
     assert "similarity.png" in raw and "similarity.html" in raw
     assert "Text vs speech representations of <strong>spirit</strong>" in text
+
+
+def test_every_speech_rule_keeps_or_quarantines_its_input(run):
+    """input = kept + quarantined for the rules that read records on the speech side (the text side:
+    tests/test_ops_accounting.py). One speech shard here (speech.shard_size 8, 2 prompts selected)."""
+    records = pd.read_parquet(run / "data" / "records.parquet")["known_id"].tolist()
+    selected = pd.read_parquet(run / "speech" / "records.parquet")["known_id"].tolist()
+    assert selected == records[:2], "speech_select: the first speech.max_prompts records"
+    manifest = pd.read_parquet(run / "speech" / "manifest" / "0.parquet")
+    qc = pd.read_parquet(run / "speech" / "qc" / "0.parquet")
+    align = pd.read_parquet(run / "speech" / "align" / "0.parquet")
+    units = pd.read_parquet(run / "spirit" / "s2t" / "units" / "0.parquet")
+    assert sorted(manifest["known_id"]) == sorted(selected)  # synthesize: ok or quarantined (status), one row each
+    assert set(manifest["status"]) <= {"ok", "quarantined"}
+    assert sorted(qc["known_id"]) == sorted(selected)  # speech_qc: passes or fails with a reason
+    assert (qc["passes_qc"] | (qc["reason"].fillna("") != "")).all()
+    for aligner, g in align.groupby("aligner"):  # align: one row per prompt and aligner
+        assert sorted(g["known_id"]) == sorted(selected), aligner
+    assert sorted(units["known_id"]) == sorted(manifest["known_id"])  # speech_units: one row per clip
+    known = pd.read_parquet(run / "spirit" / "s2t" / "known.parquet")
+    assert sorted(known["known_id"]) == sorted(records)  # filter_known s2t: every record, ok or quarantined
+    assert (known.loc[known["status"] != "ok", "reason"] != "").all()
+    ie = pd.read_parquet(run / "spirit" / "s2t" / "ie_per_prompt.parquet")
+    q = pd.read_parquet(run / "spirit" / "s2t" / "quarantine.parquet")
+    traceable = known.loc[known["status"] == "ok", "known_id"].tolist()[:2]  # require_known false, max_prompts 2
+    assert sorted(ie["known_id"].unique().tolist() + q["known_id"].tolist()) == sorted(traceable)

@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from crosstrace.modality import (
-    check_spiritlm_root,
-    encode_s2t,
-    encode_t2t,
-    load_any,
-    prepare_any,
-    s2t_subject_embedding_ids,
-    s2t_table,
-    s2t_token_maps,
-    trace_one_fn,
-    units_row,
-)
+from crosstrace.config import ModelSpec
+from crosstrace.modality import for_run
+from crosstrace.models.family import check_spiritlm_root, load, prepare
 from crosstrace.models.hubert import Units
 from crosstrace.models.loading import ModelLoadError
+from crosstrace.spans import SpanError
 from crosstrace.speech.align import PromptWord
 from crosstrace.speech.pipeline import prompt_words_to_json
-from crosstrace.speech.units import UnitSpanError
+from crosstrace.speech.prompts import encode_s2t, prompt_table, subject_unit_ids, token_maps
+from crosstrace.speech.units import UnitSpanError, units_row
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.noise import embedding_std
-from crosstrace.trace.tokens import SpanError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,13 +33,13 @@ def root(ckpt):
 
 @pytest.fixture(scope="module")
 def spec(root):
-    s = {"name": "tiny-spirit", "family": "spiritlm", "path": str(root), "modalities": ["t2t", "s2t"]}
-    return {**s, "resolved": prepare_any(s)}
+    s = ModelSpec.from_dict({"name": "tiny-spirit", "family": "spiritlm", "path": str(root), "modalities": ["t2t", "s2t"]})
+    return replace(s, resolved=prepare(s))
 
 
 @pytest.fixture(scope="module")
 def lm(spec):
-    return load_any({**spec, "dtype": "float32"})
+    return load(replace(spec, dtype="float32"))
 
 
 # Hand-built utterance: frames u = [5,5,7,7,7,9,9,5,5,5] at 25 Hz -> dedup [5,7,9,5], runs [2,3,2,3].
@@ -92,7 +85,7 @@ def _tables():
 
 
 def test_s2t_table_labels_every_record(lm, spec):
-    t = s2t_table(*_tables(), aligner="tts", spec=spec, tokenizer=lm.tokenizer).set_index("known_id")
+    t = prompt_table(*_tables(), "tts", lm.tokenizer).set_index("known_id")
     assert list(t.index) == [0, 1, 2, 3, 4]  # nothing dropped
     # units (runs [2,3,2,3]) cover 0-.08, .08-.20, .20-.28, .28-.40 s: A [.10,.22) owns unit 1 (its .10 s beats
     # the .02 s it has of unit 2), "is" units 2-3; unit 0 is leading silence. With [BOS, ▁, [Speech]]: LM 4..5
@@ -109,8 +102,8 @@ def test_s2t_table_labels_every_record(lm, spec):
 
 
 def test_s2t_noise_std_is_direct_computation(lm, spec):
-    t = s2t_table(*_tables(), aligner="tts", spec=spec, tokenizer=lm.tokenizer)
-    ids = s2t_subject_embedding_ids(t.to_dict("records"))
+    t = prompt_table(*_tables(), "tts", lm.tokenizer)
+    ids = subject_unit_ids(t.to_dict("records"))
     assert ids == [[32009], [32007]]  # the subject's units: [Hu7] (known_id 0), [Hu5] (known_id 1)
     w = lm.model.get_input_embeddings().weight.double()
     direct = torch.cat([w[32009], w[32007]]).std().item()
@@ -118,27 +111,27 @@ def test_s2t_noise_std_is_direct_computation(lm, spec):
 
 
 def test_t2t_spiritlm_span_apples(lm, spec):
-    enc = encode_t2t(spec, lm.tokenizer, "Apple's city is in France", "Apple")
+    enc = for_run(spec, "t2t", lm.tokenizer).encode("Apple's city is in France", "Apple")
     assert enc.input_ids[:3] == [1, 29871, 32000]  # the reference's ids by default
     toks = lm.tokenizer.convert_ids_to_tokens(enc.input_ids)
     b, e = enc.subject_span
     assert b == 3 and "".join(toks[b:e]).replace("▁", "") == "Apple"
-    enc = encode_t2t({**spec, "stray_space": False}, lm.tokenizer, "Apple's city is in France", "Apple")
+    enc = for_run(replace(spec, stray_space=False), "t2t", lm.tokenizer).encode("Apple's city is in France", "Apple")
     assert enc.input_ids[:2] == [1, 32000] and enc.subject_span[0] == 2
 
 
 def test_trace_s2t_row_positions_inside_units(lm, spec):
-    t = s2t_table(*_tables(), aligner="tts", spec=spec, tokenizer=lm.tokenizer)
+    t = prompt_table(*_tables(), "tts", lm.tokenizer)
     row = t[t["known_id"] == 0].iloc[0].to_dict()
     settings = TraceSettings(kinds=("hidden",), window=2, noise=NoiseConfig(samples=2))
     tracer = Tracer(lm.model, lm.tokenizer, settings, 0.1)
-    tr = trace_one_fn(spec, tracer, "s2t")(row)
+    tr = for_run(spec, "s2t", lm.tokenizer).trace(tracer, row)
     assert tr.subject_span == (4, 5) and tr.input_ids[:3] == [1, 29871, 32001]
     assert tr.tokens[2:5] == ["[Speech]", "[Hu5]", "[Hu7]"] and tr.tokens[-1] == "[Text]"
     # the trace aggregates onto the row's text tokens: A, ▁is, [Text]
     from crosstrace.trace.tables import aggregate_by_text_tokens, trace_rows
 
-    agg, q = aggregate_by_text_tokens(trace_rows(tr, tracer, "m", "s2t"), s2t_token_maps(t))
+    agg, q = aggregate_by_text_tokens(trace_rows(tr, tracer, "m", "s2t"), token_maps(t))
     assert q.empty and agg.drop_duplicates("token_index")["token"].tolist() == ["A", "▁is", "[Text]"]
     raw = tr.kinds["hidden"].ie
     got = agg.sort_values(["token_index", "layer"])["ie"].to_numpy().reshape(3, -1)
@@ -152,7 +145,7 @@ def test_s2t_table_quarantines_tokens_with_reasons(lm, spec):
                                                             PromptWord("is", 2, 4, math.nan, math.nan)])
     alignment.loc[1, "prompt_words"] = prompt_words_to_json([PromptWord("B", 0, 1, 0.5, 0.6),
                                                             PromptWord("is", 2, 4, 0.6, 0.7)])
-    t = s2t_table(records, speech, manifest, qc, alignment, units, "tts", spec, lm.tokenizer).set_index("known_id")
+    t = prompt_table(records, speech, manifest, qc, alignment, units, "tts", lm.tokenizer).set_index("known_id")
     assert (t.loc[0, "status"], t.loc[0, "stage"]) == ("quarantined", "tokens")
     assert "could not place the word 'is'" in t.loc[0, "reason"]
     assert t.loc[1, "stage"] == "tokens" and "the units do not cover the subject" in t.loc[1, "reason"]
@@ -160,21 +153,19 @@ def test_s2t_table_quarantines_tokens_with_reasons(lm, spec):
 
 
 def test_attribute_answer_is_the_text_after_the_prompt_in_both_modalities(lm, spec):
-    from crosstrace.modality import attribute_ids_t2t
-
-    ids = attribute_ids_t2t(spec, lm.tokenizer, "Apple's city is in", "France")
+    ids = for_run(spec, "t2t", lm.tokenizer).answer_ids({"prompt": "Apple's city is in", "attribute": "France"})
     assert "".join(lm.tokenizer.convert_ids_to_tokens(ids)) == "▁France"  # the word after a space
-    t = s2t_table(*_tables(), aligner="tts", spec=spec, tokenizer=lm.tokenizer)
+    t = prompt_table(*_tables(), "tts", lm.tokenizer)
     row = t[t["known_id"] == 0].iloc[0].to_dict()  # prompt "A is", attribute "x"
     settings = TraceSettings(kinds=("hidden",), window=2, noise=NoiseConfig(samples=2), answer="attribute_full")
     tracer = Tracer(lm.model, lm.tokenizer, settings, 0.1)
-    s2t = trace_one_fn(spec, tracer, "s2t")(row)
-    t2t = trace_one_fn(spec, tracer, "t2t")(row)
-    expected = tuple(attribute_ids_t2t(spec, lm.tokenizer, "A is", "x"))
+    s2t = for_run(spec, "s2t", lm.tokenizer).trace(tracer, row)
+    t2t = for_run(spec, "t2t", lm.tokenizer).trace(tracer, row)
+    expected = tuple(for_run(spec, "t2t", lm.tokenizer).answer_ids({"prompt": "A is", "attribute": "x"}))
     assert s2t.answer_ids == t2t.answer_ids == expected and s2t.answer_mode == "attribute_full"
     assert s2t.kinds["hidden"].p_restored.shape[0] == len(s2t.input_ids)  # the grid: the spoken prompt only
     with pytest.raises(SpanError, match="no attribute"):
-        trace_one_fn(spec, tracer, "s2t")({**row, "attribute": None})
+        for_run(spec, "s2t", lm.tokenizer).trace(tracer, {**row, "attribute": None})
 
 
 def test_missing_checkpoint_files_named(tmp_path, root):

@@ -17,11 +17,13 @@ def model_dir(tmp_path_factory):
     return make_tiny_model_dir(tmp_path_factory.mktemp("model") / "tiny")
 
 
+SCREENED = {"max_prompts": 3, "screen": {"enabled": True, "top_n": 1, "max_gap": None}}
+
+
 @pytest.fixture(scope="module")
 def screened_run(tmp_path_factory, model_dir):
     run = tmp_path_factory.mktemp("screen")
-    write_config(run / "config.yaml", tiny_config(model_dir, trace={
-        "max_prompts": 3, "screen": {"enabled": True, "top_n": 1, "max_gap": None}}))
+    write_config(run / "config.yaml", tiny_config(model_dir, trace=SCREENED))
     r = snakemake(run, "--cores", "2")
     assert r.returncode == 0, r.stderr[-4000:]
     return run / "results" / "tiny" / "t2t"
@@ -45,6 +47,39 @@ def test_screen_traces_every_prompt_with_atp_and_the_top_one_exactly(screened_ru
     assert json.loads((screened_run / "atp" / "summary.json").read_text())["engine"] == "atp"
     for kind in ("hidden", "mlp", "attn"):
         assert (screened_run / "atp" / "figures" / f"aie_{kind}.png").stat().st_size > 10_000
+
+
+def test_atp_shards_are_fixed_id_blocks_and_logs_stay_under_results(screened_run):
+    """The AtP pass has the exact trace's shard identity: shard i traces (or quarantines) the i-th block of
+    trace.shard_size selected prompts (here 1), each job logging under the results directory."""
+    known = pd.read_parquet(screened_run / "known.parquet")["known_id"].tolist()[:3]
+    for i, kid in enumerate(known):
+        ie = pd.read_parquet(screened_run / "atp" / "shards" / f"{i}.parquet")
+        q = pd.read_parquet(screened_run / "atp" / "shards" / f"{i}.quarantine.parquet")
+        assert sorted(ie["known_id"].unique().tolist() + q["known_id"].tolist()) == [kid]
+    logs = screened_run.parents[1] / "logs"
+    assert sorted(p.name for p in (logs / "trace_atp").glob("*.log")) == [f"tiny_t2t_{i}.log" for i in range(3)]
+    assert (logs / "screen" / "tiny_t2t.log").exists() and (logs / "merge_atp" / "tiny_t2t.log").exists()
+    assert not (screened_run.parents[2] / "logs").exists()
+
+
+def screened_dry_run(screened_run, model_dir, **trace):
+    run = screened_run.parents[2]
+    write_config(run / "changed.yaml", tiny_config(model_dir, trace={**SCREENED, **trace}))
+    r = snakemake(run, "--dry-run", "--cores", "1", configfile="changed.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return planned_jobs(r.stdout), r.stdout
+
+
+def test_screen_settings_rerun_the_screen_not_the_atp_pass(screened_run, model_dir):
+    jobs, out = screened_dry_run(screened_run, model_dir, screen={**SCREENED["screen"], "top_n": 2})
+    assert jobs.get("screen") == 1, out[-3000:]
+    assert not {"trace_atp", "merge_atp", "figures_atp", "filter_known", "noise_std"} & set(jobs), out[-3000:]
+
+
+def test_speed_settings_rerun_nothing_in_a_screened_run(screened_run, model_dir):
+    jobs, out = screened_dry_run(screened_run, model_dir, max_rows=7)
+    assert jobs == {}, out[-3000:]
 
 
 def test_engine_atp_alone_and_screen_needs_an_exact_engine(tmp_path, model_dir):

@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("piper")
 
+from crosstrace.audio import write_wav16  # noqa: E402
 from crosstrace.speech.align import CTCAligner, token_times  # noqa: E402
 from crosstrace.speech.pipeline import (  # noqa: E402
     align_record,
@@ -20,7 +21,7 @@ from crosstrace.speech.pipeline import (  # noqa: E402
     synthesize_record,
     transcript_from_qc,
 )
-from crosstrace.speech.tts import Synth, TTSBackend, get_backend, write_wav16  # noqa: E402
+from crosstrace.speech.tts import Synth, TTSBackend, get_backend  # noqa: E402
 
 VINSON = "Vinson Massif is located in the continent of"
 

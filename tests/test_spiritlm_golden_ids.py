@@ -68,15 +68,17 @@ def test_paper_config_reproduces_the_reference_with_no_extra_settings(tok):
     import yaml
     from snakemake.utils import validate
 
-    from crosstrace.modality import encode_t2t, s2t_row_ids, stray_space
+    from crosstrace.modality import for_run
+    from crosstrace.speech.prompts import row_ids
 
     root = HERE.parent
     cfg = yaml.safe_load((root / "config" / "paper.yaml").read_text())
     validate(cfg, str(root / "workflow" / "schemas" / "config.schema.yaml"))
     spec = next(m for m in cfg["models"] if m["family"] == "spiritlm")
-    assert "stray_space" not in spec and stray_space(spec) is True
+    t2t = for_run(spec, "t2t", tok)
+    assert "stray_space" not in spec and t2t.stray_space is True
     for case in GOLDEN["t2t"][:20]:
-        assert encode_t2t(spec, tok, case["prompt"], None).input_ids == ids_of(case["ids"])
+        assert t2t.encode(case["prompt"]).input_ids == ids_of(case["ids"])
     case = GOLDEN["s2t"][3]
-    assert s2t_row_ids({"dedup": ids_of(case["units"])}, stray_space(spec)) == ids_of(case["ids"])
+    assert row_ids({"dedup": ids_of(case["units"])}, t2t.stray_space) == ids_of(case["ids"])
     assert cfg["speech"]["align"]["use"] == "ctc"  # the paper's aligner: CTC character frames inside words

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crosstrace.models.spiritlm import s2t_ids
+from crosstrace.spans import SpanError
 from crosstrace.speech.units import (
     UnitSpanError,
     chunked_seconds_to_frames,
@@ -14,7 +15,6 @@ from crosstrace.speech.units import (
     unit_offset,
     unit_span_positions,
 )
-from crosstrace.trace.tokens import SpanError
 
 # frames:      0  1  2  3  4  5  6  7  8  9
 FRAMES = [5, 5, 7, 7, 7, 5, 9, 9, 9, 9]

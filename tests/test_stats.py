@@ -9,19 +9,22 @@ import pandas as pd
 import pytest
 from scipy.stats import false_discovery_control
 
-from crosstrace.report.stats import (
+from crosstrace.report.similarity import (
     SIMILARITY_COLUMNS,
+    cosine_and_l2,
+    plot_similarity_by_layer,
+    random_partners,
+    similarity_by_layer,
+    similarity_long,
+)
+from crosstrace.report.stats import (
     aie_table,
     bh_adjust,
-    cosine_and_l2,
     paired_comparison,
     peak_ratio,
     peak_ratio_ci,
     peak_summary,
     quote_peak_ratio,
-    random_partners,
-    similarity_by_layer,
-    similarity_long,
 )
 
 
@@ -119,14 +122,14 @@ def test_cells_resampled_jointly():
 
 def test_vectorised_bootstrap_equals_naive_nanmean_over_resampled_prompts():
     """The count-matrix bootstrap is the plain one: draw prompt indices, nanmean the rows."""
-    from crosstrace.report.stats import _bootstrap_cell_means
+    from crosstrace.report.stats import bootstrap_cell_means
 
     rng = np.random.default_rng(8)
     X = rng.normal(size=(9, 5))
     X[rng.uniform(size=X.shape) < 0.3] = np.nan
     X[:, 4] = np.nan
     X[2, 4] = 1.5  # a cell only one prompt has: NaN in resamples that miss prompt 2
-    boot = _bootstrap_cell_means(X, 300, np.random.default_rng(1))
+    boot = bootstrap_cell_means(X, 300, np.random.default_rng(1))
     idx = np.random.default_rng(1).integers(0, 9, size=(300, 9))
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
         naive = np.stack([np.nanmean(X[i], axis=0) for i in idx])
@@ -233,9 +236,22 @@ def test_peak_summary_and_ratio():
     assert got == {("t2t", "mlp"): (0.63, "last_subject", 5), ("s2t", "mlp"): (0.10, "further", 9),
                    ("s2t", "attn"): (0.02, "last", 10)}
     assert peak_ratio(s, A, B, "mlp") == pytest.approx(6.3)
-    assert quote_peak_ratio(s, A, B, "mlp") == "T→T peak MLP AIE is 6.3× S→T"
+    assert quote_peak_ratio(s, A, B, "mlp") == "T→T peak AIE (MLP) is 6.3× S→T"
     with pytest.raises(KeyError):
         peak_ratio(s, A, B, "hidden")
+
+
+def test_quote_peak_ratio_names_every_kind_by_its_title():
+    # the kind's display title from the vocabulary, the same way for all three kinds; model names when
+    # a and b are different models
+    s = pd.DataFrame([dict(model=m, modality="t2t", kind=k, peak_aie=v)
+                      for m, v in (("a", 0.3), ("b", 0.1)) for k in ("hidden", "mlp", "attn")])
+    a, b = ("a", "t2t"), ("b", "t2t")
+    assert [quote_peak_ratio(s, a, b, k) for k in ("hidden", "mlp", "attn")] == [
+        "a T→T peak AIE (hidden states) is 3.0× b T→T",
+        "a T→T peak AIE (MLP) is 3.0× b T→T",
+        "a T→T peak AIE (attention) is 3.0× b T→T",
+    ]
 
 
 def test_peak_ratio_ci_brackets_truth():
@@ -302,8 +318,6 @@ def test_similarity_ci_and_determinism():
 
 
 def test_similarity_figure(tmp_path):
-    from crosstrace.report.stats_figures import plot_similarity_by_layer
-
     rng = np.random.default_rng(6)
     text = rng.normal(size=(10, 5, 8))
     sim = similarity_by_layer(text, text + rng.normal(size=text.shape), rng, n_random=2, n_boot=50)

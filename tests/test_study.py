@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crosstrace.categories import CATEGORIES
 from crosstrace.report.study import recall_signature
+from crosstrace.vocabulary import CATEGORIES
 
 STUDY = Path(__file__).resolve().parents[1] / "docs" / "results" / "smollm2-135m"
 

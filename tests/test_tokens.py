@@ -3,13 +3,8 @@
 import numpy as np
 import pytest
 
-from crosstrace.trace.tokens import (
-    SpanError,
-    category_means,
-    category_positions,
-    encode_prompt,
-    token_span_from_offsets,
-)
+from crosstrace.spans import SpanError, category_means, category_positions, token_span_from_offsets
+from crosstrace.trace.tokens import encode_prompt
 
 
 def test_categories_multi_token_subject_in_the_middle():

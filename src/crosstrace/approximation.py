@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from .trace.tokens import category_means
+from .spans import category_means
+from .vocabulary import KINDS
 
-KIND_ORDER = ("hidden", "mlp", "attn")
+KIND_ORDER = KINDS
 
 
 # --- agreement of one approximate (T, L) grid with the exact one -----------------------------------
@@ -367,7 +368,7 @@ def summarize(results: dict, magnitude: dict, seconds: dict, n: int, load: str) 
 def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, path: Path) -> None:
     """Per kind: exact AIE map, AtP AIE map (same colour scale) and the per-prompt ρ histogram."""
     from .report.figures import KIND_CMAPS, KIND_TITLES, new_figure, save
-    from .trace.tokens import CATEGORIES, CATEGORY_LABELS
+    from .vocabulary import CATEGORIES, CATEGORY_LABELS
 
     ge, ga = _grids(exact), _grids(approx)
     n = per_prompt["known_id"].nunique()

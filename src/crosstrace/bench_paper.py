@@ -19,7 +19,7 @@ ids: cost does not depend on content):
   elsewhere extrapolated from ``passes`` timed restored runs per kind (every run is the same full pass);
 - fast engine, fp32, on the median T→T prompt: max |ΔIE| bf16 vs fp32.
 
-Seconds per weight MAC (``crosstrace.bench.matmul_macs``) measured at those lengths, interpolated in log
+Seconds per weight MAC (``crosstrace.trace.cost.matmul_macs``) measured at those lengths, interpolated in log
 T, price every prompt of the length distribution; × ``prompts`` per run gives the projected wall time of
 SpiritLM T→T, SpiritLM S→T and Llama-2 T→T. Measurements stop when ``budget_s`` is spent (what was
 skipped is listed) so the run fits one device call.
@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-KINDS = ("hidden", "mlp", "attn")
+from .vocabulary import KINDS
+
 ROOT = Path(__file__).resolve().parents[2]
 LENGTHS = ROOT / "resources" / "paper_scale" / "lengths.csv"
 KNOWN = ROOT / "resources" / "known_1000.json"
@@ -134,8 +135,8 @@ def _peak_gib(device):
 def measure(tiny: bool = False, quantiles=None, samples: int = 10, window: int = 10, passes: int = 8,
             budget_s: float = 420.0, prompts: int = PAPER_PROMPTS, tokenizer=None, kinds=KINDS) -> dict:
     """Everything the paper-scale table needs, as one JSON-able dict."""
-    from .bench import Macs, matmul_macs
     from .models.adapter import get_adapter
+    from .trace.cost import Macs, matmul_macs
     from .trace.fast import auto_max_rows, trace_fast
     from .trace.reference import rome_inputs, trace_reference, trace_with_patch
 
@@ -257,7 +258,7 @@ def _seconds_per_mac(rows: list[dict], modality: str, kind: str, engine: str):
 def project(rows: list[dict], lengths: dict, L: int, S: int, window: int, macs, prompts: int) -> dict:
     """Projected seconds per run and engine: Σ over the length distribution of MACs × s/MAC at that length
     (interpolated in log T between measured lengths, constant beyond), scaled to ``prompts`` prompts."""
-    from .bench import matmul_macs
+    from .trace.cost import matmul_macs
 
     out = {}
     for run, modality in RUNS.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ def _trace(a: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # the command line only writes files; never open a window
     # A hub id that cannot be fetched should end in our one-line error, not pages of retry warnings.
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    for flag, value in (("--prompt", a.prompt), ("--subject", a.subject)):
+        if not value.strip():
+            return _error(f"{flag} is empty" if not value else f"{flag} is only whitespace ({value!r})")
+    if a.subject not in a.prompt:
+        return _error(f"subject {a.subject!r} does not occur in prompt {a.prompt!r}")
+    if a.answer != "top1" and not (a.attribute or "").strip():
+        return _error(f"--answer {a.answer} reads the attribute's tokens; give it with --attribute")
     import torch
 
     from .answers import answer_label
@@ -31,30 +39,31 @@ def _trace(a: argparse.Namespace) -> int:
     from .models.loading import ModelLoadError, load_model
     from .report.figures import prompt_trace_figure, save
     from .trace import NoiseConfig, TraceSettings, trace_prompt
+    from .trace.api import PromptTooLongError
     from .trace.tokens import SpanError
 
     torch.set_num_threads(a.threads)
-    if a.subject not in a.prompt:
-        print(f"error: subject {a.subject!r} does not occur in prompt {a.prompt!r}", file=sys.stderr)
-        return 2
-    if a.answer != "top1" and not (a.attribute or "").strip():
-        print(f"error: --answer {a.answer} reads the attribute's tokens; give it with --attribute", file=sys.stderr)
-        return 2
+    # The cost estimate before a long trace is a warning of crosstrace.trace.api.
+    warn = logging.StreamHandler(sys.stderr)
+    warn.setFormatter(logging.Formatter("warning: %(message)s"))
+    logging.getLogger("crosstrace").addHandler(warn)
+    logging.getLogger("crosstrace").setLevel(logging.WARNING)
     try:
         lm = load_model(a.model, a.device, a.dtype, cache_dir=a.cache_dir)
     except (ModelLoadError, OSError, ValueError) as e:  # missing folder, bad files, unknown hub id offline
         reason = " ".join(str(e).split())  # one line, however long the library's message
-        print(f"error: cannot load --model {a.model!r}: {reason[:400]}", file=sys.stderr)
-        return 2
+        return _error(f"cannot load --model {a.model!r}: {reason[:400]}")
     noise = NoiseConfig(samples=a.samples, kind=a.noise_kind, seed=a.seed,
                         multiple=None if a.noise_abs is not None else a.noise_multiple, absolute=a.noise_abs)
-    settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine, answer=a.answer)
+    settings = TraceSettings(kinds=tuple(a.kinds), window=a.window, noise=noise, engine=a.engine, answer=a.answer,
+                             max_tokens=a.max_prompt_tokens)
     try:
         res = trace_prompt(lm.model, lm.tokenizer, a.prompt, a.subject, settings, noise_std=a.noise_std,
                            attribute=a.attribute)
+    except PromptTooLongError as e:
+        return _error(f"{e}; raise --max-prompt-tokens to trace it anyway")
     except SpanError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
     a.out.mkdir(parents=True, exist_ok=True)
     # the expect check only means something when o is the model's own greedy token (top1)
     answer_ok = answer_matches(res.answer, a.attribute) if a.attribute and res.answer_mode == "top1" else None
@@ -85,6 +94,18 @@ def _trace(a: argparse.Namespace) -> int:
     print(f"wrote {len(written)} figure(s) and {table} ({len(frame)} rows: kind, token, layer, IE, P_restored)")
     print(json.dumps(summary))
     return 0
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
 
 
 def _noise_std(value: str) -> float | str:
@@ -119,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "subjects, as the workflow computes it); default: over this subject's tokens only")
     t.add_argument("--noise-abs", type=float, default=None, help="absolute ν (overrides --noise-multiple)")
     t.add_argument("--engine", default="auto", choices=["auto", "fast", "reference"])
+    t.add_argument("--max-prompt-tokens", type=_positive, default=256,
+                   help="refuse longer prompts (tracing cost grows with the square of the length); "
+                        "long ones get a time estimate first")
     t.add_argument("--answer", default="top1", choices=list(ANSWER_MODES),
                    help="the traced answer o: top1 = the clean greedy next token (ROME); attribute_first = the "
                         "attribute's first token; attribute_full = every attribute token, teacher-forced (joint P)")

@@ -128,9 +128,13 @@ def validate_record(index: int, raw: object) -> KnownRecord | Quarantined:
     return KnownRecord(**fields)
 
 
-def parse_known(raw: object, source: str = "<input>") -> tuple[list[KnownRecord], list[Quarantined]]:
+def parse_known(raw: object, source: str = "<input>", limit: int | None = None) -> tuple[list[KnownRecord], list[Quarantined]]:
+    """Validate every record. ``limit``: only the first N input records, valid or not (``data.limit``),
+    so that each of them is either kept or quarantined."""
     if not isinstance(raw, list):
         raise DataError(f"{source}: expected a JSON list of records, got {type(raw).__name__}")
+    if limit is not None:
+        raw = raw[:limit]
     records: list[KnownRecord] = []
     quarantined: list[Quarantined] = []
     for i, item in enumerate(raw):
@@ -147,15 +151,15 @@ def parse_known(raw: object, source: str = "<input>") -> tuple[list[KnownRecord]
     return records, quarantined
 
 
-def load_known(path: str | Path) -> tuple[list[KnownRecord], list[Quarantined]]:
-    """Load and validate a Known-format JSON file."""
+def load_known(path: str | Path, limit: int | None = None) -> tuple[list[KnownRecord], list[Quarantined]]:
+    """Load and validate a Known-format JSON file (``limit``: its first N records, see :func:`parse_known`)."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start})") from e
-    return parse_known(raw, str(path))
+    return parse_known(raw, str(path), limit)
 
 
 def records_to_rows(records: Iterable[KnownRecord]) -> list[dict]:
@@ -164,3 +168,13 @@ def records_to_rows(records: Iterable[KnownRecord]) -> list[dict]:
 
 def quarantine_rows(items: Iterable[Quarantined]) -> list[dict]:
     return [{"index": q.index, "known_id": None if q.known_id is None else str(q.known_id), "stage": q.stage, "reason": q.reason} for q in items]
+
+
+# Column types of records.parquet and quarantine.parquet (io.write_parquet keeps them when a table is empty).
+RECORD_TYPES: dict[str, type] = {**REQUIRED_FIELDS, **OPTIONAL_FIELDS}
+QUARANTINE_TYPES: dict[str, type] = {"index": int, "known_id": str, "stage": str, "reason": str}
+
+
+def no_records_left(quarantine_path: str | Path) -> DataError:
+    """The error that ends a run when validation kept nothing (an empty dataset, or every record bad)."""
+    return DataError(f"0 records left after validation: see {quarantine_path}")

@@ -152,9 +152,9 @@ def unexpected_answers(known):
     return known[[not answer_matches(str(t), str(a)) for t, a in zip(known["first_token"], known["attribute"], strict=True)]]
 
 
-def select_for_trace(known, max_prompts: int | None, shard: int | None = None, shard_size: int | None = None,
-                     require_known: bool = True, expect_answer: str = "trace"):
-    """The prompts to trace, in dataset order, capped at ``max_prompts``; optionally one shard of them.
+def select_for_trace(known, max_prompts: int | None, require_known: bool = True, expect_answer: str = "trace"):
+    """The prompts to trace, in dataset order, capped at ``max_prompts``. The workflow cuts them into
+    shards of fixed known_id blocks (:func:`crosstrace.shards.shard_blocks`).
 
     ``require_known=False`` traces every valid record whatever the model answered (a control, and how
     the tests run the DAG on tiny random models that know nothing). ``expect_answer="skip"`` leaves out
@@ -163,13 +163,8 @@ def select_for_trace(known, max_prompts: int | None, shard: int | None = None, s
     """
     if expect_answer not in EXPECT_MODES:
         raise ValueError(f"expect_answer must be one of {EXPECT_MODES}, got {expect_answer!r}")
-    if "status" in known.columns:  # S→T: prompts without speech / alignment / units cannot be traced
-        known = known[known["status"] == "ok"]
-    sel = known[known["known"]] if require_known else known
+    known = known[known["status"] == "ok"]  # S→T: prompts without speech / alignment / units cannot be traced
+    sel = known[known["known"].astype(bool)] if require_known else known
     if expect_answer == "skip":
         sel = sel.drop(unexpected_answers(sel).index)
-    if max_prompts is not None:
-        sel = sel.iloc[:max_prompts]
-    if shard is not None:
-        sel = sel.iloc[shard * shard_size : (shard + 1) * shard_size]
-    return sel
+    return sel if max_prompts is None else sel.iloc[:max_prompts]

@@ -3,17 +3,19 @@
 Why: the paper (§3) suggests that SpiritLM's text and speech representations may align in direction
 (cosine similarity) over deeper layers while staying apart in magnitude (Euclidean distance), which would
 explain why factual recall transfers only partly to speech. This module reads the states to test that;
-:func:`crosstrace.report.stats.similarity_by_layer` compares them.
+:func:`similarity_run` reads them and hands them to :func:`crosstrace.report.similarity.write_similarity`,
+which compares them.
 
 For every prompt in both sets, one clean forward pass per modality, without noise, keeping the residual
 stream after every block at two matched positions (``POSITIONS``):
 
 - ``subject``: the last subject token (T→T) ↔ the last unit of the subject span (S→T), i.e. the last unit
-  of the subject's last text token (the text-token mapping of :func:`crosstrace.modality.s2t_table`);
+  of the subject's last text token (the text-token mapping of :func:`crosstrace.speech.prompts.prompt_table`);
 - ``last``: the last prompt token (T→T) ↔ the last S→T token, the ``[Text]`` marker the answer follows.
 
-Prompt ids and subject spans are built exactly as the tracer builds them (:func:`encode_t2t`, and
-:func:`s2t_row_prompt`, which checks the span against the known table's). Layer ``l`` (0-based) is the
+Prompt ids and subject spans are built exactly as the tracer builds them: by the
+:class:`~crosstrace.modality.T2T` and :class:`~crosstrace.modality.S2T` objects (S→T checks the span
+against the known table's). Layer ``l`` (0-based) is the
 tracer's ``hidden`` site ``resid.l``: the output of block ``l``, read by a forward hook on the block. With
 transformers' ``output_hidden_states`` that is ``hidden_states[l + 1]`` for every block but the last,
 whose entry there has the model's final norm applied. The input embeddings (``hidden_states[0]``) are not
@@ -22,17 +24,22 @@ included: the tracer has no layer for them, and text tokens and speech units hav
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .config import ModelSpec
 from .filtering import select_for_trace
-from .modality import encode_t2t, s2t_row_prompt, stray_space
+from .modality import for_run
 from .models.adapter import get_adapter, hooks, site_name
-from .trace.tokens import SpanError
+from .models.family import load
+from .report.similarity import write_similarity
+from .spans import SpanError
 
 POSITIONS = ("subject", "last")
 
@@ -85,13 +92,13 @@ class MatchedStates:
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
-def matched_states(model, tokenizer, spec: dict, pairs: Sequence[tuple[dict, dict]]) -> MatchedStates:
+def matched_states(model, tokenizer, spec: ModelSpec, pairs: Sequence[tuple[dict, dict]]) -> MatchedStates:
     """Block outputs at the matched positions of each (T→T row, S→T row) pair (see :func:`shared_prompts`).
 
-    ``spec`` is the prepared model entry (``family``, ``stray_space``). A prompt whose subject cannot be
+    ``spec`` is the model entry. A prompt whose subject cannot be
     located in one of the modalities is listed in ``skipped`` with the reason, never silently dropped.
     """
-    stray = stray_space(spec)
+    t2t, s2t = for_run(spec, "t2t", tokenizer), for_run(spec, "s2t", tokenizer)
     adapter = get_adapter(model)
     kept, rows, skipped = [], [], []
     text: list[np.ndarray] = []
@@ -99,13 +106,12 @@ def matched_states(model, tokenizer, spec: dict, pairs: Sequence[tuple[dict, dic
     for t_row, s_row in pairs:
         kid = int(t_row["known_id"])
         try:
-            enc = encode_t2t(spec, tokenizer, t_row["prompt"], t_row["subject"])
-            s_ids, (_, s_end) = s2t_row_prompt(s_row, stray)
+            t_ids, (_, t_end) = t2t.prompt(t_row)
+            s_ids, (_, s_end) = s2t.prompt(s_row)
         except SpanError as e:  # as the tracer: a prompt without a subject span is quarantined
             skipped.append((kid, f"known_id={kid}: {e}"))
             continue
-        t_ids = enc.input_ids
-        t_pos = {"subject": enc.subject_span[1] - 1, "last": len(t_ids) - 1}
+        t_pos = {"subject": t_end - 1, "last": len(t_ids) - 1}
         s_pos = {"subject": s_end - 1, "last": len(s_ids) - 1}
         text.append(block_states(model, t_ids, [t_pos[p] for p in POSITIONS]))
         speech.append(block_states(model, s_ids, [s_pos[p] for p in POSITIONS]))
@@ -131,3 +137,23 @@ def matched_states(model, tokenizer, spec: dict, pairs: Sequence[tuple[dict, dic
         positions=pd.DataFrame(rows, columns=cols),
         skipped=skipped,
     )
+
+
+def similarity_run(spec: ModelSpec | dict, t2t: str | Path, s2t: str | Path, require_known: bool, stats: Mapping,
+                   out_table: str | Path, out_html: str | Path, out_figures: Sequence[str | Path],
+                   log: logging.Logger | None = None) -> pd.DataFrame:
+    """The ``similarity`` step for one model: load it, read the matched states of the prompts in both known
+    tables (``t2t``, ``s2t``: paths), and write the per-layer table, figure and page (:func:`write_similarity`).
+
+    ``spec`` is the prepared model entry (a dict: the model JSON); ``stats`` holds seed, n_random, n_boot, level. Returns the table.
+    """
+    log = log or logging.getLogger("crosstrace")
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
+    lm = load(spec)
+    pairs = shared_prompts(pd.read_parquet(t2t), pd.read_parquet(s2t), require_known)
+    log.info("%s: %d prompts in both sets (require_known=%s)", spec.name, len(pairs), require_known)
+    states = matched_states(lm.model, lm.tokenizer, spec, pairs)
+    for _kid, reason in states.skipped:
+        log.warning("skipped %s", reason)
+    log.info("token positions used:\n%s", states.positions.to_string())
+    return write_similarity(spec.name, states, len(pairs), stats, out_table, out_html, out_figures, log)

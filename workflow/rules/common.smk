@@ -1,4 +1,3 @@
-import math
 import os
 import re
 from pathlib import Path
@@ -7,13 +6,20 @@ from types import SimpleNamespace
 import pandas as pd
 from snakemake.utils import validate
 
+from crosstrace.config import check, runs
 from crosstrace.filtering import select_for_trace
 from crosstrace.offline import hub_models
+from crosstrace.shards import shard_blocks
+from crosstrace.vocabulary import KINDS as VOCAB_KINDS
+from crosstrace.vocabulary import MODALITIES, wildcard_pattern
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
 DATA = config["data"]
+# Job logs live with the results they explain: two runs into different result directories never share
+# (or overwrite) a log.
+LOGS = f"{R}/logs"
 
 
 def workflow_path(p):
@@ -21,76 +27,36 @@ def workflow_path(p):
     return p if Path(p).is_absolute() or Path(p).exists() else str(Path(workflow.basedir) / p)
 
 
+# Every rule that relates two keys (model families and modalities, speech source and aligners, screen and
+# engine, stats.compare runs) is checked once, by the package: crosstrace.config.check.
+SPECS = check(config)
 MODELS = {m["name"]: m for m in config["models"]}
-if len(MODELS) != len(config["models"]):
-    raise ValueError("config: model names must be unique")
-for _name, _spec in MODELS.items():
-    if "s2t" in _spec.get("modalities", ["t2t"]) and _spec.get("family", "hf") != "spiritlm":
-        raise ValueError(f"config: model {_name!r} lists modality s2t, which needs family: spiritlm")
-    if "stray_space" in _spec and _spec.get("family", "hf") != "spiritlm":
-        raise ValueError(f"config: model {_name!r}: stray_space applies to family spiritlm only")
-    if "s2t" in _spec.get("modalities", ["t2t"]) and not config["speech"]["enabled"]:
-        raise ValueError(f"config: model {_name!r} lists modality s2t, which needs speech.enabled: true")
-if (
-    any("s2t" in s.get("modalities", ["t2t"]) for s in MODELS.values())
-    and config["speech"]["align"]["use"] not in config["speech"]["align"]["aligners"]
-):
-    raise ValueError(
-        f"config: speech.align.use {config['speech']['align']['use']!r} is not among "
-        f"speech.align.aligners {config['speech']['align']['aligners']}"
-    )
 # Offline when every model is on this machine, so nothing reaches for the network; with a hub model the hub is
 # allowed (an explicit HF_HUB_OFFLINE=1 still wins: hub models then load from the HF cache). Jobs inherit it.
 if not hub_models(config, workflow_path):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-if config["speech"]["enabled"] and config["speech"]["source"] == "recordings":
-    if not config["speech"]["recordings"]["manifest"]:
-        raise ValueError(
-            "config: speech.source: recordings needs speech.recordings.manifest (a CSV: id, path, transcript)"
-        )
-    _align = config["speech"]["align"]
-    _tts_keys = [
-        f"speech.align.{k}"
-        for k, names in [
-            ("aligners", _align["aligners"]),
-            ("reference", [_align["reference"]]),
-            ("use", [_align["use"]]),
-        ]
-        if "tts" in names
-    ]
-    if _tts_keys:
-        raise ValueError(
-            f"config: speech.source: recordings has no TTS word timings, so the tts aligner cannot run; "
-            f"{', '.join(_tts_keys)} name tts: use whisper (offline) or ctc (needs speech.align.ctc_model), e.g. "
-            "speech.align: {aligners: [whisper], reference: whisper, use: whisper}"
-        )
-RUNS = [(m, mod) for m, spec in MODELS.items() for mod in spec["modalities"]]
+RUNS = runs(config)
 # Models traced on S→T: their per-unit view (rule unit_view, workflow/rules/unit_view.smk).
-S2T_MODELS = [m for m, spec in MODELS.items() if "s2t" in spec["modalities"]]
+S2T_MODELS = [name for name, spec in SPECS.items() if "s2t" in spec.modalities]
 # Models traced on both T→T and S→T (s2t implies family spiritlm): their text and speech states are compared
 # layer by layer (rule similarity, workflow/rules/similarity.smk).
 SIMILARITY_MODELS = (
-    [m for m, spec in MODELS.items() if {"t2t", "s2t"} <= set(spec["modalities"])]
+    [name for name, spec in SPECS.items() if {"t2t", "s2t"} <= set(spec.modalities)]
     if config["stats"]["similarity"]["enabled"]
     else []
 )
 KINDS = config["trace"]["kinds"]
 # trace.screen: attribution patching (approximate) on every prompt, exact tracing on the selected ones
-# (workflow/rules/screen.smk). The exact stage needs an exact engine.
+# (workflow/rules/screen.smk).
 SCREEN = config["trace"]["screen"]["enabled"]
-if SCREEN and config["trace"]["engine"] == "atp":
-    raise ValueError(
-        "config: trace.screen needs an exact trace.engine (auto, fast or reference) for its second "
-        "stage; engine: atp alone traces every prompt approximately"
-    )
 FORMATS = config["figures"]["formats"]
 
 
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
-    modality="t2t|s2t",
+    modality=wildcard_pattern(MODALITIES),
     shard=r"\d+",
-    kind="hidden|mlp|attn",
+    kind=wildcard_pattern(VOCAB_KINDS),
 
 
 def model_spec(wildcards):
@@ -110,11 +76,26 @@ def all_cores():
 
 def gpus(wildcards):
     """One GPU for jobs of a model on cuda, none on cpu (the slurm plugin turns it into --gpus=1)."""
-    return int(MODELS[wildcards.model].get("device", "cpu").startswith("cuda"))
+    return int(SPECS[wildcards.model].cuda)
+
+
+# Settings that change speed only. They are in no rule's params, so changing them reruns nothing:
+# scripts read them from the config (docs/cluster.md, "What reruns when the config changes").
+SPEED_ONLY = {"trace": ["max_rows"], "filter": ["batch_size"]}
+
+
+def config_without_speed_settings():
+    """The config as report_config shows it: everything but SPEED_ONLY (it is that rule's param)."""
+    return {
+        k: ({kk: vv for kk, vv in v.items() if kk not in SPEED_ONLY[k]} if k in SPEED_ONLY else v)
+        for k, v in config.items()
+    }
 
 
 def trace_params(engine=None):
-    """Everything that changes traced numbers; a change here reruns trace → merge → figures only.
+    """Everything that changes traced numbers or which prompts are traced; a change here reruns
+    trace → merge → figures only. Speed-only settings (trace.max_rows) are not here: the script reads
+    them from the config, so changing them reruns nothing (docs/cluster.md lists what reruns what).
     ``engine``: override trace.engine (the screen's first pass is atp whatever the exact engine)."""
     t = config["trace"]
     engine = engine or t["engine"]
@@ -123,50 +104,62 @@ def trace_params(engine=None):
         "window": t["window"],
         "noise": t["noise"],
         "engine": engine,
-        "max_rows": t["max_rows"],
+        "max_prompt_tokens": t["max_prompt_tokens"],
         "answer": t["answer"],
         **({"atp": t["atp"]} if engine == "atp" else {}),
     }
 
 
-def selected_count(wildcards, screened=SCREEN):
-    """Prompts to trace (read after the filter checkpoint): the package's selection, as trace_shard.py makes
-    it; with ``screened``, those the screen selected for exact tracing (read after the screen checkpoint)."""
-    if screened:
-        sel = checkpoints.screen.get(model=wildcards.model, modality=wildcards.modality).output.table
-        return int(pd.read_parquet(sel, columns=["selected"])["selected"].sum())
+def trace_shards(wildcards, screened=SCREEN):
+    """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts (the
+    package's selection: known ones, filter.expect_answer, capped by trace.max_prompts, in dataset order;
+    read after the filter checkpoint). With ``screened``, only those the screen selected for exact tracing
+    (read after the screen checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
     f = config["filter"]
-    return len(
-        select_for_trace(
-            pd.read_parquet(known),
-            config["trace"]["max_prompts"],
-            require_known=f["require_known"],
-            expect_answer=f["expect_answer"],
-        )
+    selected = select_for_trace(
+        pd.read_parquet(known),
+        config["trace"]["max_prompts"],
+        require_known=f["require_known"],
+        expect_answer=f["expect_answer"],
     )
+    if screened:
+        table = checkpoints.screen.get(model=wildcards.model, modality=wildcards.modality).output.table
+        screen = pd.read_parquet(table, columns=["known_id", "selected"])
+        selected = selected[selected["known_id"].isin(screen.loc[screen["selected"], "known_id"])]
+    return shard_blocks(selected["known_id"], config["trace"]["shard_size"])
+
+
+def trace_shard_ids(wildcards):
+    """The trace rule's known_ids param: a shard reruns only when its own ids change."""
+    return shard_ids(trace_shards(wildcards), wildcards.shard)
+
+
+def atp_shard_ids(wildcards):
+    """The trace_atp rule's known_ids param: the screen's approximate pass covers every selected prompt."""
+    return shard_ids(trace_shards(wildcards, screened=False), wildcards.shard)
+
+
+def shard_ids(shards, shard):
+    i = int(shard)
+    if i >= len(shards):
+        raise ValueError(f"shard {i} does not exist: the selection has {len(shards)} shard(s)")
+    return shards[i]
 
 
 def shard_outputs(wildcards, stage=""):
     """The shard tables of a run; ``stage`` "atp/": the screen's approximate pass over every prompt."""
-    n = selected_count(wildcards, screened=SCREEN and not stage)
-    size = config["trace"]["shard_size"]
     return expand(
         f"{R}/{{model}}/{{modality}}/{stage}shards/{{shard}}.parquet",
         model=wildcards.model,
         modality=wildcards.modality,
-        shard=range(max(1, math.ceil(n / size))),
+        shard=range(len(trace_shards(wildcards, screened=SCREEN and not stage))),
     )
 
 
 def s2t_shard_outputs(wildcards):
     """The S→T trace shards of a model (rule unit_view has no modality wildcard)."""
     return shard_outputs(SimpleNamespace(model=wildcards.model, modality="s2t"))
-
-
-def screen_input(wildcards):
-    """The exact trace of a screened run reads which prompts the screen selected."""
-    return {"screen": f"{R}/{wildcards.model}/{wildcards.modality}/screen.parquet"} if SCREEN else {}
 
 
 def all_targets():
@@ -197,11 +190,21 @@ def all_targets():
 SPEECH = config["speech"]
 
 
+def speech_shards():
+    """known_ids of each speech shard: fixed blocks of speech.shard_size over the records selected for
+    speech (read after the speech_select checkpoint); the same mechanism as the trace shards."""
+    selected = pd.read_parquet(checkpoints.speech_select.get().output.records, columns=["known_id"])
+    return shard_blocks(selected["known_id"], SPEECH["shard_size"])
+
+
 def speech_shard_ids():
-    """Shard indices of the prompts selected for speech (read after the speech_select checkpoint)."""
-    sel = checkpoints.speech_select.get().output.records
-    n = len(pd.read_parquet(sel, columns=["known_id"]))
-    return range(max(1, math.ceil(n / SPEECH["shard_size"])))
+    """Shard indices of the prompts selected for speech."""
+    return range(len(speech_shards()))
+
+
+def speech_shard_known_ids(wildcards):
+    """The known_ids param of a speech shard job (synthesize, speech_qc, align)."""
+    return shard_ids(speech_shards(), wildcards.shard)
 
 
 def speech_align_shards(wildcards):
@@ -221,7 +224,7 @@ SPEECH_TARGETS = [
 ]
 
 
-# S→T helpers (used by s2t.smk, filter.smk, models.smk)
+# S→T helpers (used by speech.smk, filter.smk, models.smk)
 
 
 def units_shards(wildcards):
@@ -236,7 +239,11 @@ def manifest_shards(wildcards):
 
 def filter_inputs(wildcards):
     """T→T: the validated records. S→T also: speech selection, manifests, QC, alignment, units."""
-    inp = {"records": f"{R}/data/records.parquet", "model": f"{R}/models/{wildcards.model}.json"}
+    inp = {
+        "records": f"{R}/data/records.parquet",
+        "validation": f"{R}/data/quarantine.parquet",
+        "model": f"{R}/models/{wildcards.model}.json",
+    }
     if wildcards.modality == "s2t":
         inp.update(
             speech_records=f"{R}/speech/records.parquet",
@@ -255,4 +262,74 @@ def noise_inputs(wildcards):
         if wildcards.modality == "s2t"
         else f"{R}/data/records.parquet"
     )
-    return {"records": records, "model": f"{R}/models/{wildcards.model}.json"}
+    return {
+        "records": records,
+        "validation": f"{R}/data/quarantine.parquet",
+        "model": f"{R}/models/{wildcards.model}.json",
+    }
+
+
+# Report helpers (report.smk, similarity.smk, unit_view.smk, screen.smk): which figure files go to the
+# Snakemake report, stats.compare pairs, the report's targets.
+
+# Figures go to the Snakemake report (`snakemake --report report.html`) in one format: the first of
+# png / svg / pdf that figures.formats asks for (the other formats are written all the same).
+REPORT_EXT = next(e for e in ("png", "svg", "pdf") if e in FORMATS)
+CAPTIONS = "../report"
+
+
+def figure_outputs(pattern, caption, category, subcategory, labels=None, **expand_kw):
+    """expand(pattern, ext=FORMATS, ...) with the REPORT_EXT files marked for the report."""
+    out = []
+    for p in expand(pattern, ext=FORMATS, **expand_kw):
+        if p.endswith(f".{REPORT_EXT}"):
+            lab = labels(p) if callable(labels) else labels
+            p = report(
+                p,
+                caption=f"{CAPTIONS}/{caption}",
+                category=category,
+                subcategory=subcategory,
+                labels=lab,
+            )
+        out.append(p)
+    return out
+
+
+def run_id(run):
+    return f"{run['model']}_{run['modality']}"
+
+
+# stats.compare: pair id → (a, b); check(config) made sure each side is a configured run.
+PAIRS = {f"{run_id(c['a'])}_vs_{run_id(c['b'])}": (c["a"], c["b"]) for c in config["stats"]["compare"]}
+
+
+def report_targets():
+    """Everything the report shows; rule all asks for these (see all_targets in common.smk)."""
+    out = [f"{R}/figures/aie_panels.{ext}" for ext in FORMATS]
+    out += [
+        f"{R}/tables/peaks.parquet",
+        f"{R}/tables/peaks.html",
+        f"{R}/report/config.html",
+    ]
+    for m, mod in RUNS:
+        out += [f"{R}/{m}/{mod}/qc.html", f"{R}/{m}/{mod}/traced_prompts.html"]
+        out += [f"{R}/{m}/{mod}/traced_prompts.parquet", f"{R}/{m}/{mod}/prompts"]
+        out += expand(f"{R}/{m}/{mod}/figures/counts.{{ext}}", ext=FORMATS)
+    for pair in PAIRS:
+        out += [
+            f"{R}/compare/{pair}/comparison.parquet",
+            f"{R}/compare/{pair}/summary.json",
+            f"{R}/compare/{pair}/summary.html",
+        ]
+        out += expand(f"{R}/compare/{pair}/diff.{{ext}}", ext=FORMATS)
+    return out
+
+
+def pair_inputs(wildcards):
+    a, b = PAIRS[wildcards.pair]
+    return {
+        "cat_a": f"{R}/{a['model']}/{a['modality']}/category_ie.parquet",
+        "cat_b": f"{R}/{b['model']}/{b['modality']}/category_ie.parquet",
+        "aie_a": f"{R}/{a['model']}/{a['modality']}/aie.parquet",
+        "aie_b": f"{R}/{b['model']}/{b['modality']}/aie.parquet",
+    }

@@ -6,7 +6,7 @@ if DATA["source"] == "known":
         output:
             f"{R}/data/known_1000.json",
         log:
-            "logs/download_known/download_known.log",
+            f"{LOGS}/download_known/download_known.log",
         conda:
             "../../envs/crosstrace.yaml"
         params:
@@ -23,7 +23,7 @@ if DATA["source"] == "known":
             records=f"{R}/data/records.parquet",
             quarantine=f"{R}/data/quarantine.parquet",
         log:
-            "logs/validate_known/validate_known.log",
+            f"{LOGS}/validate_known/validate_known.log",
         conda:
             "../../envs/crosstrace.yaml"
         params:
@@ -40,7 +40,7 @@ else:
             records=f"{R}/data/records.parquet",
             quarantine=f"{R}/data/quarantine.parquet",
         log:
-            "logs/read_facts/read_facts.log",
+            f"{LOGS}/read_facts/read_facts.log",
         conda:
             "../../envs/crosstrace.yaml"
         params:

@@ -4,7 +4,7 @@ checkpoint filter_known:
     output:
         table=f"{R}/{{model}}/{{modality}}/known.parquet",
     log:
-        "logs/filter_known/{model}_{modality}.log",
+        f"{LOGS}/filter_known/{{model}}_{{modality}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     threads: all_cores()
@@ -13,7 +13,6 @@ checkpoint filter_known:
     params:
         spec=model_spec,
         max_new_tokens=config["filter"]["max_new_tokens"],
-        batch_size=config["filter"]["batch_size"],
         aligner=lambda wc: config["speech"]["align"]["use"] if wc.modality == "s2t" else None,
     script:
         "../../scripts/filter_known.py"

@@ -2,7 +2,7 @@ rule prepare_model:
     output:
         f"{R}/models/{{model}}.json",
     log:
-        "logs/prepare_model/{model}.log",
+        f"{LOGS}/prepare_model/{{model}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
@@ -18,7 +18,7 @@ rule noise_std:
     output:
         f"{R}/{{model}}/{{modality}}/noise.json",
     log:
-        "logs/noise_std/{model}_{modality}.log",
+        f"{LOGS}/noise_std/{{model}}_{{modality}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     resources:

@@ -1,6 +1,3 @@
-include: "report_common.smk"
-
-
 wildcard_constraints:
     pair="|".join(re.escape(p) for p in PAIRS) or "no-pairs-configured",
 
@@ -22,7 +19,7 @@ rule figures:
             )
         ],
     log:
-        "logs/figures/{model}_{modality}.log",
+        f"{LOGS}/figures/{{model}}_{{modality}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
@@ -51,7 +48,7 @@ rule prompts:
             },
         ),
     log:
-        "logs/prompts/{model}_{modality}.log",
+        f"{LOGS}/prompts/{{model}}_{{modality}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
@@ -90,7 +87,7 @@ rule qc:
             },
         ),
     log:
-        "logs/qc/{model}_{modality}.log",
+        f"{LOGS}/qc/{{model}}_{{modality}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
@@ -112,7 +109,7 @@ rule panels:
             "AIE across runs",
         ),
     log:
-        "logs/panels/panels.log",
+        f"{LOGS}/panels/panels.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
@@ -135,7 +132,7 @@ rule peaks:
             subcategory="Peaks",
         ),
     log:
-        "logs/peaks/peaks.log",
+        f"{LOGS}/peaks/peaks.log",
     conda:
         "../../envs/crosstrace.yaml"
     script:
@@ -163,7 +160,7 @@ rule compare:
             labels={"comparison": "{pair}", "content": "difference heatmaps"},
         ),
     log:
-        "logs/compare/{pair}.log",
+        f"{LOGS}/compare/{{pair}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
@@ -183,10 +180,11 @@ rule report_config:
             subcategory="Configuration",
         ),
     log:
-        "logs/report_config/report_config.log",
+        f"{LOGS}/report_config/report_config.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
-        config=config,
+        config=config_without_speed_settings(),
+        speed_only=SPEED_ONLY,
     script:
         "../../scripts/report_config.py"

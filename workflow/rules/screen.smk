@@ -12,7 +12,7 @@ rule trace_atp:
         ie=f"{R}/{{model}}/{{modality}}/atp/shards/{{shard}}.parquet",
         quarantine=f"{R}/{{model}}/{{modality}}/atp/shards/{{shard}}.quarantine.parquet",
     log:
-        "logs/trace_atp/{model}_{modality}_{shard}.log",
+        f"{LOGS}/trace_atp/{{model}}_{{modality}}_{{shard}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     threads: all_cores()
@@ -21,10 +21,7 @@ rule trace_atp:
     params:
         spec=model_spec,
         trace=trace_params(engine="atp"),
-        max_prompts=config["trace"]["max_prompts"],
-        shard_size=config["trace"]["shard_size"],
-        require_known=config["filter"]["require_known"],
-        expect_answer="skip" if config["filter"]["expect_answer"] == "skip" else "trace",
+        known_ids=atp_shard_ids,
     script:
         "../../scripts/trace_shard.py"
 
@@ -41,7 +38,7 @@ rule merge_atp:
         quarantine=f"{R}/{{model}}/{{modality}}/atp/quarantine.parquet",
         summary=f"{R}/{{model}}/{{modality}}/atp/summary.json",
     log:
-        "logs/merge_atp/{model}_{modality}.log",
+        f"{LOGS}/merge_atp/{{model}}_{{modality}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
@@ -73,7 +70,7 @@ rule figures_atp:
             )
         ],
     log:
-        "logs/figures_atp/{model}_{modality}.log",
+        f"{LOGS}/figures_atp/{{model}}_{{modality}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:
@@ -89,7 +86,7 @@ checkpoint screen:
     output:
         table=f"{R}/{{model}}/{{modality}}/screen.parquet",
     log:
-        "logs/screen/{model}_{modality}.log",
+        f"{LOGS}/screen/{{model}}_{{modality}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:

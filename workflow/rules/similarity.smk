@@ -1,6 +1,6 @@
 # Text vs speech representations of SpiritLM (issue 7): per layer, cosine and L2 distance between the T→T
 # and S→T block outputs of the same prompt at matched positions, over the prompts in both Known sets.
-# Runs for SIMILARITY_MODELS (common.smk); figure_outputs and CAPTIONS come from report_common.smk.
+# Runs for SIMILARITY_MODELS (common.smk); figure_outputs and CAPTIONS come from common.smk.
 
 
 rule similarity:
@@ -25,7 +25,7 @@ rule similarity:
             labels={"model": "{model}", "content": "cosine and L2 over layers"},
         ),
     log:
-        "logs/similarity/{model}.log",
+        f"{LOGS}/similarity/{{model}}.log",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in SIMILARITY_MODELS) or "no-similarity-models",
     conda:

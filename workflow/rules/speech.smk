@@ -1,16 +1,19 @@
-# Speech side: synthesise the prompts (TTS), check them with Whisper (WER), and find the subject's time
-# span in each clip (CTC forced alignment, TTS timings, Whisper timestamps). Engine: crosstrace.speech.
+# Speech side: synthesise the prompts (TTS), check them with Whisper (WER), find the subject's time span in
+# each clip (CTC forced alignment, TTS timings, Whisper timestamps), and encode the clips into SpiritLM's
+# speech units per model. Engine: crosstrace.speech.
 # Its helper functions (SPEECH, speech_shard_ids, ...) live in common.smk (snakemake --lint: no functions
-# among rules).
+# among rules). Shard jobs read the validated records and get their known_ids as a param (a fixed block of
+# the speech selection), so raising speech.max_prompts adds shards and leaves finished ones alone.
 
 
 checkpoint speech_select:
     input:
         records=f"{R}/data/records.parquet",
+        validation=f"{R}/data/quarantine.parquet",
     output:
         records=f"{R}/speech/records.parquet",
     log:
-        "logs/speech_select/speech_select.log",
+        f"{LOGS}/speech_select/speech_select.log",
     conda:
         "../../envs/speech.yaml"
     threads: 1
@@ -26,18 +29,17 @@ if SPEECH["source"] == "tts":
 
     rule synthesize:
         input:
-            records=f"{R}/speech/records.parquet",
+            records=f"{R}/data/records.parquet",
         output:
             manifest=f"{R}/speech/manifest/{{shard}}.parquet",
             wavs=directory(f"{R}/speech/wav/{{shard}}"),
         log:
-            "logs/synthesize/{shard}.log",
+            f"{LOGS}/synthesize/{{shard}}.log",
         conda:
             "../../envs/speech.yaml"
         threads: 1
         params:
-            shard=lambda wc: int(wc.shard),
-            shard_size=SPEECH["shard_size"],
+            known_ids=speech_shard_known_ids,
             backend=SPEECH["tts"]["backend"],
             backend_options=SPEECH["tts"]["options"],
             min_duration_s=SPEECH["tts"]["min_duration_s"],
@@ -49,19 +51,18 @@ else:
 
     rule load_recordings:
         input:
-            records=f"{R}/speech/records.parquet",
+            records=f"{R}/data/records.parquet",
             manifest=workflow_path(SPEECH["recordings"]["manifest"]),
         output:
             manifest=f"{R}/speech/manifest/{{shard}}.parquet",
             wavs=directory(f"{R}/speech/wav/{{shard}}"),
         log:
-            "logs/load_recordings/{shard}.log",
+            f"{LOGS}/load_recordings/{{shard}}.log",
         conda:
             "../../envs/speech.yaml"
         threads: 1
         params:
-            shard=lambda wc: int(wc.shard),
-            shard_size=SPEECH["shard_size"],
+            known_ids=speech_shard_known_ids,
             max_wer=SPEECH["asr"]["max_wer"],
             min_rms=SPEECH["recordings"]["min_rms"],
             max_chars_per_s=SPEECH["recordings"]["max_chars_per_s"],
@@ -71,20 +72,19 @@ else:
 
 rule speech_qc:
     input:
-        records=f"{R}/speech/records.parquet",
+        records=f"{R}/data/records.parquet",
         manifest=f"{R}/speech/manifest/{{shard}}.parquet",
     output:
         qc=f"{R}/speech/qc/{{shard}}.parquet",
     log:
-        "logs/speech_qc/{shard}.log",
+        f"{LOGS}/speech_qc/{{shard}}.log",
     conda:
         "../../envs/speech.yaml"
     threads: 2
     resources:
         gpu=int(SPEECH["asr"]["device"].startswith("cuda")),
     params:
-        shard=lambda wc: int(wc.shard),
-        shard_size=SPEECH["shard_size"],
+        known_ids=speech_shard_known_ids,
         model=SPEECH["asr"]["model"],
         engine=SPEECH["asr"]["engine"],
         cache_dir=config.get("cache_dir"),
@@ -98,21 +98,20 @@ rule speech_qc:
 
 rule align:
     input:
-        records=f"{R}/speech/records.parquet",
+        records=f"{R}/data/records.parquet",
         manifest=f"{R}/speech/manifest/{{shard}}.parquet",
         qc=f"{R}/speech/qc/{{shard}}.parquet",
     output:
         alignment=f"{R}/speech/align/{{shard}}.parquet",
     log:
-        "logs/align/{shard}.log",
+        f"{LOGS}/align/{{shard}}.log",
     conda:
         "../../envs/speech.yaml"
     threads: 2
     resources:
         gpu=int(SPEECH["align"]["device"].startswith("cuda")),
     params:
-        shard=lambda wc: int(wc.shard),
-        shard_size=SPEECH["shard_size"],
+        known_ids=speech_shard_known_ids,
         aligners=SPEECH["align"]["aligners"],
         ctc_model=SPEECH["align"]["ctc_model"],
         ctc_subject_chars=SPEECH["align"]["ctc_subject_chars"],
@@ -128,7 +127,7 @@ rule align_accuracy:
         alignment=f"{R}/speech/alignment.parquet",
         accuracy=f"{R}/speech/align_accuracy.parquet",
     log:
-        "logs/align_accuracy/align_accuracy.log",
+        f"{LOGS}/align_accuracy/align_accuracy.log",
     conda:
         "../../envs/speech.yaml"
     threads: 1
@@ -151,7 +150,7 @@ rule speech_wer:
             category="Speech",
         ),
     log:
-        "logs/speech_wer/speech_wer.log",
+        f"{LOGS}/speech_wer/speech_wer.log",
     conda:
         "../../envs/speech.yaml"
     threads: 1
@@ -166,3 +165,23 @@ rule speech:
     default_target: False
     input:
         SPEECH_TARGETS,
+
+
+# Speech → text for SpiritLM: WAVs → speech units per model (HuBERT 25 Hz + quantizer, deduplicated), read
+# by the modality-aware rules filter_known and noise_std.
+rule speech_units:
+    input:
+        manifest=f"{R}/speech/manifest/{{shard}}.parquet",
+        wavs=f"{R}/speech/wav/{{shard}}",
+        model=f"{R}/models/{{model}}.json",
+    output:
+        units=f"{R}/{{model}}/s2t/units/{{shard}}.parquet",
+    log:
+        f"{LOGS}/speech_units/{{model}}_{{shard}}.log",
+    conda:
+        "../../envs/crosstrace.yaml"
+    threads: 2
+    resources:
+        gpu=gpus,
+    script:
+        "../../scripts/speech_units.py"

@@ -1,6 +1,5 @@
 rule trace:
     input:
-        unpack(screen_input),
         known=f"{R}/{{model}}/{{modality}}/known.parquet",
         noise=rules.noise_std.output[0],
         model=rules.prepare_model.output[0],
@@ -8,7 +7,7 @@ rule trace:
         ie=f"{R}/{{model}}/{{modality}}/shards/{{shard}}.parquet",
         quarantine=f"{R}/{{model}}/{{modality}}/shards/{{shard}}.quarantine.parquet",
     log:
-        "logs/trace/{model}_{modality}_{shard}.log",
+        f"{LOGS}/trace/{{model}}_{{modality}}_{{shard}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     threads: all_cores()
@@ -17,11 +16,9 @@ rule trace:
     params:
         spec=model_spec,
         trace=trace_params(),
-        max_prompts=config["trace"]["max_prompts"],
-        shard_size=config["trace"]["shard_size"],
-        require_known=config["filter"]["require_known"],
-        # only "skip" changes which prompts are traced: switching between trace and flag reruns no shard
-        expect_answer="skip" if config["filter"]["expect_answer"] == "skip" else "trace",
+        # The shard's own prompts (trace_shards in common.smk): raising trace.max_prompts adds shards
+        # and leaves finished ones alone.
+        known_ids=trace_shard_ids,
     script:
         "../../scripts/trace_shard.py"
 
@@ -38,7 +35,7 @@ rule merge:
         quarantine=f"{R}/{{model}}/{{modality}}/quarantine.parquet",
         summary=f"{R}/{{model}}/{{modality}}/summary.json",
     log:
-        "logs/merge/{model}_{modality}.log",
+        f"{LOGS}/merge/{{model}}_{{modality}}.log",
     conda:
         "../../envs/crosstrace.yaml"
     params:

@@ -1,7 +1,7 @@
 # S→T per speech unit (a view the paper does not have): the traced IE at every LM position of the spoken
 # prompt with the text token that owns each unit, and a figure of IE against unit position with the
 # text-token boundaries. The AIE tables aggregate the same units by text token (rule merge).
-# figure_outputs and CAPTIONS come from report_common.smk; s2t_shard_outputs from common.smk.
+# figure_outputs, CAPTIONS and s2t_shard_outputs come from common.smk.
 
 
 rule unit_view:
@@ -22,7 +22,7 @@ rule unit_view:
             )
         ],
     log:
-        "logs/unit_view/{model}.log",
+        f"{LOGS}/unit_view/{{model}}.log",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in S2T_MODELS) or "no-s2t-models",
     conda:

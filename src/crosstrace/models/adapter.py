@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-KINDS = ("hidden", "mlp", "attn")
+from crosstrace.vocabulary import KINDS
+
 _SITE_OF_KIND = {"hidden": "resid", "mlp": "mlp", "attn": "attn"}
 
 

@@ -9,7 +9,7 @@ HuBERT on a random-weight checkpoint in fairseq's format. The two pickles are re
 - ``L11_quantizer_500.pt``: ``{model_cfg, model_weight}`` of Linear, LeakyReLU, Linear, LeakyReLU, Linear.
 
 Pipeline per utterance: mono (mean of channels), resample to 16 kHz (SpiritLM's windowed-sinc resampler,
-:func:`crosstrace.speech.tts.resample_to_16k`), 100 s chunks (pieces shorter than 1280 samples dropped),
+:func:`crosstrace.audio.resample_to_16k`), 100 s chunks (pieces shorter than 1280 samples dropped),
 features = ``hidden_states[layer]`` (layer 11, 1-based; layers after it are not run), argmax of the quantizer, CTC-blank
 filling with wrap-around, then deduplication (:mod:`crosstrace.speech.units`).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from crosstrace.models.loading import ModelLoadError
-from crosstrace.speech.units import dedup_units
+from crosstrace.audio import resample
+from crosstrace.models.loading import ModelLoadError, load_error_text, refused_pickle
 
 SAMPLE_RATE = 16000
 CHUNK_SAMPLES = 1_600_000  # 100 s
@@ -230,7 +231,13 @@ def _torch_load(path: Path, what: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        raise CheckpointError(f"{path}: cannot be read as a weights-only torch pickle: {e}") from e
+        refused = refused_pickle(path, e, "Re-save it once with tensors, dicts, lists, numbers and strings only: python -c "
+                                 f"\"import torch; c = torch.load('{path}', weights_only=False); torch.save("
+                                 "{k: c[k] for k in ('model_cfg', 'task_cfg', 'model_weight', 'dictionaries_symbols') "
+                                 f"if k in c}}, '{path}.plain.pt')\" (model_cfg must then be a plain dict).")
+        if refused:
+            raise CheckpointError(f"cannot be read as a weights-only torch pickle: {refused}") from None
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch pickle ({load_error_text(e)})") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at top level, got {type(obj).__name__}")
     return obj
@@ -429,7 +436,7 @@ def to_mono_float(audio, channel_id: int | None = None) -> np.ndarray:
 
 def resample_to_16k(wav: np.ndarray, sr) -> np.ndarray:
     """Check the sample rate, then resample to 16 kHz with SpiritLM's resampler
-    (:func:`crosstrace.speech.tts.resample_to_16k`); identity at 16 kHz."""
+    (:func:`crosstrace.audio.resample_to_16k`); identity at 16 kHz."""
     if isinstance(sr, float) and sr.is_integer():
         sr = int(sr)
     if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool):
@@ -439,9 +446,24 @@ def resample_to_16k(wav: np.ndarray, sr) -> np.ndarray:
         raise SpeechTokenizerError(f"cannot handle audio at {sr} Hz (need at least {MIN_INPUT_RATE} Hz)")
     if sr == SAMPLE_RATE:
         return wav
-    from crosstrace.speech.tts import resample_to_16k as resample
+    return resample(wav, sr, SAMPLE_RATE)
 
-    return resample(wav, sr)
+
+def dedup_units(units: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Collapse runs of equal consecutive units, keeping the first of each run; also the run lengths.
+
+    ``[5, 5, 7, 7, 7, 5]`` → ``([5, 7, 5], [2, 3, 1])``.
+    """
+    dedup: list[int] = []
+    runs: list[int] = []
+    for u in units:
+        u = int(u)
+        if dedup and dedup[-1] == u:
+            runs[-1] += 1
+        else:
+            dedup.append(u)
+            runs.append(1)
+    return dedup, runs
 
 
 class SpeechTokenizer:

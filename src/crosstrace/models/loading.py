@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,38 @@ def _weight_errors() -> tuple[type[BaseException], ...]:
 
 class ModelLoadError(RuntimeError):
     pass
+
+
+def refused_pickle(what: str | Path, error: BaseException, convert: str) -> str | None:
+    """Our message for a file that ``torch.load(weights_only=True)`` refused because its pickle names
+    Python objects beyond tensors; None when ``error`` is not that refusal (e.g. a corrupt file).
+
+    torch's own message suggests retrying with weights_only=False, which would run whatever code the
+    pickle carries; never repeat that. ``convert`` says how to turn the file into one we load.
+    """
+    chain = [error, *(e for e in (error.__cause__, error.__context__) if e is not None)]
+    m = re.search(r"GLOBAL ([\w.]+)", " ".join(str(e) for e in chain))
+    if not m:
+        return None
+    names = f" (it names {m.group(1)})"
+    return (f"{what} is a pickle that could run code when loaded{names}, so it was refused. {convert} "
+            "Do that only where you trust the file's origin: loading a pickle runs what it contains.")
+
+
+def load_error_text(error: BaseException) -> str:
+    """``Type: message`` of a load error, without torch's advice to retry with weights_only=False."""
+    text = str(error).strip()
+    if "weights_only" in text:
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n", text)
+        text = detail.group(1).strip() if detail else "not a weights-only torch checkpoint"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def safetensors_hint(folder: str | Path) -> str:
+    """How to turn a Hugging Face folder with pickled weights (*.bin) into one with safetensors."""
+    return (f"Convert it once to safetensors: python -c \"from transformers import AutoModelForCausalLM as M; "
+            f"M.from_pretrained('{folder}', weights_only=False).save_pretrained('{folder}-safetensors')\" "
+            f"(then copy the tokenizer files and point the config at {folder}-safetensors).")
 
 
 def default_cache_dir() -> Path:
@@ -107,7 +140,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _own_memory(model: torch.nn.Module) -> None:
+def own_memory(model: torch.nn.Module) -> None:
     """Copy memory-mapped weights into process memory.
 
     ``from_pretrained`` maps safetensors files; the kernel may drop those clean pages under memory
@@ -131,9 +164,12 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32", cache_dir
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], weights_only=True)
     except _weight_errors() as e:
-        raise ModelLoadError(f"could not load model {spec!r} from {path!r} ({type(e).__name__}: {e})") from e
+        refused = refused_pickle(f"the weights file in {path}", e, safetensors_hint(path))
+        if refused:
+            raise ModelLoadError(refused) from None
+        raise ModelLoadError(f"could not load model {spec!r} from {path!r} ({load_error_text(e)})") from e
     model.to(dev).eval()
     model.requires_grad_(False)
     if dev.type == "cpu":
-        _own_memory(model)
+        own_memory(model)
     return LoadedModel(name or spec, model, tok, dev, DTYPES[dtype])

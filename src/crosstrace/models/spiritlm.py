@@ -27,8 +27,16 @@ from pathlib import Path
 
 import torch
 
-from crosstrace.models.loading import DTYPES, LoadedModel, ModelLoadError, _weight_errors, resolve_device
-from crosstrace.trace.tokens import Encoded, SpanError, token_span_from_offsets
+from crosstrace.models.loading import (
+    DTYPES,
+    LoadedModel,
+    ModelLoadError,
+    _weight_errors,
+    refused_pickle,
+    resolve_device,
+    safetensors_hint,
+)
+from crosstrace.spans import Encoded, SpanError, token_span_from_offsets
 
 BOS_ID = 1
 EOS_ID = 2
@@ -108,8 +116,11 @@ def load_spiritlm(folder: str | Path, device: str | torch.device = "cpu", dtype:
     try:
         model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype, weights_only=True)
     except pickle.UnpicklingError as e:  # its message suggests weights_only=False: never do that here
+        refused = refused_pickle(f"the weights file in {folder}", e, safetensors_hint(folder))
+        if refused:
+            raise ModelLoadError(refused) from None
         raise ModelLoadError(f"{folder}: weights are corrupt or not a weights-only checkpoint ({type(e).__name__}); "
-                             "re-download them, do not load them with weights_only=False") from e
+                             "re-download them") from None
     except _weight_errors() as e:
         raise ModelLoadError(f"could not load SpiritLM weights from {folder} ({type(e).__name__}: {e})") from e
     rows = model.get_input_embeddings().weight.shape[0]

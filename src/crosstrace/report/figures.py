@@ -25,11 +25,9 @@ from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from ..answers import answer_label
-from ..categories import CATEGORIES, CATEGORY_LABELS
+from ..vocabulary import CATEGORIES, CATEGORY_LABELS, KIND_TITLES, MODALITY_LABELS
 
-KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP", "attn": "attention"}
 KIND_CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
-MODALITY_LABELS = {"t2t": "T→T", "s2t": "S→T"}
 ABSENT_COLOUR = "#eeeeee"  # a category no prompt has (e.g. no middle subject anywhere)
 WARN_COLOUR = "#b00020"
 

@@ -80,7 +80,7 @@ def stage_counts(summary: Mapping, validation_quarantined: int, trace_quarantine
         ("selected for tracing", traced + q_trace,
          ("known prompts" if require_known else "all valid records (filter.require_known: false)")
          + ", capped by trace.max_prompts"),
-        ("quarantined in tracing", q_trace, "subject span or non-finite probabilities"),
+        ("quarantined in tracing", q_trace, "subject span, non-finite probabilities or over trace.max_prompt_tokens"),
         ("traced", traced, "prompts in the AIE"),
     ]
     return pd.DataFrame(rows, columns=["stage", "count", "note"])

@@ -1,4 +1,4 @@
-"""Statistics for the causal-tracing report: AIE with bootstrap CIs, paired tests, peaks, similarity.
+"""Statistics for the causal-tracing report: AIE with bootstrap CIs, paired tests, peaks and peak ratios.
 
 Input is the long table ``category_ie`` written by the tracer, one row per
 (model, modality, known_id, kind, category, layer) with ``ie`` = that prompt's indirect effect
@@ -11,18 +11,19 @@ are resampled jointly, and the paired test flips the sign of a whole prompt's di
 
 All randomness goes through :class:`numpy.random.Generator`; results are deterministic for a seed.
 The module is pure numpy/pandas (no torch import), so reports can run without the tracing stack.
+The representation-similarity statistics, which reuse this module's bootstrap, are in :mod:`.similarity`.
 """
 
 from __future__ import annotations
 
 import warnings
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-from ..categories import CATEGORIES
+from ..vocabulary import CATEGORIES, KIND_TITLES, KINDS, MODALITIES, MODALITY_LABELS
 
 __all__ = [
     "CATEGORY_ORDER",
@@ -30,22 +31,19 @@ __all__ = [
     "MODALITY_ORDER",
     "aie_table",
     "bh_adjust",
-    "cosine_and_l2",
+    "bootstrap_cell_means",
     "paired_comparison",
     "peak_ratio",
     "peak_ratio_ci",
     "peak_summary",
+    "percentile_ci",
     "quote_peak_ratio",
-    "random_partners",
-    "similarity_by_layer",
-    "similarity_long",
 ]
 
 # Canonical order for sorting output. Unknown values sort after these, alphabetically.
 CATEGORY_ORDER = CATEGORIES
-KIND_ORDER: tuple[str, ...] = ("hidden", "mlp", "attn")
-MODALITY_ORDER: tuple[str, ...] = ("t2t", "s2t")
-MODALITY_LABELS = {"t2t": "T→T", "s2t": "S→T"}
+KIND_ORDER = KINDS
+MODALITY_ORDER = MODALITIES
 
 GROUP_COLS = ["model", "modality"]
 CELL_COLS = ["kind", "category", "layer"]
@@ -56,7 +54,6 @@ REQUIRED_COLS = GROUP_COLS + ["known_id"] + CELL_COLS + ["ie"]
 _BLOCK = 512
 
 Model = tuple[str, str]  # (model, modality)
-RngLike = np.random.Generator | int | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,10 +103,6 @@ def _group_rng(seed: int, key: Iterable[object]) -> np.random.Generator:
     return np.random.default_rng([int(seed), h])
 
 
-def _as_rng(rng: RngLike) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
 def _cell_matrix(g: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """Prompts × cells matrix of ``ie`` (NaN where a prompt lacks a cell).
 
@@ -148,7 +141,7 @@ def _resample_counts(rng: np.random.Generator, n_draws: int, n_units: int) -> It
         done += m
 
 
-def _bootstrap_cell_means(X: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def bootstrap_cell_means(X: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """B × cells matrix of resampled nan-means of the columns of X (rows = prompts).
 
     A resample in which no drawn prompt has a cell gives NaN for that cell (excluded later by
@@ -168,7 +161,8 @@ def _bootstrap_cell_means(X: np.ndarray, n_boot: int, rng: np.random.Generator) 
     return out
 
 
-def _percentile_ci(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def percentile_ci(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``boot`` (resamples × cells): the (1−level)/2 and (1+level)/2 percentiles, NaNs ignored."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     q = [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
@@ -208,8 +202,8 @@ def aie_table(
         n = M.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             aie = np.where(n > 0, np.where(M, X, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
-        boot = _bootstrap_cell_means(X, n_boot, _group_rng(seed, (model, modality)))
-        lo, hi = _percentile_ci(boot, level)
+        boot = bootstrap_cell_means(X, n_boot, _group_rng(seed, (model, modality)))
+        lo, hi = percentile_ci(boot, level)
         part = cells.copy()
         part.insert(0, "modality", modality)
         part.insert(0, "model", model)
@@ -370,9 +364,11 @@ def peak_ratio(summary: pd.DataFrame, a: Model, b: Model, kind: str = "mlp") -> 
 def quote_peak_ratio(
     summary: pd.DataFrame, a: Model, b: Model, kind: str = "mlp", digits: int = 1
 ) -> str:
-    """A sentence for the report, e.g. ``"T→T peak MLP AIE is 6.3× S→T"``.
+    """A sentence for the report, e.g. ``"T→T peak AIE (MLP) is 6.3× S→T"``.
 
-    Model names are included when a and b are different models.
+    The kind is named by its display title in parentheses (``KIND_TITLES``: hidden states, MLP,
+    attention), which reads the same for all three kinds. Model names are included when a and b are
+    different models.
     """
 
     def name(m: Model) -> str:
@@ -380,7 +376,7 @@ def quote_peak_ratio(
         return mod if a[0] == b[0] else f"{m[0]} {mod}"
 
     r = peak_ratio(summary, a, b, kind)
-    return f"{name(a)} peak {kind.upper() if kind != 'hidden' else kind} AIE is {r:.{digits}f}× {name(b)}"
+    return f"{name(a)} peak AIE ({KIND_TITLES.get(kind, kind)}) is {r:.{digits}f}× {name(b)}"
 
 
 def peak_ratio_ci(
@@ -419,139 +415,6 @@ def peak_ratio_ci(
     with np.errstate(invalid="ignore", divide="ignore"):
         point = np.where(M, X, 0.0).sum(0) / M.sum(0)
     ratio = float(peaks(point))
-    boot = peaks(_bootstrap_cell_means(X, n_boot, _group_rng(seed, ("peak_ratio",) + a + b + (kind,))))
-    lo, hi = _percentile_ci(boot, level)
+    boot = peaks(bootstrap_cell_means(X, n_boot, _group_rng(seed, ("peak_ratio",) + a + b + (kind,))))
+    lo, hi = percentile_ci(boot, level)
     return ratio, float(lo), float(hi)
-
-
-# --------------------------------------------------------------------------------------------
-# 4. representation similarity
-
-
-def cosine_and_l2(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rowwise cosine similarity and Euclidean (L2) distance along the last axis.
-
-    ``x`` and ``y`` have the same shape (n, d) (any leading dims work); computed in float64.
-    Cosine is NaN where either vector has zero norm.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"shape mismatch {x.shape} vs {y.shape}")
-    dot = np.einsum("...d,...d->...", x, y)
-    nx = np.linalg.norm(x, axis=-1)
-    ny = np.linalg.norm(y, axis=-1)
-    denom = nx * ny
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), np.nan)
-    l2 = np.linalg.norm(x - y, axis=-1)
-    return cos, l2
-
-
-def random_partners(n_prompts: int, n_random: int, rng: RngLike) -> np.ndarray:
-    """(n_random, n_prompts) partner indices: row r, column i is a prompt ≠ i, uniform over the rest.
-
-    Built as (i + U) mod n with U uniform on {1, …, n−1}, so a prompt is never its own partner.
-    Partners are drawn independently per prompt (several prompts may share a partner).
-    """
-    if n_prompts < 2:
-        raise ValueError("a random baseline needs at least 2 prompts")
-    g = _as_rng(rng)
-    shift = g.integers(1, n_prompts, size=(n_random, n_prompts))
-    return (np.arange(n_prompts)[None, :] + shift) % n_prompts
-
-
-def similarity_by_layer(
-    text_states: np.ndarray,
-    speech_states: np.ndarray,
-    rng: RngLike,
-    n_random: int = 20,
-    n_boot: int = 1000,
-    level: float = 0.95,
-) -> pd.DataFrame:
-    """Per-layer text-vs-speech similarity of matched states, with a matched-random baseline.
-
-    Inputs are arrays (prompts × layers × hidden) whose [i, l] rows are the same prompt's state at
-    matched positions in the two modalities. Per layer l:
-
-    * ``cos`` / ``l2``: mean over prompts of cosine / Euclidean distance between
-      text[i, l] and speech[i, l].
-    * Baseline (``random_cos`` / ``random_l2``): for each of ``n_random`` draws, every prompt i
-      gets a partner j ≠ i drawn uniformly from the other prompts (:func:`random_partners`), and
-      text[i, l] is compared with speech[j, l] — same layer, different prompt. The partner of i in
-      a draw is the same at every layer. Per prompt the baseline is the average over draws; the
-      reported value is the mean over prompts. It answers "how similar is a text state to some
-      speech state of the same layer that is not its own prompt".
-    * ``cos_minus_random`` / ``l2_minus_random``: matched minus baseline.
-    * CIs (``*_ci_low``/``*_ci_high``): percentile bootstrap over prompts (``n_boot`` resamples
-      shared by all layers and columns; the baseline partners are held fixed).
-
-    ``rng`` is a Generator or a seed; partners are drawn first, then the bootstrap. Returns one
-    row per layer with columns layer, n, then value/ci_low/ci_high triples for the six measures.
-    """
-    t = np.asarray(text_states)
-    s = np.asarray(speech_states)
-    if t.shape != s.shape or t.ndim != 3:
-        raise ValueError(f"need equal (prompts, layers, hidden) arrays, got {t.shape} and {s.shape}")
-    g = _as_rng(rng)
-    n_p, n_l, _ = t.shape
-    partners = random_partners(n_p, n_random, g)
-    vals = {k: np.empty((n_p, n_l)) for k in ("cos", "l2", "random_cos", "random_l2")}
-    for layer in range(n_l):
-        tl = t[:, layer].astype(np.float64)
-        sl = s[:, layer].astype(np.float64)
-        vals["cos"][:, layer], vals["l2"][:, layer] = cosine_and_l2(tl, sl)
-        rc = np.zeros(n_p)
-        rl = np.zeros(n_p)
-        for r in range(n_random):
-            c, d = cosine_and_l2(tl, sl[partners[r]])
-            rc += c
-            rl += d
-        vals["random_cos"][:, layer] = rc / n_random
-        vals["random_l2"][:, layer] = rl / n_random
-    vals["cos_minus_random"] = vals["cos"] - vals["random_cos"]
-    vals["l2_minus_random"] = vals["l2"] - vals["random_l2"]
-    names = list(vals)
-    # One (prompts × (measures·layers)) matrix so all measures share the same resamples.
-    V = np.concatenate([vals[k] for k in names], axis=1)
-    boot = _bootstrap_cell_means(V, n_boot, g)
-    lo, hi = _percentile_ci(boot, level)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        point = np.nanmean(V, axis=0)
-    out = pd.DataFrame({"layer": np.arange(n_l), "n": np.isfinite(vals["cos"]).sum(0)})
-    for k_i, k in enumerate(names):
-        sl_ = slice(k_i * n_l, (k_i + 1) * n_l)
-        out[k], out[f"{k}_ci_low"], out[f"{k}_ci_high"] = point[sl_], lo[sl_], hi[sl_]
-    out.attrs["baseline"] = (
-        f"matched-random: each prompt's text state vs the speech state of a different prompt, "
-        f"drawn uniformly, same layer; {n_random} draws averaged per prompt"
-    )
-    return out
-
-
-SIMILARITY_COLUMNS = [
-    "layer", "position", "metric", "n", "mean", "ci_low", "ci_high",
-    "baseline_mean", "baseline_ci_low", "baseline_ci_high", "diff_mean", "diff_ci_low", "diff_ci_high",
-]
-
-
-def similarity_long(by_position: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Stack :func:`similarity_by_layer` tables (position → table) into one row per (position, metric, layer).
-
-    Columns ``SIMILARITY_COLUMNS``: ``metric`` is ``cos`` or ``l2``; ``mean`` / ``ci_low`` / ``ci_high`` the
-    matched pairs' mean and CI; ``baseline_*`` the matched-random baseline; ``diff_*`` matched − baseline
-    (paired per prompt). Rows follow the mapping's position order, then cos, l2, then layer.
-    """
-    parts = []
-    for position, wide in by_position.items():
-        for metric in ("cos", "l2"):
-            part = pd.DataFrame({"layer": wide["layer"], "position": position, "metric": metric, "n": wide["n"]})
-            for prefix, src in (("", metric), ("baseline_", f"random_{metric}"), ("diff_", f"{metric}_minus_random")):
-                part[f"{prefix}mean"] = wide[src]
-                part[f"{prefix}ci_low"] = wide[f"{src}_ci_low"]
-                part[f"{prefix}ci_high"] = wide[f"{src}_ci_high"]
-            parts.append(part)
-    if not parts:
-        return pd.DataFrame(columns=SIMILARITY_COLUMNS)
-    return pd.concat(parts, ignore_index=True)[SIMILARITY_COLUMNS]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..categories import CATEGORIES
+from ..vocabulary import CATEGORIES
 
 SUBJECT_CATEGORIES = ("first_subject", "middle_subject", "last_subject")
 #: "early-to-middle": the peak layer lies in the first EARLY_TO_MIDDLE fraction of the depth

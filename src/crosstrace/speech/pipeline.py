@@ -19,14 +19,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..audio import read_wav, resample_to_16k, write_wav16
 from .align import Alignment, PromptWord, WordSegment, quarantined, tts_alignment, whisper_alignment
 from .asr import Transcript
-from .tts import TTSBackend, WordTiming, read_wav, resample_to_16k, write_wav16
+from .tts import TTSBackend, WordTiming
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +186,13 @@ def transcript_from_qc(text: str, words_json: str | None) -> Transcript:
     return Transcript(text or "", words)
 
 
+def qc_clip(asr, record, manifest_row, max_wer: float) -> QCResult:
+    """QC of one shard record (``known_id``, ``prompt``) from its manifest row: a clip that was not
+    synthesised, or cannot be read, is scored as missing audio, with the reason."""
+    audio, err = try_load_audio16k(manifest_row["path"]) if manifest_row["status"] == "ok" else (None, None)
+    return qc_record(asr, record.known_id, record.prompt, audio, max_wer, audio_error=err)
+
+
 def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np.ndarray | None, *,
                  ctc=None, asr=None, word_timings: list[WordTiming] | None = None,
                  transcript: Transcript | None = None, audio_error: str | None = None) -> Alignment:
@@ -217,6 +227,29 @@ def alignment_row(a: Alignment) -> dict:
 
 
 #: columns of an alignment table (``alignment_row``)
+def align_clip(aligners: Sequence[str], record, manifest_row, qc_row, ctc=None,
+               spent: dict[str, float] | None = None) -> list[dict]:
+    """Alignment rows of one shard record (``known_id``, ``prompt``, ``subject``), one per aligner, from its
+    manifest row (audio, TTS word timings) and QC row (Whisper's words); ``spent`` accumulates seconds per
+    aligner. Failures are quarantined rows (logged), never exceptions."""
+    audio, err = try_load_audio16k(manifest_row["path"]) if manifest_row["status"] == "ok" else (None, None)
+    words = qc_row["words"]
+    # words is missing (None, or NaN in pandas' str columns) where QC had no audio to transcribe
+    transcript = transcript_from_qc(qc_row["transcript"], words) if isinstance(words, str) and words else None
+    rows = []
+    for name in aligners:
+        t0 = time.perf_counter()
+        a = align_record(name, record.known_id, record.prompt, record.subject, audio, ctc=ctc,
+                         word_timings=timings_from_json(manifest_row["word_timings"]), transcript=transcript,
+                         audio_error=err)
+        if spent is not None:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        if a.status != "ok":
+            log.warning("%s", a.reason)
+        rows.append(alignment_row(a))
+    return rows
+
+
 ALIGNMENT_COLUMNS = ["known_id", "aligner", "subject_start_s", "subject_end_s", "words", "score", "status", "reason",
                      "prompt_words"]
 

@@ -3,7 +3,7 @@
 A manifest CSV lists one recording per record: ``id`` (the record's id, ``known_id`` in the tables),
 ``path`` (any file soundfile reads: WAV, FLAC, OGG...; a relative path starts at the manifest's folder) and
 optionally ``transcript`` (what the speaker said). Each recording becomes 16 kHz mono the way TTS output
-does: channels averaged, then :func:`~crosstrace.speech.tts.resample_to_16k`, written as a 16-bit WAV
+does: channels averaged, then :func:`~crosstrace.audio.resample_to_16k`, written as a 16-bit WAV
 into the run, so Whisper QC, alignment, units and S→T run on it unchanged.
 
 Bad audio is a quarantined manifest row with the reason, never a failed job: no manifest row for the
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio import TARGET_SR, resample_to_16k, write_wav16
 from ..data import DataError
 from .pipeline import MAX_CLIPPED, OK, QUARANTINED, SynthResult, audio_problem, clipped_fraction
-from .tts import TARGET_SR, resample_to_16k, write_wav16
 
 log = logging.getLogger(__name__)
 

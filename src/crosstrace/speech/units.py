@@ -16,17 +16,19 @@ does not move an edge by a frame.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-from crosstrace.trace.tokens import SpanError
+from crosstrace.models.hubert import dedup_units  # noqa: F401 (re-exported: units and run lengths)
+from crosstrace.models.spiritlm import HU0_ID, N_HU
+from crosstrace.spans import SpanError
 
 FRAME_RATE = 25  # HuBERT 25 Hz frames (hop 640 samples at 16 kHz)
-UNIT_ID_OFFSET = 32002  # [Hu0]
-N_UNIT_TOKENS = 501  # [Hu0]..[Hu500]; 500 is the quantizer's CTC blank
 
 
 class UnitSpanError(SpanError):
@@ -58,23 +60,6 @@ class UnitSpan:
     @property
     def positions(self) -> tuple[int, int]:
         return self.pos_start, self.pos_end
-
-
-def dedup_units(units: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Collapse runs of equal consecutive units, keeping the first of each run; also the run lengths.
-
-    ``[5, 5, 7, 7, 7, 5]`` → ``([5, 7, 5], [2, 3, 1])``.
-    """
-    dedup: list[int] = []
-    runs: list[int] = []
-    for u in units:
-        u = int(u)
-        if dedup and dedup[-1] == u:
-            runs[-1] += 1
-        else:
-            dedup.append(u)
-            runs.append(1)
-    return dedup, runs
 
 
 def _scaled(t: float, rate: float) -> float:
@@ -148,7 +133,7 @@ def frames_to_dedup_positions(f_a: int, f_end: int, run_lengths: Sequence[int]) 
 def unit_offset(ids: Sequence[int]) -> int:
     """Index of the first speech-unit token (id in 32002..32502) in a prompt."""
     for i, t in enumerate(ids):
-        if UNIT_ID_OFFSET <= int(t) < UNIT_ID_OFFSET + N_UNIT_TOKENS:
+        if HU0_ID <= int(t) < HU0_ID + N_HU:
             return i
     raise UnitSpanError("prompt ids contain no speech-unit token (ids 32002..32502)")
 
@@ -174,7 +159,7 @@ def unit_span_positions(
     off = unit_offset(ids)
     n_units = 0
     for t in ids[off:]:
-        if UNIT_ID_OFFSET <= int(t) < UNIT_ID_OFFSET + N_UNIT_TOKENS:
+        if HU0_ID <= int(t) < HU0_ID + N_HU:
             n_units += 1
         else:
             break
@@ -310,3 +295,30 @@ def token_unit_ranges(starts: Sequence[float], ends: Sequence[float], run_length
     lead = unit_start[0]
     trail = n_units - unit_end[-1]
     return TokenUnits(unit_start, unit_end, [a for a, _ in eq2], [b for _, b in eq2], lead, trail, n_units)
+
+
+#: columns of ``{model}/s2t/units/{shard}.parquet`` (one row per speech prompt)
+UNITS_COLUMNS = ["known_id", "units", "dedup", "run_lengths", "n_frames", "chunk_frames", "status", "reason"]
+
+
+def units_row(known_id: int, units=None, error: str | None = None) -> dict:
+    """A row of ``{model}/s2t/units/{shard}.parquet`` (``units``: a hubert.Units, or None with ``error``)."""
+    if units is None:
+        return {"known_id": known_id, "units": [], "dedup": [], "run_lengths": [], "n_frames": 0,
+                "chunk_frames": "[]", "status": "quarantined", "reason": f"known_id={known_id}: {error}"}
+    return {"known_id": known_id, "units": list(units.units), "dedup": list(units.dedup),
+            "run_lengths": list(units.run_lengths), "n_frames": int(units.n_frames),
+            "chunk_frames": json.dumps(list(units.chunk_frames)), "status": "ok", "reason": ""}
+
+
+def encode_clip(tokenizer, clip) -> dict:
+    """The units row of one manifest row (``known_id``, ``status``, ``reason``, ``path``) with a
+    ``SpeechTokenizer``: a clip without audio, or one the tokenizer rejects, is a quarantined row."""
+    kid = int(clip.known_id)
+    if clip.status != "ok":
+        return units_row(kid, error=f"no audio ({clip.reason})")
+    try:
+        return units_row(kid, tokenizer.encode_file(clip.path))
+    except (RuntimeError, OSError, ValueError) as e:  # SpeechTokenizerError is a ValueError
+        logging.getLogger("crosstrace").warning("known_id %d quarantined: %s", kid, e)
+        return units_row(kid, error=f"{type(e).__name__}: {e}")

@@ -4,10 +4,12 @@ Public entry points: :func:`trace_prompt` (one prompt, notebook-friendly) and :c
 (a loaded model plus settings, used by the workflow to trace many prompts).
 """
 
+from ..spans import category_means, category_positions
+from ..vocabulary import CATEGORIES
 from .api import PromptTrace, Tracer, TraceSettings, trace_prompt
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .state import Corruption, KindTrace
-from .tokens import CATEGORIES, category_means, category_positions, encode_prompt
+from .tokens import encode_prompt
 
 __all__ = [
     "CATEGORIES",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,24 +13,26 @@ import pandas as pd
 import torch
 
 from ..answers import ANSWER_MODES, answer_label, answer_tokens
-from ..models.adapter import KINDS, Adapter, get_adapter
+from ..models.adapter import Adapter, get_adapter, window_layers
+from ..spans import SpanError, category_means
+from ..vocabulary import CATEGORIES, KINDS
 from .atp import AtpConfig, trace_atp
 from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
 from .state import Corruption, KindTrace
-from .tokens import (
-    CATEGORIES,
-    SpanError,
-    attribute_token_ids,
-    category_means,
-    encode_prompt,
-    encode_text,
-    token_strings,
-)
+from .tokens import attribute_token_ids, encode_prompt, encode_text, subject_token_ids, token_strings
 
 log = logging.getLogger(__name__)
 ENGINES = ("auto", "fast", "reference", "atp")  # atp: approximate (attribution patching)
+# Prompts at least this long get a cost estimate (one timed forward pass) before they are traced; a
+# warning goes to the console when the estimate exceeds LONG_TRACE_SECONDS.
+LONG_PROMPT_TOKENS = 48
+LONG_TRACE_SECONDS = 120.0
+
+
+class PromptTooLongError(ValueError):
+    """A prompt over ``TraceSettings.max_tokens``: quarantined in the workflow, an error in the CLI."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class TraceSettings:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     engine: str = "auto"
     max_rows: int | None = 512  # None: from free GPU memory (512 on CPU)
+    max_tokens: int | None = None  # longer prompts are refused (PromptTooLongError): cost grows with T²
     answer: str = "top1"  # what P[o] reads: top1 | attribute_first | attribute_full (crosstrace.answers)
     atp: AtpConfig = field(default_factory=AtpConfig)  # options of the approximate engine only
 
@@ -189,10 +193,37 @@ class Tracer:
             noise = draw_noise(cfg.seed, known_id, cfg.samples, n, self.hidden_size, cfg.kind)
         return Corruption(span, self.noise_scale * noise.to(torch.float32))
 
+    def check_length(self, n_tokens: int) -> None:
+        if self.settings.max_tokens is not None and n_tokens > self.settings.max_tokens:
+            raise PromptTooLongError(f"prompt has {n_tokens} tokens, over the limit of {self.settings.max_tokens} "
+                                     "(max_prompt_tokens; tracing cost grows with the square of the length)")
+
+    def estimate_seconds(self, input_ids: list[int], span: tuple[int, int]) -> float:
+        """Seconds to trace this prompt here: one timed forward pass of samples + 1 rows, times the number
+        of such passes the engine needs (:func:`trace_passes`). A rough guide, not a benchmark."""
+        s = self.settings
+        ids = torch.tensor([input_ids] * (s.noise.samples + 1), device=self.device)
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            self.model(input_ids=ids)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            one = time.perf_counter() - t0
+        L = self.adapter.num_layers
+        return one * sum(trace_passes(k, len(input_ids), span[0], L, s.window, self.engine) for k in s.kinds)
+
     def trace_ids(self, known_id: int, input_ids: list[int], span: tuple[int, int], noise: torch.Tensor | None = None,
                   attribute_ids: list[int] | None = None) -> PromptTrace:
         """``attribute_ids``: the attribute's tokens after the prompt (:func:`.tokens.attribute_token_ids`),
         needed by the attribute answer modes, ignored by top1."""
+        self.check_length(len(input_ids))
+        if len(input_ids) >= LONG_PROMPT_TOKENS:
+            est = self.estimate_seconds(input_ids, span)
+            if est > LONG_TRACE_SECONDS:
+                log.warning("known_id %s: %d tokens; tracing it will take about %s here (%s engine, %d kinds, %d draws; "
+                            "cost grows with the square of the prompt length)", known_id, len(input_ids),
+                            _duration(est), self.engine, len(self.settings.kinds), self.settings.noise.samples,
+                            extra={"console": True})
         ids = torch.tensor(input_ids, device=self.device)
         corruption = self.corruption(known_id, span, noise)
         s = self.settings
@@ -225,10 +256,33 @@ class Tracer:
         return trace
 
 
+def trace_passes(kind: str, T: int, b: int, L: int, window: int, engine: str) -> float:
+    """Work of tracing one kind of a T-token prompt whose subject starts at token b, in forward passes of
+    the whole prompt (samples + 1 rows, T positions, L blocks).
+
+    Reference: T·L restored passes plus the clean one. AtP: about 4. Fast: each restoration (t ≥ b, layer l) runs the
+    blocks after its first patched one over positions t..T-1 only; the clean and corrupted runs are
+    counted once per kind (a slight overestimate when several kinds share them).
+    """
+    if engine == "reference":
+        return 1.0 + T * L
+    if engine == "atp":  # approximate: clean and corrupted passes and one backward pass (about two)
+        return 4.0
+    starts = [layer + 1 if kind == "hidden" else window_layers(layer, L, kind, window).start + 1 for layer in range(L)]
+    blocks = sum(max(0, L - s) for s in starts)
+    positions = sum(T - t for t in range(b, T))
+    return 1.0 + positions * blocks / (T * L)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def subject_embedding_std(model, tokenizer, subjects: list[str]) -> float:
     """ROME's s3 statistic: std of the input embeddings of every token of every subject tokenized alone."""
-    ids = [tokenizer(s)["input_ids"] for s in subjects]
-    return embedding_std(get_adapter(model).embed, ids)
+    return embedding_std(model.get_input_embeddings(), subject_token_ids(tokenizer, subjects))
 
 
 # Per model object: {dataset path: std}. Weak keys, so a deleted model takes its entry with it.

@@ -45,7 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..models.adapter import KINDS, Adapter, hooks, site_name, window_layers
+from ..models.adapter import Adapter, hooks, site_name, window_layers
+from ..vocabulary import KINDS
 from .state import Corruption, KindTrace, answer_prob
 
 LINEARIZE = ("prob", "logodds")

@@ -1,7 +1,7 @@
 """Exact fast causal tracing for Llama-family models.
 
 Same numbers as :mod:`crosstrace.trace.reference` (to float tolerance), about 4-6× fewer
-multiply-accumulates (``crosstrace.bench.matmul_macs`` counts both; a test checks the count against
+multiply-accumulates (``crosstrace.trace.cost.matmul_macs`` counts both; a test checks the count against
 torch's FLOP counter). Each saving rests on a property of a causal decoder:
 
 1. *Run clean and corrupted once.* Both runs are shared by all kinds; we keep each block's input, its

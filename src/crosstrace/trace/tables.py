@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .api import PromptTrace, Tracer
-from .tokens import SpanError, category_means
+from ..spans import SpanError, category_means
+from .api import PromptTooLongError, PromptTrace, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def trace_records(tracer: Tracer, records: Iterable[dict], model: str, modality:
         try:
             t = trace_one(r)
             check_finite(t)
-        except (SpanError, NonFiniteError) as e:
+        except (SpanError, NonFiniteError, PromptTooLongError) as e:
             log.warning("known_id %s quarantined: %s", r["known_id"], e)
             quarantined.append({"model": model, "modality": modality, "known_id": int(r["known_id"]), "stage": "trace", "reason": str(e)})
             continue

@@ -1,41 +1,12 @@
-"""Subject token spans from character offsets, and the paper's six token categories."""
+"""Tokenizer-facing helpers: a prompt's ids and subject span, and readable token strings."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
-
-from ..categories import CATEGORIES, CATEGORY_LABELS  # noqa: F401 (re-exported)
-
-
-class SpanError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Encoded:
-    input_ids: list[int]
-    offsets: list[tuple[int, int]]  # character span of each token in the prompt; (0, 0) for special tokens
-    subject_span: tuple[int, int]  # token positions [b, e)
-
-
-def token_span_from_offsets(offsets: Sequence[tuple[int, int]], char_start: int, char_end: int) -> tuple[int, int]:
-    """Tokens whose characters overlap [char_start, char_end).
-
-    Works on characters, not words, so a subject glued to "'s" ("Apple's") or split mid-word still maps
-    to the tokens that carry it. Special tokens (empty offsets) never belong to the span.
-    """
-    hits = [i for i, (s, e) in enumerate(offsets) if e > s and s < char_end and e > char_start]
-    if not hits:
-        raise SpanError(f"no token overlaps characters [{char_start}, {char_end})")
-    b, e = hits[0], hits[-1] + 1
-    if e - b != len(hits):
-        raise SpanError(f"tokens overlapping [{char_start}, {char_end}) are not contiguous: {hits}")
-    return b, e
+from ..spans import Encoded, SpanError, token_span_from_offsets
 
 
 def _offsets_by_decoding(tokenizer, ids: list[int], text: str) -> list[tuple[int, int]]:
@@ -108,6 +79,12 @@ def attribute_token_ids(encode: Callable[[str], Encoded], prompt: str, attribute
     return ids
 
 
+def subject_token_ids(tokenizer, subjects: Sequence[str]) -> list[list[int]]:
+    """Every subject tokenized alone, as the tokenizer writes a text (special tokens included): the basis of
+    ROME's noise statistic s3 (:func:`crosstrace.trace.noise.embedding_std` over these ids)."""
+    return [list(tokenizer(s)["input_ids"]) for s in subjects]
+
+
 @lru_cache(maxsize=1)
 def _byte_level_decoder() -> dict[str, int]:
     """GPT-2's byte-level alphabet (printable stand-ins for the 256 bytes), inverted: char → byte."""
@@ -150,29 +127,3 @@ def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
                 text = raw.decode("utf-8", errors="backslashreplace")
         out.append(text)
     return out
-
-
-def category_positions(span: tuple[int, int], n_tokens: int) -> dict[str, list[int]]:
-    """Token positions averaged into each category (docs/method.md); absent categories are omitted.
-
-    With subject positions [b, e) and last index T-1: first subject b; middle b+1..e-2; last subject
-    e-1; first subsequent e; further e+1..T-2; last token T-1. A one-token subject is both first and last.
-    """
-    b, e = span
-    T = n_tokens
-    if not (0 <= b < e <= T):
-        raise SpanError(f"subject span {span} is not inside a prompt of {T} tokens")
-    cats = {
-        "first_subject": [b],
-        "middle_subject": list(range(b + 1, e - 1)),
-        "last_subject": [e - 1],
-        "first_subsequent": [e] if e <= T - 1 else [],
-        "further": list(range(e + 1, T - 1)),
-        "last": [T - 1],
-    }
-    return {k: v for k, v in cats.items() if v}
-
-
-def category_means(ie: np.ndarray, span: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Per-category IE (mean over the category's positions), each an array over layers."""
-    return {c: ie[pos].mean(axis=0) for c, pos in category_positions(span, ie.shape[0]).items()}

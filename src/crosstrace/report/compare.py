@@ -1,0 +1,180 @@
+"""Paired comparison of two runs: per-cell permutation test + BH, peaks, quotable peak ratios with CIs.
+
+One run is a (model, modality) pair. :func:`compare_runs` computes everything ``results/compare/{a}_vs_{b}/``
+holds from the two runs' ``category_ie`` and ``aie`` tables; :func:`write_comparison` writes it (table,
+summary JSON, difference figure, HTML page). The statistics themselves live in :mod:`.stats`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..answers import answer_label
+from ..io import write_json, write_parquet
+from . import html
+from .figures import difference_figure, run_label, save
+from .stats import Model, paired_comparison, peak_ratio_ci, peak_summary, quote_peak_ratio
+
+__all__ = [
+    "COLUMNS",
+    "TEST",
+    "Comparison",
+    "compare_runs",
+    "comparison_figure",
+    "comparison_page",
+    "comparison_table",
+    "peak_ratios",
+    "significant_by_kind",
+    "write_comparison",
+]
+
+#: The comparison table's columns (those of :func:`.stats.paired_comparison`), also when it is empty.
+COLUMNS = ["a_model", "a_modality", "b_model", "b_modality", "kind", "category", "layer", "n", "mean_a", "mean_b",
+           "diff", "p", "q", "significant"]
+TEST = ("two-sided sign-flip permutation test of the mean paired IE difference (a − b) per "
+        "(kind, category, layer); Benjamini–Hochberg across all cells")
+
+_log = logging.getLogger("crosstrace")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a comparison of run ``a`` against run ``b`` found (see :func:`compare_runs`)."""
+
+    a: Model
+    b: Model
+    kinds: tuple[str, ...]
+    table: pd.DataFrame  # paired_comparison's rows; empty (COLUMNS) when no prompt is in both runs
+    peaks: pd.DataFrame  # peak_summary of both runs
+    n_pairs: int  # prompts traced in both runs
+    peak_ratios: dict[str, dict]  # kind → sentence, ratio, ci_low, ci_high (or None and why_not)
+    by_kind: dict[str, dict]  # kind → cells, significant, n_pairs_max
+    stats: Mapping  # the config's stats section: n_perm, seed, alpha, n_boot, level
+    answer_modes: tuple[str, ...] = ("top1",)  # trace.answer of the compared runs (figure title)
+
+    def summary(self) -> dict:
+        """The summary JSON."""
+        return {
+            "a": {"model": self.a[0], "modality": self.a[1]},
+            "b": {"model": self.b[0], "modality": self.b[1]},
+            "n_pairs": self.n_pairs,
+            "test": TEST,
+            **{k: self.stats[k] for k in ("n_perm", "alpha", "seed")},
+            "by_kind": self.by_kind,
+            "peaks": self.peaks.replace({np.nan: None}).to_dict("records"),
+            "peak_ratios": self.peak_ratios,
+        }
+
+
+def _run(cat: pd.DataFrame, m: Model) -> pd.Series:
+    return (cat["model"] == m[0]) & (cat["modality"] == m[1])
+
+
+def comparison_table(cat: pd.DataFrame, a: Model, b: Model, stats: Mapping,
+                     log: logging.Logger = _log) -> pd.DataFrame:
+    """:func:`.stats.paired_comparison`, or an empty table with ``COLUMNS`` (reason logged) when no prompt
+    was traced in both runs: an empty comparison is a result, not a failed job."""
+    try:
+        return paired_comparison(cat, a, b, n_perm=stats["n_perm"], seed=stats["seed"], alpha=stats["alpha"])
+    except ValueError as e:
+        log.warning("no comparison: %s", e)
+        return pd.DataFrame(columns=COLUMNS)
+
+
+def peak_ratios(cat: pd.DataFrame, peaks: pd.DataFrame, a: Model, b: Model, kinds: Sequence[str],
+                stats: Mapping) -> dict[str, dict]:
+    """Per kind, the quotable ratio of a's peak AIE to b's with its bootstrap CI (:func:`.stats.peak_ratio_ci`).
+
+    A kind without a ratio (a non-positive peak, or no rows) gets ``None`` values and ``why_not``.
+    """
+    out = {}
+    for kind in kinds:
+        try:
+            sentence = quote_peak_ratio(peaks, a, b, kind)
+            r, lo, hi = peak_ratio_ci(cat, a, b, kind, n_boot=stats["n_boot"], seed=stats["seed"],
+                                      level=stats["level"])
+            out[kind] = {"sentence": f"{sentence} ({stats['level']:.0%} CI {lo:.1f}–{hi:.1f})", "ratio": r,
+                         "ci_low": lo, "ci_high": hi}
+        except (ValueError, KeyError) as e:
+            out[kind] = {"sentence": None, "ratio": None, "ci_low": None, "ci_high": None, "why_not": str(e)}
+    return out
+
+
+def significant_by_kind(table: pd.DataFrame, kinds: Sequence[str]) -> dict[str, dict]:
+    """Per kind: cells compared, cells with q < alpha, and the largest number of pairs in a cell."""
+    out = {}
+    for kind in kinds:
+        sel = table["kind"] == kind
+        out[kind] = {"cells": int(sel.sum()),
+                     "significant": int(table.loc[sel, "significant"].sum()),
+                     "n_pairs_max": int(table.loc[sel, "n"].max()) if sel.any() else 0}
+    return out
+
+
+def compare_runs(cat: pd.DataFrame, aie: pd.DataFrame, a: Model, b: Model, kinds: Sequence[str],
+                 stats: Mapping, log: logging.Logger = _log) -> Comparison:
+    """Compare run ``a`` with run ``b`` from both runs' ``category_ie`` (``cat``) and ``aie`` tables."""
+    if a == b:
+        raise ValueError(f"stats.compare: a and b are the same run {a}")
+    table = comparison_table(cat, a, b, stats, log)
+    peaks = peak_summary(aie)
+    n_pairs = len(set(cat.loc[_run(cat, a), "known_id"]) & set(cat.loc[_run(cat, b), "known_id"]))
+    ratios = peak_ratios(cat, peaks, a, b, kinds, stats)
+    for kind, quote in ratios.items():
+        log.info("%s: %s", kind, quote)
+    modes = tuple(sorted(set(cat.get("answer_mode", pd.Series(["top1"])).dropna())))
+    return Comparison(a, b, tuple(kinds), table, peaks, n_pairs, ratios, significant_by_kind(table, kinds), stats,
+                      modes)
+
+
+def comparison_figure(c: Comparison) -> Figure:
+    """Heatmaps of the mean paired difference per kind, significant cells marked."""
+    a, b = run_label(*c.a), run_label(*c.b)
+    title = (f"{a} − {b}: mean paired IE difference\n"
+             f"red: {a} larger, blue: {b} larger; {c.n_pairs} prompts in both"
+             + "".join(f"; {answer_label(m)}" for m in c.answer_modes))
+    return difference_figure(c.table, c.kinds, c.stats["alpha"], title)
+
+
+def comparison_page(c: Comparison) -> str:
+    """The HTML page: what was compared, the quotable peak ratios, significant cells, peaks, smallest q."""
+    st = c.stats
+    sentences = [v["sentence"] or f"{k}: no ratio ({v['why_not']})" for k, v in c.peak_ratios.items()]
+    sig = pd.DataFrame([{"kind": k, **v} for k, v in c.by_kind.items()])
+    top = c.table.sort_values("q").head(15)[["kind", "category", "layer", "n", "mean_a", "mean_b", "diff", "p", "q"]]
+    a, b = run_label(*c.a), run_label(*c.b)
+    sections = [
+        ("", html.note(f"a = {a}, b = {b}; {c.n_pairs} prompts traced in both. "
+                       f"{TEST}; {st['n_perm']} permutations, significant: q < {st['alpha']:g}.")),
+        ("Peak ratios (quotable)", html.bullets(sentences)),
+        ("Significant cells per kind", html.table(sig)),
+        ("Peaks", html.table(c.peaks)),
+        ("Smallest q-values", html.table(top)),
+    ]
+    return html.page(f"{a} vs {b}", sections)
+
+
+def write_comparison(cat_a: str | Path, cat_b: str | Path, aie_a: str | Path, aie_b: str | Path,
+                     pair: Sequence[Mapping], kinds: Sequence[str], stats: Mapping, out_table: str | Path,
+                     out_summary: str | Path, out_figures: Sequence[str | Path], out_html: str | Path,
+                     log: logging.Logger = _log) -> Comparison:
+    """Read both runs' tables, compare them and write the table, summary JSON, figures and HTML page.
+
+    ``pair`` is the config's ``stats.compare`` entry as (a, b), each ``{"model": …, "modality": …}``.
+    """
+    a, b = ((spec["model"], spec["modality"]) for spec in pair)
+    cat = pd.concat([pd.read_parquet(cat_a), pd.read_parquet(cat_b)], ignore_index=True)
+    aie = pd.concat([pd.read_parquet(aie_a), pd.read_parquet(aie_b)], ignore_index=True)
+    c = compare_runs(cat, aie, a, b, kinds, stats, log)
+    write_parquet(c.table, out_table)
+    write_json(c.summary(), out_summary)
+    save(comparison_figure(c), list(out_figures))
+    Path(out_html).write_text(comparison_page(c), encoding="utf-8")
+    return c
