@@ -371,7 +371,7 @@ def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, 
 
     ge, ga = _grids(exact), _grids(approx)
     n = per_prompt["known_id"].nunique()
-    fig = new_figure((13, 8.5))  # off-screen: no pyplot, no backend chosen
+    fig = new_figure((16, 10))  # off-screen: no pyplot, no backend chosen
     axes = fig.subplots(3, 3, gridspec_kw={"width_ratios": [1, 1, 0.6]})
     for i, kind in enumerate(KIND_ORDER):
         me, ma = aie_maps(ge, kind), aie_maps(ga, kind)
@@ -384,14 +384,15 @@ def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, 
             axes[i, j].set_yticks(range(len(CATEGORIES)), [CATEGORY_LABELS[c] for c in CATEGORIES] if j == 0 else [])
             axes[i, j].set_title(f"{KIND_TITLES[kind]}: AIE, {label}")
             axes[i, j].set_xlabel("layer")
-        fig.colorbar(im, ax=axes[i, :2], shrink=0.9, label="AIE (linear, exact map's range)")
+        fig.colorbar(im, ax=axes[i, :2], shrink=0.9, label="AIE (exact map's range)")
         rho = per_prompt.loc[per_prompt["kind"] == kind, "spearman"].dropna()
         axes[i, 2].hist(rho, bins=np.linspace(-1, 1, 41), color="0.4")
         axes[i, 2].axvline(rho.median(), color="C3", lw=1)
-        axes[i, 2].set_title(f"Spearman ρ per prompt, median {rho.median():.2f}")
+        axes[i, 2].set_title(f"ρ per prompt (median {rho.median():.2f})")
+        axes[i, 2].set_xticks([-1, -0.5, 0, 0.5, 1])
         axes[i, 2].set_xlabel("ρ over the (token, layer) grid")
-    fig.suptitle(f"SmolLM2-135M T→T, {n} Known prompts: exact causal tracing vs attribution patching "
-                 "(approximate), same noise")
+    fig.suptitle(f"SmolLM2-135M T→T, {n} Known prompts: exact causal tracing vs attribution patching\n"
+                 "(approximate), same prompts and noise")
     save(fig, [path])
 
 
