@@ -334,6 +334,13 @@ def build_tiny_spiritlm(root: Path, seed: int = 0, conv_pos_batch_norm: bool = T
     )
     q_cfg, q_sd = tiny_quantizer_state(seed + 1)
     torch.save({"model_cfg": q_cfg, "model_weight": q_sd}, hub / "L11_quantizer_500.pt")
+    return tiny_spiritlm_paths(root)
+
+
+def tiny_spiritlm_paths(root: Path) -> dict[str, Path]:
+    """The paths by role of a tree that :func:`build_tiny_spiritlm` wrote under ``root``."""
+    root = Path(root)
+    lm, hub = root / LM_SUBDIR, root / HUBERT_SUBDIR
     return {
         "root": root,
         "lm": lm,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_tiny_model_dir
 
 from crosstrace.answers import answer_label, answer_tokens
 from crosstrace.spans import Encoded, SpanError
@@ -87,10 +86,10 @@ def test_attribute_tokens_ignore_trailing_special_tokens(smol_tok):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_model_dirs):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    d = make_tiny_model_dir(tmp_path_factory.mktemp("answers") / "tiny", layers=3)
+    d = tiny_model_dirs(layers=3)
     return LlamaForCausalLM.from_pretrained(d).eval(), AutoTokenizer.from_pretrained(d)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_gpt2, tiny_llama
+from conftest import greedy_tokens, tiny_gpt2, tiny_llama
 
 from crosstrace.models.adapter import get_adapter, hooks, site_name, window_layers
 from crosstrace.trace.atp import AtpConfig, graddrop, site_gradients, trace_atp
@@ -37,10 +37,14 @@ def llama64(one_thread):
         yield tiny_llama(layers=4).double()
 
 
-def _directional(model, adapter, ids, corruption, kind: str, t: int, layer: int, window: int, eps: float):
+def _directional(model, adapter, ids, corruption, kind: str, t: int, layer: int, window: int, eps: float,
+                 answer: list[int] | None = None):
     """(P_d(h_corr + eps·Δh) − P_d(h_corr − eps·Δh)) / 2eps per draw, Δh = h_clean − h_corr at the
     restored sites: a central difference (RMSNorm computes in float32 even in a float64 model, so eps
-    cannot be tiny)."""
+    cannot be tiny). P is P[o] of the clean top-1 token o, or with ``answer`` the joint
+    P[o] = Π_j P(o_j | prompt, o_<j) on the prompt extended by o_1..o_{n-1} (teacher forcing)."""
+    if answer is not None:
+        ids = torch.cat([ids, torch.tensor(answer[:-1], dtype=ids.dtype)])
     x = rome_inputs(adapter, ids, corruption)
     sites = [site_name(kind, k) for k in window_layers(layer, adapter.num_layers, kind, window)]
     clean = {}
@@ -53,8 +57,12 @@ def _directional(model, adapter, ids, corruption, kind: str, t: int, layer: int,
 
     with torch.no_grad():
         with hooks(adapter, {s: grab(s) for s in sites}):
-            logits = model(inputs_embeds=x).logits[:, -1]
-        o = int(logits[0].argmax())
+            logits = model(inputs_embeds=x).logits
+        o = [int(logits[0, -1].argmax())] if answer is None else list(answer)
+
+        def p_answer(logits):  # per corrupted draw
+            p = logits[1:, -len(o):].softmax(-1)
+            return torch.stack([p[:, j, tok] for j, tok in enumerate(o)], -1).prod(-1)
 
         def nudge(site, s):
             def fn(out):
@@ -67,7 +75,7 @@ def _directional(model, adapter, ids, corruption, kind: str, t: int, layer: int,
         moved = []
         for s in (eps, -eps):
             with hooks(adapter, {site: nudge(site, s) for site in sites}):
-                moved.append(model(inputs_embeds=x).logits[1:, -1].softmax(-1)[:, o])
+                moved.append(p_answer(model(inputs_embeds=x).logits))
     return ((moved[0] - moved[1]) / (2 * eps)).numpy()
 
 
@@ -190,61 +198,17 @@ def test_atp_on_gpt2_family(one_thread):
 # ------------------------------------------------------------------ trace.answer: the attribute as o
 
 
-def _greedy(model, ids: torch.Tensor, n: int) -> list[int]:
-    out = []
-    with torch.no_grad():
-        for _ in range(n):
-            out.append(int(model(input_ids=torch.cat([ids, torch.tensor(out, dtype=ids.dtype)])[None]).logits[0, -1].argmax()))
-    return out
-
-
-def _teacher_forced_directional(model, adapter, ids, answer, corruption, kind, t, layer, window, eps):
-    """As :func:`_directional`, for P[o] = Π_j P(o_j | prompt, o_<j) on the prompt extended by o_1..o_{n-1}."""
-    n = len(answer)
-    x = rome_inputs(adapter, torch.cat([ids, torch.tensor(answer[:-1], dtype=ids.dtype)]), corruption)
-    sites = [site_name(kind, k) for k in window_layers(layer, adapter.num_layers, kind, window)]
-    clean = {}
-
-    def grab(site):
-        def fn(out):
-            clean[site] = out[0, t].clone()
-
-        return fn
-
-    def joint(logits):
-        p = logits[1:, -n:].softmax(-1)
-        return torch.stack([p[:, j, o] for j, o in enumerate(answer)], -1).prod(-1)
-
-    with torch.no_grad():
-        with hooks(adapter, {s: grab(s) for s in sites}):
-            model(inputs_embeds=x)
-
-        def nudge(site, s):
-            def fn(out):
-                out = out.clone()
-                out[1:, t] += s * (clean[site] - out[1:, t])
-                return out
-
-            return fn
-
-        moved = []
-        for s in (eps, -eps):
-            with hooks(adapter, {site: nudge(site, s) for site in sites}):
-                moved.append(joint(model(inputs_embeds=x).logits))
-    return ((moved[0] - moved[1]) / (2 * eps)).numpy()
-
-
 @pytest.mark.parametrize("kind,t,layer", [("hidden", 3, 1), ("mlp", 2, 2), ("attn", 6, 0)])
 def test_atp_of_a_teacher_forced_answer_is_its_directional_derivative(llama64, kind, t, layer):
     """attribute_full: per draw, AtP(t, l) is the derivative of the joint P of three answer tokens, read on
     the prompt extended by the first two, as the restored sites move towards clean (central difference)."""
     ad = get_adapter(llama64)
     ids, corruption = _case(llama64, 7, (2, 5), scale=0.5)
-    answer = _greedy(llama64, ids, 3)  # a likely answer: P[o] and its derivatives far from 0
+    answer = greedy_tokens(llama64, ids, 3)  # a likely answer: P[o] and its derivatives far from 0
     res = trace_atp(llama64, ad, ids, corruption, (kind,), 3, answer_ids=answer)[kind]
     assert res.answer_ids == tuple(answer) and res.p_restored.shape == (7, ad.num_layers)  # the prompt's grid
     # the per-draw estimates, summed over the window as the engine does, then averaged over draws
-    fd = _teacher_forced_directional(llama64, ad, ids, answer, corruption, kind, t, layer, 3, eps=1e-3)
+    fd = _directional(llama64, ad, ids, corruption, kind, t, layer, 3, eps=1e-3, answer=answer)
     np.testing.assert_allclose(res.ie[t, layer], fd.mean(), rtol=1e-5, atol=1e-12)
     assert abs(fd.mean()) > 1e-6  # the cell carries an effect
 
@@ -258,7 +222,7 @@ def test_atp_reads_the_same_answer_probability_as_the_exact_engines(llama64, n):
     err = {}
     for scale in (1e-3, 1e-4):
         ids, corruption = _case(llama64, 6, (1, 3), scale=scale)
-        answer = _greedy(llama64, ids, n)
+        answer = greedy_tokens(llama64, ids, n)
         exact = trace_reference(llama64, ad, ids, corruption, KINDS, 1, answer_ids=answer)
         approx = trace_atp(llama64, ad, ids, corruption, KINDS, 1, answer_ids=answer)
         for kind in KINDS:

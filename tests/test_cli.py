@@ -5,7 +5,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT, make_tiny_model_dir
+from conftest import ROOT
 
 
 def _cli(*args):
@@ -13,8 +13,8 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "crosstrace.cli", *args], capture_output=True, text=True, env=env)
 
 
-def test_cli_trace_one_prompt(tmp_path):
-    model = make_tiny_model_dir(tmp_path / "tiny")
+def test_cli_trace_one_prompt(tmp_path, tiny_model_dir):
+    model = tiny_model_dir
     out = tmp_path / "out"
     p = _cli("trace", "--model", str(model), "--prompt", "Apple's headquarters are in", "--subject", "Apple",
              "--samples", "2", "--window", "2", "--threads", "1", "--out", str(out), "--formats", "png")
@@ -32,8 +32,8 @@ def test_cli_trace_one_prompt(tmp_path):
         assert ie.loc[ie["kind"] == kind, "ie"].max() == pytest.approx(peak)
 
 
-def test_cli_writes_csv(tmp_path):
-    model = make_tiny_model_dir(tmp_path / "tiny")
+def test_cli_writes_csv(tmp_path, tiny_model_dir):
+    model = tiny_model_dir
     p = _cli("trace", "--model", str(model), "--prompt", "Paris is in", "--subject", "Paris", "--kinds", "mlp",
              "--samples", "1", "--window", "2", "--threads", "1", "--out", str(tmp_path / "o"), "--formats", "png",
              "--table-format", "csv", "--noise-std", "dataset")
@@ -76,8 +76,8 @@ def test_cli_rejects_empty_prompt_or_subject_in_one_line(tmp_path, prompt, subje
     assert p.returncode == 2 and p.stderr.strip() == message, p.stderr
 
 
-def test_cli_refuses_a_prompt_over_max_prompt_tokens(tmp_path):
-    model = make_tiny_model_dir(tmp_path / "tiny")
+def test_cli_refuses_a_prompt_over_max_prompt_tokens(tmp_path, tiny_model_dir):
+    model = tiny_model_dir
     p = _cli("trace", "--model", str(model), "--prompt", "Apple " + "word " * 400 + "is in", "--subject", "Apple",
              "--max-prompt-tokens", "64", "--threads", "1", "--out", str(tmp_path / "out"))
     assert p.returncode == 2, p.stderr[-2000:]
@@ -91,11 +91,11 @@ def test_cli_max_prompt_tokens_must_be_positive(tmp_path):
     assert p.returncode == 2 and "--max-prompt-tokens: must be >= 1, got 0" in p.stderr
 
 
-def test_cli_answer_modes(tmp_path):
+def test_cli_answer_modes(tmp_path, tiny_model_dir):
     p = _cli("trace", "--model", str(tmp_path), "--prompt", "Paris is in", "--subject", "Paris",
              "--answer", "attribute_full")
     assert p.returncode == 2 and "--attribute" in p.stderr
-    model = make_tiny_model_dir(tmp_path / "tiny")
+    model = tiny_model_dir
     p = _cli("trace", "--model", str(model), "--prompt", "Apple's headquarters are in", "--subject", "Apple",
              "--attribute", "Cupertino", "--answer", "attribute_full", "--kinds", "mlp", "--samples", "2",
              "--window", "2", "--threads", "1", "--out", str(tmp_path / "out"), "--formats", "png")

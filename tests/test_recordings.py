@@ -149,26 +149,21 @@ def test_missing_manifest(tmp_path):
 # -------------------------------------------------------- real speech through the unchanged chain
 
 @pytest.mark.slow
-def test_recorded_speech_passes_whisper_qc_and_aligns(tmp_path):
+def test_recorded_speech_passes_whisper_qc_and_aligns(tmp_path, spoken, whisper_base):
     """Piper speech written by the test as a 44.1 kHz stereo 24-bit file (a 'recording'): the rest of the
     chain (Whisper QC, whisper alignment) runs on the converted WAV exactly as on TTS output."""
-    pytest.importorskip("piper")
-    pytest.importorskip("faster_whisper")
     from scipy.signal import resample_poly
 
-    from crosstrace.models.loading import default_cache_dir
-    from crosstrace.speech.asr import WhisperASR
     from crosstrace.speech.pipeline import align_record, qc_record, transcript_from_qc
-    from crosstrace.speech.tts import get_backend
 
-    syn = get_backend("piper").synthesize(PROMPT)
+    syn = spoken(PROMPT)
     x44 = resample_poly(syn.audio, 441, 160).astype(np.float32)
     src = tmp_path / "recorded.wav"
     sf.write(src, np.stack([x44, 0.8 * x44], axis=1), 44100, subtype="PCM_24")
     res = load(rec(src, PROMPT), tmp_path)
     assert res.status == "ok", res.reason
     audio = load_audio16k(res.path)
-    asr = WhisperASR(cache_dir=default_cache_dir(), compute_type="int8", cpu_threads=2)
+    asr = whisper_base
     qc = qc_record(asr, 1, PROMPT, audio, max_wer=0.5)
     # As good as the synthesised clip itself, up to one word of eight (Whisper hears "Benson Massif" or
     # "Benson Massiff" for the subject; the 44.1 kHz round trip is not bit-identical).

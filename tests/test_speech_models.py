@@ -27,22 +27,13 @@ VINSON = "Vinson Massif is located in the continent of"
 
 
 @pytest.fixture(scope="module")
-def piper():
-    return get_backend("piper")
+def vinson(spoken):
+    return spoken(VINSON)
 
 
 @pytest.fixture(scope="module")
-def vinson(piper):
-    return piper.synthesize(VINSON)
-
-
-@pytest.fixture(scope="module")
-def asr(tmp_path_factory):
-    pytest.importorskip("faster_whisper")
-    from crosstrace.models.loading import default_cache_dir
-    from crosstrace.speech.asr import WhisperASR
-
-    return WhisperASR(cache_dir=default_cache_dir(), compute_type="int8", cpu_threads=2)
+def asr(whisper_base):
+    return whisper_base
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_gpt2, tiny_llama
+from conftest import greedy_tokens, tiny_gpt2, tiny_llama
 
 from crosstrace.models.adapter import get_adapter, window_layers
 from crosstrace.trace.fast import LlamaRunner, trace_fast
@@ -176,14 +176,6 @@ def test_auto_max_rows_on_cpu_is_the_default(llama):
 # ------------------------------------------------------------------ answers longer than one token
 
 
-def _greedy(model, ids: torch.Tensor, n: int) -> list[int]:
-    out = []
-    with torch.no_grad():
-        for _ in range(n):
-            out.append(int(model(input_ids=torch.cat([ids, torch.tensor(out, dtype=ids.dtype)])[None]).logits[0, -1].argmax()))
-    return out
-
-
 @pytest.mark.parametrize(
     "T,span,window,n",
     [
@@ -195,7 +187,7 @@ def _greedy(model, ids: torch.Tensor, n: int) -> list[int]:
 )
 def test_fast_equals_reference_with_given_answer(llama, T, span, window, n):
     ids, corruption = _case(llama, T, span)
-    answer = _greedy(llama, ids, n)  # a likely answer, so that P[o] and the IEs are far from 0
+    answer = greedy_tokens(llama, ids, n)  # a likely answer, so that P[o] and the IEs are far from 0
     ad = get_adapter(llama)
     ref = trace_reference(llama, ad, ids, corruption, KINDS, window, answer_ids=answer)
     fast = trace_fast(llama, ad, ids, corruption, KINDS, window, answer_ids=answer)
@@ -213,7 +205,7 @@ def test_fast_equals_reference_with_given_answer_other_families(family):
     model = _tiny(family)  # mistral: the sliding window now also spans the appended answer tokens
     ids, corruption = _case(model, 8, (2, 4))
     ad = get_adapter(model)
-    answer = _greedy(model, ids, 3)
+    answer = greedy_tokens(model, ids, 3)
     ref = trace_reference(model, ad, ids, corruption, KINDS, 3, answer_ids=answer)
     fast = trace_fast(model, ad, ids, corruption, KINDS, 3, answer_ids=answer)
     for kind in KINDS:

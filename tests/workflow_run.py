@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,29 @@ def demo_config(model_path: str | Path, **sections) -> dict:
     return _with(_with(cfg, small), sections)
 
 
+# The shared finished run (conftest fixture ``demo_run``): config.yaml's settings (demo_config) with the tiny Llama
+# ("tiny", T→T) and the tiny SpiritLM ("spirit", T→T and S→T) for SmolLM2, real piper + Whisper base speech for
+# the first two records, bootstrap CIs, a paired comparison tiny vs spirit T→T and the text-vs-speech similarity.
+DEMO_RUN_MODELS = [("tiny", "t2t"), ("spirit", "t2t"), ("spirit", "s2t")]
+DEMO_RUN = {
+    "trace": {"max_prompts": 4, "shard_size": 2},  # the demo's: two full shards per T→T run
+    "figures": {"mask_ci_zero": True},
+    "speech": {"enabled": True, "max_prompts": 2},
+    "stats": {"n_boot": 200, "seed": 7, "level": 0.9, "n_perm": 500, "alpha": 0.05,
+              "compare": [{"a": {"model": "tiny", "modality": "t2t"}, "b": {"model": "spirit", "modality": "t2t"}}],
+              "similarity": {"n_random": 3, "n_boot": 50}},
+}
+
+
+def demo_run_config(tiny: str | Path, spirit: str | Path, **sections) -> dict:
+    """The config of the shared ``demo_run`` for the tiny model folder and the tiny SpiritLM root;
+    keyword arguments change it as in tiny_config (dry-run tests: which jobs a change reruns)."""
+    cfg = demo_config(tiny, **copy.deepcopy(DEMO_RUN))
+    cfg["models"].append({"name": "spirit", "family": "spiritlm", "path": str(spirit), "modalities": ["t2t", "s2t"],
+                          "dtype": "float32"})
+    return _with(cfg, copy.deepcopy(sections))
+
+
 def _with(cfg: dict, sections: dict) -> dict:
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
@@ -74,14 +98,31 @@ def child_env() -> dict:
     return env
 
 
-def snakemake_cmd(workdir: Path, *args: str, configfile: str = "config.yaml") -> list[str]:
+def snakemake_cmd(workdir: Path, *args: str, configfile: str | Path = "config.yaml") -> list[str]:
+    """The real Snakefile on ``workdir``; ``configfile`` is relative to it unless absolute."""
     return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
             "--configfile", str(workdir / configfile), *args]
 
 
-def snakemake(workdir: Path, *args: str, configfile: str = "config.yaml", timeout: float = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, configfile: str | Path = "config.yaml", timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_cmd(workdir, *args, configfile=configfile), cwd=workdir, env=child_env(),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def failed_logs(workdir: Path) -> str:
+    """The tails of the run's job logs that hold an error: what a failed run's assertion message shows."""
+    logs = sorted((Path(workdir) / "results" / "logs").rglob("*.log"))
+    return "\n".join(f"== {p}\n{p.read_text(errors='replace')[-3000:]}" for p in logs
+                     if "Error" in p.read_text(errors="replace") or "Traceback" in p.read_text(errors="replace"))
+
+
+def run_to_completion(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """``snakemake *args`` on ``workdir`` that must succeed; on failure the test fails with the console's and
+    the failed jobs' logs."""
+    r = snakemake(workdir, *args, timeout=timeout)
+    if r.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-6000:]}\n{failed_logs(workdir)}")
+    return r
 
 
 def report_results(report: Path) -> dict[str, dict]:
