@@ -37,24 +37,30 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, build: Cal
     Every worker of one session sees the same ``<session tmp>/shared/<name>`` (xdist gives each worker its
     own base temp folder below a common parent); a file lock makes the first caller build and the others
     wait for it. A build that failed is not retried by the next worker: it fails with the first one's error.
+    With ``CROSSTRACE_TEST_SHARED=<folder>`` the builds go to that folder and later sessions reuse them
+    (development only: delete the folder after changing what a fixture builds).
     """
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent
     shared = root / "shared"
-    shared.mkdir(exist_ok=True)
+    if os.environ.get("CROSSTRACE_TEST_SHARED"):  # development: keep the builds and reuse them in later sessions
+        shared = Path(os.environ["CROSSTRACE_TEST_SHARED"]).resolve()
+    shared.mkdir(parents=True, exist_ok=True)
     folder, done, failed = shared / name, shared / f"{name}.done", shared / f"{name}.failed"
     from filelock import FileLock
 
+    session = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid {os.getpid()}"  # the same in every worker
     with FileLock(str(shared / f"{name}.lock")):
-        if failed.exists():
+        if failed.exists() and failed.read_text().split("\n", 1)[0] == session:
             pytest.fail(f"shared fixture {name!r} failed to build earlier in this session:\n{failed.read_text()}")
         if not done.exists():
+            failed.unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)
             try:
                 build(folder)
             except BaseException as e:
-                failed.write_text("".join(traceback.format_exception(e))[-8000:])
+                failed.write_text(session + "\n" + "".join(traceback.format_exception(e))[-8000:])
                 raise
             done.touch()
     return folder
@@ -71,6 +77,18 @@ def file_states(folder: Path) -> dict[str, list[int]]:
     """Size and modification time of every file under ``folder``, by relative path."""
     return {str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns]
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """For ``pytest -n N --dist loadgroup`` (make test): one worker takes every test of the shared finished run
+    (``demo_run``), and one worker all slow tests of a module, so that a module's fixtures (a DAG run of its
+    own) are built once; the other tests go one by one to whichever worker is free."""
+    for item in items:
+        if "demo_run" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("demo_run"))
+        elif item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 # ------------------------------------------------------------------ tiny models

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, make_tiny_model_dir
+from conftest import ROOT
 from workflow_run import snakemake, tiny_config, write_config
 
 from crosstrace.data import QUARANTINE_TYPES, RECORD_TYPES
@@ -49,18 +49,13 @@ def known_records(n: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return make_tiny_model_dir(tmp_path_factory.mktemp("model") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, model_dir) -> Path:
+def run(tmp_path_factory, tiny_model_dir) -> Path:
     d = tmp_path_factory.mktemp("accounting")
     raw = known_records(8)
     raw[2]["subject"] = "Nowhere in the prompt"
     del raw[3]["attribute"]
     raw[LONG]["prompt"] = "word " * 60 + raw[LONG]["prompt"]
-    cfg = tiny_config(model_dir, data={"limit": LIMIT, **dataset(d / "known.json", raw)},
+    cfg = tiny_config(tiny_model_dir, data={"limit": LIMIT, **dataset(d / "known.json", raw)},
                       trace={"max_prompts": None, "shard_size": 2, "max_prompt_tokens": 40})
     write_config(d / "config.yaml", cfg)
     r = snakemake(d, "--cores", "2")
@@ -149,7 +144,7 @@ def test_read_facts_keeps_or_quarantines_the_first_limit_rows(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty-dataset", "all-quarantined", "own-file-all-quarantined"])
-def test_no_records_left_ends_the_run_with_a_clear_message(tmp_path, model_dir, case):
+def test_no_records_left_ends_the_run_with_a_clear_message(tmp_path, tiny_model_dir, case):
     if case == "own-file-all-quarantined":
         (tmp_path / "k.csv").write_text("prompt,subject,attribute\nRome is the capital of,Madrid,Italy\n"
                                         "Oslo is the capital of,Bergen,Norway\n")
@@ -157,7 +152,7 @@ def test_no_records_left_ends_the_run_with_a_clear_message(tmp_path, model_dir, 
     else:
         raw = [] if case == "empty-dataset" else [{**r, "subject": "not in it"} for r in known_records(3)]
         data = dataset(tmp_path / "k.json", raw)
-    write_config(tmp_path / "config.yaml", tiny_config(model_dir, data={"limit": None, **data}))
+    write_config(tmp_path / "config.yaml", tiny_config(tiny_model_dir, data={"limit": None, **data}))
     r = snakemake(tmp_path, "--cores", "1")
     assert r.returncode != 0
     assert "0 records left after validation: see results/data/quarantine.parquet" in r.stderr, r.stderr[-3000:]

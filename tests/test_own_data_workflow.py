@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import yaml
-from spiritlm_fixture import build_tiny_spiritlm
-from workflow_run import snakemake, tiny_config, write_config
+from workflow_run import run_to_completion, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,27 +29,22 @@ WHISPER_ONLY = {"aligners": ["whisper"], "reference": "whisper", "use": "whisper
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    pytest.importorskip("piper")
+def run(tmp_path_factory, spoken, ckpt):
     pytest.importorskip("faster_whisper")
     from scipy.signal import resample_poly
-
-    from crosstrace.speech.tts import get_backend
 
     d = tmp_path_factory.mktemp("own")
     (d / "facts.csv").write_text(CSV)
     audio = d / "audio"
     audio.mkdir()
-    syn = get_backend("piper").synthesize("Vinson Massif is located in the continent of")
+    syn = spoken("Vinson Massif is located in the continent of")
     x44 = resample_poly(syn.audio, 441, 160).astype(np.float32)
     sf.write(audio / "vinson.wav", np.stack([x44, 0.9 * x44], axis=1), 44100, subtype="PCM_24")
     sf.write(audio / "eiffel.wav", np.zeros((48000, 1), np.float32), 48000)
     (audio / "manifest.csv").write_text("id,path,transcript\n10,vinson.wav,Vinson Massif is located in the continent of\n"
                                         "11,eiffel.wav,\n13,picasso.wav,\n")
-    spirit = d / "ckpt"
-    build_tiny_spiritlm(spirit)
     cfg = tiny_config(
-        spirit,
+        ckpt["root"],
         data={"source": str(d / "facts.csv"), "columns": COLUMNS, "limit": None},
         # own facts bring attributes of several tokens: trace them whole, in both modalities
         trace={"max_prompts": 3, "shard_size": 8, "answer": "attribute_full"},
@@ -60,11 +54,7 @@ def run(tmp_path_factory):
     )
     cfg["models"][0].update(name="spirit", family="spiritlm", modalities=["t2t", "s2t"])
     write_config(d / "config.yaml", cfg)
-    proc = snakemake(d, "--cores", "2", timeout=900)
-    if proc.returncode != 0:
-        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((d / "results" / "logs").rglob("*.log"))
-                         if "Error" in p.read_text() or "Traceback" in p.read_text())
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-6000:]}\n{logs}")
+    run_to_completion(d, "--cores", "2", timeout=900)
     return d
 
 

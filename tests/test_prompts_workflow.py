@@ -1,7 +1,7 @@
 """The demo configuration's report shows what was traced, prompt by prompt; a run that traces nothing says so.
 
-Real Snakemake runs of config.yaml with the tiny random model in place of SmolLM2 (workflow_run.demo_config):
-one full run plus its report, and one run whose model knows none of the facts (a few minutes on 2 cores).
+The shared finished run (conftest ``demo_run``: config.yaml with the tiny models in place of SmolLM2) and its
+report, and two runs of their own whose model knows none of the facts (a minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_tiny_model_dir
+import yaml
 from workflow_run import demo_config, report_file, report_results, snakemake, write_config
 
 from crosstrace.report.prompts import TABLE_COLUMNS
@@ -22,21 +22,10 @@ RUN = Path("results/tiny/t2t")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return make_tiny_model_dir(tmp_path_factory.mktemp("model") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory, model_dir):
-    wd = tmp_path_factory.mktemp("demo")
-    cfg = demo_config(model_dir, trace={"shard_size": 3}, stats={"n_boot": 100})
+def demo(demo_run):
+    cfg = yaml.safe_load((demo_run / "config.yaml").read_text())
     assert cfg["figures"]["gallery"] == 24 and cfg["filter"]["expect_answer"] == "flag"  # the demo's settings
-    write_config(wd / "config.yaml", cfg)
-    r = snakemake(wd, "--cores", "2", timeout=1800)
-    assert r.returncode == 0, r.stderr[-4000:]
-    rep = snakemake(wd, "--report", str(wd / "report.html"), timeout=900)
-    assert rep.returncode == 0, rep.stderr[-4000:]
-    return wd, r.stderr
+    return demo_run, (demo_run / "console.txt").read_text()
 
 
 def test_every_traced_prompt_has_its_figure_and_row(demo):
@@ -44,7 +33,7 @@ def test_every_traced_prompt_has_its_figure_and_row(demo):
     table = pd.read_parquet(wd / RUN / "traced_prompts.parquet")
     ie = pd.read_parquet(wd / RUN / "ie_per_prompt.parquet")
     assert table.columns.tolist() == TABLE_COLUMNS
-    assert table["known_id"].tolist() == list(dict.fromkeys(ie["known_id"])) and len(table) == 3
+    assert table["known_id"].tolist() == list(dict.fromkeys(ie["known_id"])) and len(table) == 4
     for kid in table["known_id"]:
         for ext in ("png", "pdf"):  # the demo's figures.formats
             assert (wd / RUN / "prompts" / f"{kid}.{ext}").stat().st_size > 5000
@@ -81,8 +70,8 @@ def test_flagged_prompts_are_counted_and_announced(demo):
     assert f"tiny t2t: {len(unexpected)} traced prompt(s) answer with a token that does not start" in console
 
 
-def test_a_run_that_traces_nothing_fails_or_warns_loudly(tmp_path, model_dir):
-    cfg = demo_config(model_dir, filter={"require_known": True})  # the random model knows no fact
+def test_a_run_that_traces_nothing_fails_or_warns_loudly(tmp_path, tiny_model_dir):
+    cfg = demo_config(tiny_model_dir, filter={"require_known": True})  # the random model knows no fact
     write_config(tmp_path / "config.yaml", cfg)
     r = snakemake(tmp_path, "--cores", "2", timeout=1800)
     assert r.returncode != 0
@@ -90,7 +79,7 @@ def test_a_run_that_traces_nothing_fails_or_warns_loudly(tmp_path, model_dir):
     assert f"ERROR: {msg}" in r.stderr  # on the console, not only in the log
     assert "trace.on_empty: warn" in r.stderr
 
-    write_config(tmp_path / "config.yaml", demo_config(model_dir, filter={"require_known": True},
+    write_config(tmp_path / "config.yaml", demo_config(tiny_model_dir, filter={"require_known": True},
                                                         trace={"on_empty": "warn"}))
     r = snakemake(tmp_path, "--cores", "2", timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]

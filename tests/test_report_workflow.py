@@ -1,68 +1,30 @@
-"""Statistics and report integration: one real Snakemake run on two tiny random models (shared by the module).
-
-Runs the whole DAG (validate → filter → noise → trace → merge with bootstrap CIs → figures, panels, peaks,
-QC, a paired comparison) and then `snakemake --report`. About 2-4 minutes on 2 cores.
-"""
+"""Statistics and report integration on the shared finished run (conftest ``demo_run``): the whole DAG
+(validate → filter → noise → trace → merge with bootstrap CIs → figures, panels, peaks, QC, a paired comparison
+of two runs) and `snakemake --report`; one rerun of the merge on a copy of the run."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import ROOT, make_tiny_model_dir
+from conftest import copy_run
+from workflow_run import DEMO_RUN, DEMO_RUN_MODELS, run_to_completion
 
 from crosstrace.report.stats import aie_table
 
 pytestmark = pytest.mark.slow
 
-RUNS = [("tiny-a", "t2t"), ("tiny-b", "t2t")]
-N_PROMPTS = 3
-STATS = {"n_boot": 200, "seed": 7, "level": 0.9, "n_perm": 500, "alpha": 0.05}
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
-           "OMP_WAIT_POLICY": "PASSIVE"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "results" / "logs").rglob("*.log")))
-        pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}\n{logs}")
-    return proc
+RUNS = [("tiny", "t2t"), ("spirit", "t2t")]  # the pair compared (stats.compare)
+N_PROMPTS = 4
+STATS = {k: DEMO_RUN["stats"][k] for k in ("n_boot", "seed", "level", "n_perm", "alpha")}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    if os.environ.get("CROSSTRACE_REPORT_RUN"):  # development: reuse a finished run directory
-        return Path(os.environ["CROSSTRACE_REPORT_RUN"])
-    wd = tmp_path_factory.mktemp("report_run")
-    models = []
-    for i, (name, _) in enumerate(RUNS):
-        models.append({"name": name, "path": str(make_tiny_model_dir(wd / "models" / name, seed=i))})
-    cfg = {
-        "results": "results",
-        "data": {"limit": 6},
-        "models": models,
-        "filter": {"require_known": False, "max_new_tokens": 3},
-        "trace": {"window": 2, "noise": {"samples": 2}, "max_prompts": N_PROMPTS, "shard_size": N_PROMPTS},
-        "figures": {"formats": ["png", "pdf"], "mask_ci_zero": True},
-        "speech": {"enabled": False},
-        "stats": {**STATS, "compare": [{"a": {"model": "tiny-a", "modality": "t2t"},
-                                        "b": {"model": "tiny-b", "modality": "t2t"}}]},
-    }
-    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    snakemake(wd)
-    snakemake(wd, "--report", str(wd / "report.html"))
-    return wd
+def run(demo_run):
+    return demo_run
 
 
 def test_aie_has_bootstrap_cis(run):
@@ -93,32 +55,37 @@ def test_aie_has_bootstrap_cis(run):
 
 def test_rerun_merge_is_bitwise_identical(run, tmp_path):
     """Rerunning the merge rule with the same seed writes the same aie.parquet, byte for byte."""
-    aie = run / "results" / "tiny-a" / "t2t" / "aie.parquet"
+    copy = copy_run(run, tmp_path / "run")
+    aie = copy / "results" / "tiny" / "t2t" / "aie.parquet"
     before = aie.read_bytes()
-    snakemake(run, "--forcerun", "merge", "--until", "merge")
+    r = run_to_completion(copy, "--cores", "2", "--forcerun", "merge", "--until", "merge")
+    assert "rule merge:" in r.stderr and aie.stat().st_mtime > (run / "results" / "tiny" / "t2t" / "aie.parquet").stat().st_mtime
     assert aie.read_bytes() == before
 
 
 def test_compare(run):
-    d = run / "results" / "compare" / "tiny-a_t2t_vs_tiny-b_t2t"
+    d = run / "results" / "compare" / "tiny_t2t_vs_spirit_t2t"
     comp = pd.read_parquet(d / "comparison.parquet")
     assert len(comp) > 0
     assert comp["n"].max() == N_PROMPTS and comp.loc[comp["category"] == "last", "n"].eq(N_PROMPTS).all()
     assert comp["q"].between(0, 1).all() and comp["p"].between(0, 1).all()
     assert (comp["q"] >= comp["p"] - 1e-12).all()
     assert set(comp["kind"]) == {"hidden", "mlp", "attn"}
-    # the difference is a − b of the two runs' AIE over the shared prompts (all prompts here)
-    a = pd.read_parquet(run / "results" / "tiny-a" / "t2t" / "aie.parquet").set_index(["kind", "category", "layer"])
-    b = pd.read_parquet(run / "results" / "tiny-b" / "t2t" / "aie.parquet").set_index(["kind", "category", "layer"])
+    # the difference is a − b of the two runs' AIE over the shared prompts: in a cell where both runs have every
+    # prompt (the two tokenizers split some subjects differently, so not every category is in both), a − b of AIE
+    a = pd.read_parquet(run / "results" / "tiny" / "t2t" / "aie.parquet").set_index(["kind", "category", "layer"])
+    b = pd.read_parquet(run / "results" / "spirit" / "t2t" / "aie.parquet").set_index(["kind", "category", "layer"])
     c = comp.set_index(["kind", "category", "layer"])
-    np.testing.assert_allclose(c["diff"], (a["aie"] - b["aie"]).loc[c.index], atol=1e-12)
+    full = c.index[(c["n"] == N_PROMPTS) & (a["n"].loc[c.index] == N_PROMPTS).to_numpy() & (b["n"].loc[c.index] == N_PROMPTS).to_numpy()]
+    assert set(full.get_level_values("category")) >= {"first_subject", "last_subject", "last"}
+    np.testing.assert_allclose(c.loc[full, "diff"], (a["aie"] - b["aie"]).loc[full], atol=1e-12)
     summary = json.loads((d / "summary.json").read_text())
     assert summary["n_pairs"] == N_PROMPTS
     assert set(summary["peak_ratios"]) == {"hidden", "mlp", "attn"}
     assert {(p["model"], p["kind"]) for p in summary["peaks"]} == {(m, k) for m, _ in RUNS for k in ("hidden", "mlp", "attn")}
     for ext in ("png", "pdf"):
         assert (d / f"diff.{ext}").stat().st_size > 5000
-    assert "tiny-a T→T vs tiny-b T→T" in (d / "summary.html").read_text()
+    assert "tiny T→T vs spirit T→T" in (d / "summary.html").read_text()
 
 
 def test_panels_peaks_qc(run):
@@ -127,15 +94,16 @@ def test_panels_peaks_qc(run):
         assert (r / "figures" / f"aie_panels.{ext}").stat().st_size > 10000
     assert (r / "figures" / "aie_panels.pdf").read_bytes()[:5] == b"%PDF-"
     peaks = pd.read_parquet(r / "tables" / "peaks.parquet")
-    assert len(peaks) == len(RUNS) * 3
-    for m, mod in RUNS:
+    assert len(peaks) == len(DEMO_RUN_MODELS) * 3  # every run, each kind
+    for m, mod in DEMO_RUN_MODELS:
         aie = pd.read_parquet(r / m / mod / "aie.parquet")
-        for _, p in peaks[peaks["model"] == m].iterrows():
+        for _, p in peaks[(peaks["model"] == m) & (peaks["modality"] == mod)].iterrows():
             assert p["peak_aie"] == pytest.approx(aie.loc[aie["kind"] == p["kind"], "aie"].max())
         html = (r / m / mod / "qc.html").read_text()
         summary = json.loads((r / m / mod / "summary.json").read_text())
         assert summary["ci"]["n_boot"] == STATS["n_boot"]
-        assert f"<td>traced</td><td class=\"num\">{N_PROMPTS}</td>" in html
+        traced = N_PROMPTS if mod == "t2t" else 2  # S→T: the two records spoken (speech.max_prompts)
+        assert f"<td>traced</td><td class=\"num\">{traced}</td>" in html
         assert "<td>valid records</td><td class=\"num\">6</td>" in html
         assert (r / m / mod / "figures" / "counts.png").exists()
         for kind in ("hidden", "mlp", "attn"):
@@ -150,7 +118,7 @@ def test_report_html(run):
     for fragment in (
         "laid out as the paper's Figure 2",  # aie_panels.rst
         "Black dots mark cells",  # compare_diff.rst
-        "Quality control for <strong>tiny-a t2t</strong>",  # qc.rst, wildcards filled in
+        "Quality control for <strong>tiny t2t</strong>",  # qc.rst, wildcards filled in
         "cells with AIE ≤ 0 cannot be logged",  # aie_heatmap.rst
         "Gaussian on the subject embeddings, 2 draws per prompt",  # config values filled in
         "runs causal tracing",  # workflow.rst

@@ -1,21 +1,13 @@
-"""The paper-like DAG on tiny fixtures: tiny SpiritLM (t2t + s2t) and a tiny HF Llama baseline (t2t).
-
-One module-scoped Snakemake run (~1-3 min: every job imports torch; piper and Whisper base int8 run for real),
-then `snakemake --report`."""
+"""The paper-like DAG on tiny fixtures: the shared finished run (conftest ``demo_run``) traces the tiny SpiritLM
+T→T and S→T (speech by piper, checked by Whisper base) beside a tiny HF Llama (T→T), then `snakemake --report`."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import ROOT, make_tiny_model_dir
-from spiritlm_fixture import build_tiny_spiritlm
 
 from crosstrace.report.similarity import SIMILARITY_COLUMNS
 from crosstrace.vocabulary import CATEGORIES
@@ -24,39 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dag")
-    spirit = d / "ckpt"
-    build_tiny_spiritlm(spirit)
-    llama = make_tiny_model_dir(d / "llama")
-    cfg = {
-        "results": "results",
-        "data": {"limit": 3},
-        "models": [
-            {"name": "spirit", "family": "spiritlm", "path": str(spirit), "modalities": ["t2t", "s2t"], "dtype": "float32"},
-            {"name": "backbone", "path": str(llama), "modalities": ["t2t"]},
-        ],
-        "filter": {"require_known": False, "max_new_tokens": 3},
-        "trace": {"noise": {"samples": 2}, "window": 2, "max_prompts": 2, "shard_size": 8},
-        "figures": {"formats": ["png"]},
-        "speech": {"max_prompts": 2, "align": {"aligners": ["tts"], "use": "tts", "reference": "tts"}},
-        "stats": {"similarity": {"n_random": 3, "n_boot": 50}},
-    }
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(d),
-           "--configfile", str(d / "config.yaml"), "--cores", "2"]
-    for extra in ([], ["--report", str(d / "report.html")]):
-        proc = subprocess.run(cmd + extra, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((d / "results" / "logs").rglob("*.log"))
-                             if "Error" in p.read_text() or "Traceback" in p.read_text())
-            pytest.fail(f"snakemake {' '.join(extra)} failed:\n{proc.stderr[-6000:]}\n{logs}")
-    return d / "results"
+def run(demo_run):
+    return demo_run / "results"
 
 
 def test_aie_for_all_three_runs(run):
-    for model, mod in [("spirit", "t2t"), ("spirit", "s2t"), ("backbone", "t2t")]:
+    for model, mod in [("spirit", "t2t"), ("spirit", "s2t"), ("tiny", "t2t")]:
         aie = pd.read_parquet(run / model / mod / "aie.parquet")
         assert len(aie) and set(aie["modality"]) == {mod}, (model, mod)
         assert (run / model / mod / "figures" / "aie_hidden.png").exists()
@@ -66,7 +31,7 @@ def test_s2t_rows_are_text_tokens_and_six_categories(run):
     """S→T traces are aggregated by text tokens: ie_per_prompt has one row per text token plus [Text], the
     subject in text-token indices, and the AIE rows are the six text-token categories (as T→T)."""
     known = pd.read_parquet(run / "spirit" / "s2t" / "known.parquet")
-    assert len(known) == 3  # every validated record, none dropped
+    assert len(known) == 6  # every validated record, none dropped
     q = known[known["status"] != "ok"]
     assert (q["stage"] == "speech").all() and q["reason"].str.startswith("known_id=").all()
     ok = known[known["status"] == "ok"].set_index("known_id")
@@ -108,12 +73,12 @@ def test_s2t_rows_are_text_tokens_and_six_categories(run):
 
 
 def test_similarity_table_figure_and_report(run):
-    """SpiritLM (t2t + s2t) gets the text-vs-speech similarity; the t2t-only backbone does not."""
+    """SpiritLM (t2t + s2t) gets the text-vs-speech similarity; the t2t-only tiny Llama does not."""
     sim = pd.read_parquet(run / "spirit" / "similarity" / "similarity.parquet")
     t2t = pd.read_parquet(run / "spirit" / "t2t" / "known.parquet")
     s2t = pd.read_parquet(run / "spirit" / "s2t" / "known.parquet")
     both = set(t2t["known_id"]) & set(s2t.loc[s2t["status"] == "ok", "known_id"])  # require_known: false
-    assert len(both) == 2  # 3 records, 2 spoken
+    assert len(both) == 2  # 6 records, 2 spoken
     n_layers = pd.read_parquet(run / "spirit" / "t2t" / "ie_per_prompt.parquet")["layer"].nunique()
     assert list(sim.columns) == ["model", *SIMILARITY_COLUMNS]
     assert len(sim) == n_layers * 2 * 2 and not sim.duplicated(["layer", "position", "metric"]).any()
@@ -130,7 +95,7 @@ def test_similarity_table_figure_and_report(run):
     d = run / "spirit" / "similarity"
     assert (d / "similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (d / "similarity.png").stat().st_size > 5000
     assert "last subject token" in (d / "similarity.html").read_text()
-    assert not (run / "backbone" / "similarity").exists()
+    assert not (run / "tiny" / "similarity").exists()
     raw = (run.parent / "report.html").read_text(encoding="utf-8")
     text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), raw.replace("\\n", " "))
     assert "similarity.png" in raw and "similarity.html" in raw
@@ -139,7 +104,7 @@ def test_similarity_table_figure_and_report(run):
 
 def test_every_speech_rule_keeps_or_quarantines_its_input(run):
     """input = kept + quarantined for the rules that read records on the speech side (the text side:
-    tests/test_ops_accounting.py). One speech shard here (speech.shard_size 8, 2 prompts selected)."""
+    tests/test_ops_accounting.py). One speech shard here (speech.shard_size 2, 2 prompts selected)."""
     records = pd.read_parquet(run / "data" / "records.parquet")["known_id"].tolist()
     selected = pd.read_parquet(run / "speech" / "records.parquet")["known_id"].tolist()
     assert selected == records[:2], "speech_select: the first speech.max_prompts records"
@@ -159,5 +124,5 @@ def test_every_speech_rule_keeps_or_quarantines_its_input(run):
     assert (known.loc[known["status"] != "ok", "reason"] != "").all()
     ie = pd.read_parquet(run / "spirit" / "s2t" / "ie_per_prompt.parquet")
     q = pd.read_parquet(run / "spirit" / "s2t" / "quarantine.parquet")
-    traceable = known.loc[known["status"] == "ok", "known_id"].tolist()[:2]  # require_known false, max_prompts 2
+    traceable = known.loc[known["status"] == "ok", "known_id"].tolist()[:4]  # require_known false, trace.max_prompts 4
     assert sorted(ie["known_id"].unique().tolist() + q["known_id"].tolist()) == sorted(traceable)

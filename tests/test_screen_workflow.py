@@ -6,15 +6,14 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import make_tiny_model_dir
 from workflow_run import planned_jobs, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("model") / "tiny")
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 SCREENED = {"max_prompts": 3, "screen": {"enabled": True, "top_n": 1, "max_gap": None}}
