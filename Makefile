@@ -51,8 +51,11 @@ facts: venv
 	$(VENV)/bin/snakemake --cores $(CORES) $(FACTS_RUN) $(SNAKEMAKE_ARGS)
 	$(VENV)/bin/snakemake --report results/$(notdir $(basename $(FACTS)))/report.html $(FACTS_RUN) $(SNAKEMAKE_ARGS)
 
+# The suite on TEST_WORKERS pytest-xdist workers, whole modules each, in the order tests/conftest.py gives them
+# (the DAG runs first; tests/README.md). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: venv
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The tiny DAG on a real one-node Slurm cluster through workflow/profiles/slurm (tests/test_cluster_slurm.py):
 # installs slurm-wlm, slurmdbd, munge and mariadb-server with apt when missing (root), starts the daemons from a

@@ -79,28 +79,35 @@ def file_states(folder: Path) -> dict[str, list[int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.hookimpl(tryfirst=True)
+# ------------------------------------------------------------------ the order of the tests
+
+
 def pytest_collection_modifyitems(config, items):
-    """For ``pytest -n N --dist loadgroup`` (make test): one worker takes every test of the shared finished run
-    (``demo_run``), and one worker all slow tests of a module, so that a module's fixtures (a DAG run of its
-    own) are built once; the other tests go one by one to whichever worker is free."""
+    """DAG modules first, so that their runs start at once: under ``pytest -n 2 --dist loadscope
+    --no-loadscope-reorder`` (make test) the workers take whole modules in this order: one worker builds the
+    shared finished run (the module with most ``demo_run`` tests comes first), the other the runs of the slow
+    modules that have their own, then the other ``demo_run`` modules, and the rest fill the gaps at the end.
+    Within a module the order stays."""
+    modules: dict[str, list] = {}
     for item in items:
-        if "demo_run" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("demo_run"))
-        elif item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+    def uses_demo_run(m: str) -> int:
+        return sum("demo_run" in getattr(i, "fixturenames", ()) for i in modules[m])
+
+    first_demo = max(modules, key=uses_demo_run)
+
+    def rank(m: str) -> tuple[int, int]:
+        if uses_demo_run(m):
+            return (0, 0) if m == first_demo else (2, 0)
+        if all(i.get_closest_marker("slow") for i in modules[m]):  # a slow module: a DAG run of its own
+            return (1, -len(modules[m]))
+        return (3, 0)
+
+    items[:] = [i for m in sorted(modules, key=rank) for i in modules[m]]  # sorted() is stable
 
 
 # ------------------------------------------------------------------ tiny models
-
-
-def assert_drawn_inside(fig) -> None:
-    """Everything drawn on a matplotlib figure (titles, labels, colour bars) lies inside its canvas: nothing is clipped."""
-    fig.draw_without_rendering()
-    bb, (w, h) = fig.get_tightbbox(), fig.get_size_inches()
-    assert bb.x0 >= -0.01 and bb.y0 >= -0.01 and bb.x1 <= w + 0.01 and bb.y1 <= h + 0.01, (bb, w, h)
-
-
 
 
 def tiny_llama(layers: int = 6, hidden: int = 32, vocab: int = 64, seed: int = 0, **kw):
@@ -237,6 +244,17 @@ def ckpt(tmp_path_factory) -> dict[str, Path]:
     return tiny_spiritlm_paths(shared_build(tmp_path_factory, "spiritlm", build_tiny_spiritlm))
 
 
+# ------------------------------------------------------------------ figures
+
+
+def assert_drawn_inside(fig) -> None:
+    """Everything drawn on a matplotlib figure (titles, labels, colour bars) lies inside its canvas: nothing is
+    clipped."""
+    fig.draw_without_rendering()
+    bb, (w, h) = fig.get_tightbbox(), fig.get_size_inches()
+    assert bb.x0 >= -0.01 and bb.y0 >= -0.01 and bb.x1 <= w + 0.01 and bb.y1 <= h + 0.01, (bb, w, h)
+
+
 # ------------------------------------------------------------------ real speech (piper, Whisper base)
 
 
@@ -251,7 +269,7 @@ def piper():
 
 @pytest.fixture(scope="session")
 def spoken(piper) -> Callable[[str], object]:
-    """``say(text)``: piper's Synth of ``text``, synthesised once per session and text."""
+    """``spoken(text)``: piper's Synth of ``text``, synthesised once per session and text (read-only)."""
     return functools.cache(piper.synthesize)
 
 
