@@ -23,6 +23,7 @@ LAYERS = {
     "crosstrace.vocabulary": 0,  # kinds, categories, modalities, labels
     "crosstrace.answers": 0,  # what P[o] reads (trace.answer) and its labels
     "crosstrace.spans": 1,  # subject spans and token categories
+    "crosstrace.grids": 1,  # the long IE table ↔ per-prompt grids
     "crosstrace.audio": 1,  # 16 kHz resampling, WAV I/O
     "crosstrace.io": 1,  # atomic writes, typed tables, the per-shard loop
     "crosstrace.shards": 1,  # shard blocks of known_ids (trace and speech alike)

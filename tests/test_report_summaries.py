@@ -19,7 +19,7 @@ from crosstrace.report.similarity import (
 )
 from crosstrace.report.stats import aie_table
 
-STATS = {"n_perm": 200, "seed": 0, "alpha": 0.05, "n_boot": 50, "level": 0.9}
+STATS = {"n_perm": 200, "seed": 0, "alpha": 0.05, "n_boot": 50, "level": 0.9, "category_mean": "per_prompt"}
 A, B = {"model": "m", "modality": "t2t"}, {"model": "m", "modality": "s2t"}
 # per run and kind: the IE of every prompt at (last, layer 0) and (last, layer 1)
 IE = {"t2t": {"hidden": (0.2, 0.2), "mlp": (0.1, 0.4), "attn": (0.1, 0.1)},
@@ -35,7 +35,7 @@ def run_tables(tmp_path, ids_a, ids_b):
         paths[f"cat_{modality}"] = tmp_path / f"cat_{modality}.parquet"
         paths[f"aie_{modality}"] = tmp_path / f"aie_{modality}.parquet"
         cat.to_parquet(paths[f"cat_{modality}"])
-        aie_table(cat, n_boot=20).to_parquet(paths[f"aie_{modality}"])
+        aie_table(cat, n_boot=20, category_mean="per_prompt").to_parquet(paths[f"aie_{modality}"])
     return paths
 
 

@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from .spans import category_means
+from .grids import ie_grid
+from .report.stats import aie_table
+from .trace.tables import category_table, merge_shards
 from .vocabulary import KINDS
 
 KIND_ORDER = KINDS
@@ -103,10 +105,7 @@ def prompt_scores(ie: pd.DataFrame) -> pd.DataFrame:
         h = g[g["kind"] == "hidden"]
         gap = float("nan")
         if len(h):
-            T, L = int(h["n_tokens"].iloc[0]), int(h["layer"].max()) + 1
-            mat = np.zeros((T, L))
-            mat[h["token_index"].to_numpy(), h["layer"].to_numpy()] = h["ie"].to_numpy()
-            gap = completeness_gap(mat, float(h["p_clean"].iloc[0]), float(h["p_corrupted"].iloc[0]))
+            gap = completeness_gap(ie_grid(h, fill=0.0), float(h["p_clean"].iloc[0]), float(h["p_corrupted"].iloc[0]))
         first = g.iloc[0]
         rows.append({"known_id": int(kid), "total_effect": float(first["p_clean"] - first["p_corrupted"]),
                      "atp_peak": float(g["ie"].max()), "gap": gap})
@@ -136,24 +135,22 @@ def _grids(ie: pd.DataFrame) -> dict[tuple[int, str], dict]:
     """(known_id, kind) → IE grid and the prompt's run values, from an IE table."""
     out = {}
     for (kid, kind), g in ie.groupby(["known_id", "kind"], sort=False):
-        T, L = int(g["n_tokens"].iloc[0]), int(g["layer"].max()) + 1
-        mat = np.zeros((T, L))
-        mat[g["token_index"].to_numpy(), g["layer"].to_numpy()] = g["ie"].to_numpy()
         first = g.iloc[0]
-        out[(int(kid), kind)] = {"ie": mat, "span": (int(first["subject_start"]), int(first["subject_end"])),
+        out[(int(kid), kind)] = {"ie": ie_grid(g, fill=0.0),
+                                 "span": (int(first["subject_start"]), int(first["subject_end"])),
                                  "p_clean": float(first["p_clean"]), "p_corrupted": float(first["p_corrupted"]),
                                  "answer_id": int(first["answer_id"])}
     return out
 
 
-def aie_maps(grids: dict[tuple[int, str], dict], kind: str) -> dict[str, np.ndarray]:
-    """Category → AIE over layers (mean of per-prompt category IE) for one kind."""
-    acc: dict[str, list[np.ndarray]] = {}
-    for (_, k), g in grids.items():
-        if k == kind:
-            for cat, v in category_means(g["ie"], g["span"]).items():
-                acc.setdefault(cat, []).append(v)
-    return {c: np.mean(v, axis=0) for c, v in acc.items()}
+def aie_maps(ie: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
+    """Category → AIE over layers for one kind of an IE table, averaged as the workflow does by default
+    (ROME's pooled positions, :func:`crosstrace.report.stats.aie_table`). P_restored is P_corrupted + IE, so
+    an approximate table (AtP estimates IE only) and an unsigned one (|IE|) are averaged alike."""
+    g = ie[ie["kind"] == kind]
+    g = g.assign(model="", modality="", answer_mode="", p_restored=g["p_corrupted"] + g["ie"])
+    aie = aie_table(category_table(g), n_boot=0)
+    return {c: a.sort_values("layer")["aie"].to_numpy() for c, a in aie.groupby("category")}
 
 
 def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -173,11 +170,11 @@ def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10) -> tuple[pd.
                      "n_tokens": e["ie"].shape[0], "exact_peak": float(e["ie"].max()),
                      "approx_peak": float(a["ie"].max()), "same_answer": e["answer_id"] == a["answer_id"]})
     per_prompt = pd.DataFrame(rows)
-    common = {key for key in ge if key in ga}
+    common = pd.DataFrame([key for key in ge if key in ga], columns=["known_id", "kind"])
+    exact, approx = (t.merge(common, on=["known_id", "kind"]) for t in (exact, approx))
     cats = []
     for kind in KIND_ORDER:
-        me = aie_maps({key: ge[key] for key in common}, kind)
-        ma = aie_maps({key: ga[key] for key in common}, kind)
+        me, ma = aie_maps(exact, kind), aie_maps(approx, kind)
         peak = max((float(np.max(v)) for v in me.values()), default=float("nan"))
         for cat, v in me.items():
             d = np.abs(ma[cat] - v)
@@ -189,12 +186,12 @@ def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10) -> tuple[pd.
 
 
 def read_exact(run_dir: Path, max_prompts: int | None = None) -> pd.DataFrame:
-    """The exact shards of a run, in shard order (complete files only)."""
-    paths = [p for p in (run_dir / "shards").glob("[0-9]*.parquet") if p.stem.isdigit()]
-    frames = [pd.read_parquet(p) for p in sorted(paths, key=lambda p: int(p.stem))]
-    if not frames:
+    """The exact shards of a run, in shard order, through the workflow's checked merge
+    (:func:`~crosstrace.trace.tables.merge_shards`: an unreadable or overlapping shard is an error)."""
+    paths = sorted((p for p in (run_dir / "shards").glob("[0-9]*.parquet") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    if not paths:
         raise FileNotFoundError(f"no exact shards in {run_dir / 'shards'}")
-    ie = pd.concat(frames, ignore_index=True)
+    ie, _ = merge_shards(paths)
     if max_prompts is not None:
         ie = ie[ie["known_id"].isin(ie["known_id"].drop_duplicates().iloc[:max_prompts])]
     return ie
@@ -370,12 +367,11 @@ def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, 
     from .report.figures import KIND_CMAPS, KIND_TITLES, new_figure, save
     from .vocabulary import CATEGORIES, CATEGORY_LABELS
 
-    ge, ga = _grids(exact), _grids(approx)
     n = per_prompt["known_id"].nunique()
     fig = new_figure((16, 10))  # off-screen: no pyplot, no backend chosen
     axes = fig.subplots(3, 3, gridspec_kw={"width_ratios": [1, 1, 0.6]})
     for i, kind in enumerate(KIND_ORDER):
-        me, ma = aie_maps(ge, kind), aie_maps(ga, kind)
+        me, ma = aie_maps(exact, kind), aie_maps(approx, kind)
         L = len(next(iter(me.values())))
         mats = [np.array([m.get(c, np.full(L, np.nan)) for c in CATEGORIES]) for m in (me, ma)]
         vmax = np.nanmax(mats[0])

@@ -8,9 +8,16 @@ questions for one model entry, so no caller asks which family or modality it hol
 - ``noise_ids(table)``: the token ids whose input embeddings set the noise scale ν (its std × multiple);
 - ``label_known(model, table, …)``: the Known table (greedy decoding: exact / partial / none);
 - ``trace(tracer, record)``: the :class:`~crosstrace.trace.api.PromptTrace` of a record, through
-  :meth:`Tracer.trace_ids <crosstrace.trace.api.Tracer.trace_ids>` for both.
+  :meth:`Tracer.trace_ids <crosstrace.trace.api.Tracer.trace_ids>` for both;
+- ``prompt_table(records, **speech)``: the table the Known filter decodes (T→T: the records; S→T: one spoken
+  prompt per record, from the speech chain's tables);
+- ``token_rows(ie, known)`` (a classmethod: the merge step has no model): the traced positions → the rows the
+  token categories are taken over (T→T: its tokens; S→T: its text tokens, each the mean of its units), the
+  prompts quarantined on the way, and what the modality adds to ``summary.json``.
 
-:func:`for_run` builds the right one for a model entry and modality.
+:func:`for_run` builds the right one for a model entry and modality, :func:`modality_class` names the class.
+A new input modality (a speech family with continuous audio input, say) is a subclass that answers the same
+questions.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from .spans import Encoded, SpanError
 from .speech import prompts as s2t_prompts
 from .trace.api import PromptTrace, Tracer
 from .trace.noise import embedding_std
+from .trace.tables import QUARANTINE_COLUMNS, aggregate_by_text_tokens
 from .trace.tokens import attribute_token_ids, encode_prompt, encode_text, subject_token_ids
 
 
@@ -99,9 +107,18 @@ class T2T:
         attribute = None if tracer.settings.answer == "top1" else self.answer_ids(record)
         tr = tracer.trace_ids(int(record["known_id"]), ids, span, attribute_ids=attribute)
         tr.tokens = self.token_labels(tr.input_ids, tr.tokens)
-        if self.name == "t2t":
-            tr.prompt, tr.subject, tr.attribute = record["prompt"], record["subject"], record.get("attribute")
+        tr.prompt, tr.subject, tr.attribute = record["prompt"], record["subject"], record.get("attribute")
         return tr
+
+    def prompt_table(self, records: pd.DataFrame, aligner: str | None = None) -> pd.DataFrame:
+        """The table the Known filter decodes and the tracer reads: for T→T, the validated records themselves."""
+        return records
+
+    @classmethod
+    def token_rows(cls, ie: pd.DataFrame, known: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        """Merged IE → (the rows the token categories are taken over, prompts quarantined on the way, what
+        ``summary.json`` adds). T→T traced its own tokens: the rows are the traced positions."""
+        return ie, pd.DataFrame(columns=QUARANTINE_COLUMNS), {}
 
 
 @dataclass(frozen=True)
@@ -126,9 +143,26 @@ class S2T(T2T):
 
     def prompt_table(self, records: pd.DataFrame, speech_records: pd.DataFrame, manifest: pd.DataFrame,
                      qc: pd.DataFrame | None, alignment: pd.DataFrame, units: pd.DataFrame, aligner: str) -> pd.DataFrame:
-        """The S→T prompt table of every validated record (quarantined rows keep their stage and reason)."""
+        """The S→T prompt table of every validated record (quarantined rows keep their stage and reason), from
+        the speech chain's tables; ``aligner`` (``speech.align.use``) is the aligner whose spans it uses."""
         return s2t_prompts.prompt_table(records, speech_records, manifest, qc, alignment, units, aligner,
                                         self.tokenizer, self.stray_space)
+
+    @classmethod
+    def token_rows(cls, ie: pd.DataFrame, known: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        """Per-unit IE → per-text-token IE with ``[Text]`` as the last row (paper §2.4;
+        :func:`~crosstrace.trace.tables.aggregate_by_text_tokens` over the text-token maps of ``known``, the
+        S→T known table); a prompt whose map does not fit its trace is quarantined. ``summary.json`` gets the
+        silent units that belong to no text token."""
+        rows, quarantined = aggregate_by_text_tokens(ie, s2t_prompts.token_maps(known))
+        ok = known[known["known_id"].isin(rows["known_id"].unique())]  # the traced prompts
+        extras = {
+            "aggregation": "IE per text token = mean IE of its speech units; last token = [Text]",
+            "lead_silence_units": int(ok["lead_silence_units"].sum()),
+            "trail_silence_units": int(ok["trail_silence_units"].sum()),
+            "units_in_prompts": int(ok["n_units"].sum()) if len(ok) else 0,
+        }
+        return rows, quarantined, extras
 
     def label_known(self, model, table: pd.DataFrame, max_new_tokens: int, batch_size: int) -> pd.DataFrame:
         """Known-s2t: the S→T prompt table with the greedy-decoding labels of its ``ok`` rows.
@@ -160,6 +194,13 @@ class S2T(T2T):
 MODALITY_CLASSES = {"t2t": T2T, "s2t": S2T}
 
 
+def modality_class(modality: str) -> type[T2T]:
+    """The class of a modality name (``t2t``, ``s2t``): what steps without a model (merge) call."""
+    if modality not in MODALITY_CLASSES:
+        raise ConfigError(f"config: unknown modality {modality!r} (choose from {list(MODALITY_CLASSES)})")
+    return MODALITY_CLASSES[modality]
+
+
 def noise_std(mod: T2T | S2T, model, table: pd.DataFrame) -> dict:
     """ν's basis for a run: the std of the input embeddings of ``mod.noise_ids(table)`` (``table``: the
     validated records for T→T, the S→T known table for S→T), with what it was computed over. The noise
@@ -173,9 +214,7 @@ def noise_std(mod: T2T | S2T, model, table: pd.DataFrame) -> dict:
 def for_run(spec: ModelSpec | dict, modality: str, tokenizer) -> T2T | S2T:
     """The modality object of a model entry (a :class:`ModelSpec` or its dict, e.g. the prepared model JSON)."""
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
-    if modality not in MODALITY_CLASSES:
-        raise ConfigError(f"config: unknown modality {modality!r} (choose from {list(MODALITY_CLASSES)})")
-    return MODALITY_CLASSES[modality](spec, tokenizer)
+    return modality_class(modality)(spec, tokenizer)
 
 
-__all__ = ["MODALITY_CLASSES", "S2T", "T2T", "for_run", "noise_std"]
+__all__ = ["MODALITY_CLASSES", "S2T", "T2T", "for_run", "modality_class", "noise_std"]

@@ -255,6 +255,12 @@ def filter_inputs(wildcards):
     return inp
 
 
+def filter_aligner(wildcards):
+    """The filter_known rule's aligner param: S→T prompts take their spans from speech.align.use; T→T has
+    none, so changing the aligner reruns no T→T job."""
+    return SPEECH["align"]["use"] if wildcards.modality == "s2t" else None
+
+
 def noise_inputs(wildcards):
     """T→T: std over the dataset's subjects; S→T: over the unit tokens in the S→T subject spans (known table)."""
     records = (

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from ..answers import answer_label
 from ..io import write_json, write_parquet
 from . import html
-from .figures import difference_figure, run_label, save
+from .figures import category_mean_label, difference_figure, run_label, save
 from .stats import Model, paired_comparison, peak_ratio_ci, peak_summary, quote_peak_ratio
 
 __all__ = [
@@ -38,8 +38,9 @@ __all__ = [
 #: The comparison table's columns (those of :func:`.stats.paired_comparison`), also when it is empty.
 COLUMNS = ["a_model", "a_modality", "b_model", "b_modality", "kind", "category", "layer", "n", "mean_a", "mean_b",
            "diff", "p", "q", "significant"]
-TEST = ("two-sided sign-flip permutation test of the mean paired IE difference (a − b) per "
-        "(kind, category, layer); Benjamini–Hochberg across all cells")
+TEST = ("two-sided permutation test of the AIE difference (a − b) over the paired prompts per (kind, category, "
+        "layer), each permutation swapping the two sides of a random half of the prompts (all their positions); "
+        "Benjamini–Hochberg across all cells")
 
 _log = logging.getLogger("crosstrace")
 
@@ -56,7 +57,7 @@ class Comparison:
     n_pairs: int  # prompts traced in both runs
     peak_ratios: dict[str, dict]  # kind → sentence, ratio, ci_low, ci_high (or None and why_not)
     by_kind: dict[str, dict]  # kind → cells, significant, n_pairs_max
-    stats: Mapping  # the config's stats section: n_perm, seed, alpha, n_boot, level
+    stats: Mapping  # the config's stats section: n_perm, seed, alpha, n_boot, level, category_mean
     answer_modes: tuple[str, ...] = ("top1",)  # trace.answer of the compared runs (figure title)
 
     def summary(self) -> dict:
@@ -66,7 +67,7 @@ class Comparison:
             "b": {"model": self.b[0], "modality": self.b[1]},
             "n_pairs": self.n_pairs,
             "test": TEST,
-            **{k: self.stats[k] for k in ("n_perm", "alpha", "seed")},
+            **{k: self.stats[k] for k in ("n_perm", "alpha", "seed", "category_mean")},
             "by_kind": self.by_kind,
             "peaks": self.peaks.replace({np.nan: None}).to_dict("records"),
             "peak_ratios": self.peak_ratios,
@@ -82,7 +83,8 @@ def comparison_table(cat: pd.DataFrame, a: Model, b: Model, stats: Mapping,
     """:func:`.stats.paired_comparison`, or an empty table with ``COLUMNS`` (reason logged) when no prompt
     was traced in both runs: an empty comparison is a result, not a failed job."""
     try:
-        return paired_comparison(cat, a, b, n_perm=stats["n_perm"], seed=stats["seed"], alpha=stats["alpha"])
+        return paired_comparison(cat, a, b, n_perm=stats["n_perm"], seed=stats["seed"], alpha=stats["alpha"],
+                                 category_mean=stats["category_mean"])
     except ValueError as e:
         log.warning("no comparison: %s", e)
         return pd.DataFrame(columns=COLUMNS)
@@ -99,7 +101,7 @@ def peak_ratios(cat: pd.DataFrame, peaks: pd.DataFrame, a: Model, b: Model, kind
         try:
             sentence = quote_peak_ratio(peaks, a, b, kind)
             r, lo, hi = peak_ratio_ci(cat, a, b, kind, n_boot=stats["n_boot"], seed=stats["seed"],
-                                      level=stats["level"])
+                                      level=stats["level"], category_mean=stats["category_mean"])
             out[kind] = {"sentence": f"{sentence} ({stats['level']:.0%} CI {lo:.1f}–{hi:.1f})", "ratio": r,
                          "ci_low": lo, "ci_high": hi}
         except (ValueError, KeyError) as e:
@@ -137,7 +139,7 @@ def compare_runs(cat: pd.DataFrame, aie: pd.DataFrame, a: Model, b: Model, kinds
 def comparison_figure(c: Comparison) -> Figure:
     """Heatmaps of the mean paired difference per kind, significant cells marked."""
     a, b = run_label(*c.a), run_label(*c.b)
-    title = (f"{a} − {b}: mean paired IE difference\n"
+    title = (f"{a} − {b}: AIE difference over the paired prompts ({category_mean_label(c.stats['category_mean'])})\n"
              f"red: {a} larger, blue: {b} larger; {c.n_pairs} prompts in both"
              + "".join(f"; {answer_label(m)}" for m in c.answer_modes))
     return difference_figure(c.table, c.kinds, c.stats["alpha"], title)
@@ -151,7 +153,8 @@ def comparison_page(c: Comparison) -> str:
     top = c.table.sort_values("q").head(15)[["kind", "category", "layer", "n", "mean_a", "mean_b", "diff", "p", "q"]]
     a, b = run_label(*c.a), run_label(*c.b)
     sections = [
-        ("", html.note(f"a = {a}, b = {b}; {c.n_pairs} prompts traced in both. "
+        ("", html.note(f"a = {a}, b = {b}; {c.n_pairs} prompts traced in both; both sides averaged alike "
+                       f"({category_mean_label(st['category_mean'])}, stats.category_mean). "
                        f"{TEST}; {st['n_perm']} permutations, significant: q < {st['alpha']:g}.")),
         ("Peak ratios (quotable)", html.bullets(sentences)),
         ("Significant cells per kind", html.table(sig)),

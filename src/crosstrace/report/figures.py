@@ -133,6 +133,17 @@ def approximate_text(meta: Mapping) -> str:
     return " — APPROXIMATE (AtP)" if meta.get("engine") == "atp" else ""
 
 
+#: how a figure names stats.category_mean (summary.json ``category_mean``)
+CATEGORY_MEAN_LABELS = {"rome": "category positions pooled (ROME)", "per_prompt": "per-prompt category means"}
+
+
+def category_mean_label(mode: str | None) -> str:
+    """How the AIE averaged a category's positions, for titles (None: a run from before the setting, which
+    averaged per prompt)."""
+    mode = mode or "per_prompt"
+    return CATEGORY_MEAN_LABELS.get(mode, f"category mean {mode}")
+
+
 def noise_text(meta: Mapping) -> str:
     """'noise ν = 0.35 × 10 draws' from a run's summary.json (ν unknown when nothing was traced)."""
     nu = meta.get("noise_scale")
@@ -257,7 +268,8 @@ def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool 
     n = int(sub["n"].max()) if len(sub) else 0
     title = (f"{run_label(meta['model'], meta['modality'])}: log AIE, {KIND_TITLES[kind]}{approximate_text(meta)}"
              + (f" (window {meta['window']})" if kind != "hidden" and "window" in meta else "")
-             + f"\nn = {n} prompts, {noise_text(meta)}; {answer_label(meta.get('answer'))}")
+             + f"\nn = {n} prompts, {noise_text(meta)}; {answer_label(meta.get('answer'))}; "
+             + category_mean_label(meta.get("category_mean")))
     im = draw_heatmap(axes[0, 0], mat, labels, norm, KIND_CMAPS[kind], title, mask)
     fig.colorbar(im, ax=axes[0, 0], label="AIE (log scale)")
     if n == 0:
@@ -319,6 +331,16 @@ def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequ
         _note(fig, "cells with AIE ≤ 0 (floor colour): " + ", ".join(notes)
               + ("; hatched: CI contains 0" if mask_ci_zero else ""))
     return readable(fig)
+
+
+def panel_title(meta: Mapping[tuple[str, str], Mapping]) -> str:
+    """The panel figure's title from the runs' summaries: noise draws and window, the answer o and how the
+    categories were averaged (each once when the runs agree)."""
+    noise = sorted({(m.get("samples"), m.get("window")) for m in meta.values()})
+    answers = sorted({answer_label(m.get("answer")) for m in meta.values()})
+    means = sorted({category_mean_label(m.get("category_mean")) for m in meta.values()})
+    return ("log AIE per token category and layer" + "".join(f"; {s} noise draws, window {w}" for s, w in noise)
+            + "".join(f"; {a}" for a in answers) + "".join(f"; {m}" for m in means))
 
 
 @styled

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from ..answers import ANSWER_MODES, answer_label, answer_tokens
+from ..grids import grid_frame
 from ..models.adapter import Adapter, get_adapter, window_layers
 from ..spans import SpanError, category_means
 from ..vocabulary import CATEGORIES, KINDS
@@ -118,17 +119,10 @@ class PromptTrace:
     def to_frame(self) -> pd.DataFrame:
         """The long IE table: one row per (kind, token, layer) with P_restored, IE and the prompt's constants
         (the workflow's ``ie_per_prompt.parquet`` rows, without model / modality / settings columns)."""
-        T, L = len(self.input_ids), self.n_layers
-        tok_idx, layer = np.meshgrid(np.arange(T), np.arange(L), indexing="ij")
-        frames = [pd.DataFrame({
-            "kind": kind,
-            "token_index": tok_idx.ravel(),
-            "token": np.asarray(self.tokens, dtype=object)[tok_idx.ravel()],
-            "layer": layer.ravel(),
-            "ie": kt.ie.ravel(),
-            "p_restored": kt.p_restored.ravel(),
-        }) for kind, kt in self.kinds.items()]
-        df = pd.concat(frames, ignore_index=True)
+        T = len(self.input_ids)
+        df = pd.concat([grid_frame({"ie": kt.ie, "p_restored": kt.p_restored}, self.tokens).assign(kind=kind)
+                        for kind, kt in self.kinds.items()], ignore_index=True)
+        df.insert(0, "kind", df.pop("kind"))
         # answer_mode: what P[o] reads (trace.answer); answer_tokens: how many tokens o has (answer_id: the first)
         const = {"known_id": self.known_id, "p_clean": self.p_clean, "p_corrupted": self.p_corrupted,
                  "answer_id": self.answer_id, "answer": self.answer, "answer_mode": self.answer_mode,

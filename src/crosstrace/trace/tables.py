@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..spans import SpanError, category_means
+from ..grids import grid_frame, ie_grid
+from ..spans import SpanError, category_positions
 from .api import PromptTooLongError, PromptTrace, Tracer
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,10 @@ IE_COLUMNS = [
     "n_tokens", "noise_scale", "samples", "seed", "window", "engine",
 ]
 QUARANTINE_COLUMNS = ["model", "modality", "known_id", "stage", "reason"]
-CATEGORY_COLUMNS = ["model", "modality", "known_id", "kind", "category", "layer", "ie", "answer_mode"]
+#: ``n_positions``, ``p_restored`` and ``p_corrupted`` let the AIE pool positions as ROME's code does
+#: (:func:`crosstrace.report.stats.aie_table`, ``stats.category_mean``)
+CATEGORY_COLUMNS = ["model", "modality", "known_id", "kind", "category", "layer", "ie", "answer_mode", "n_positions",
+                    "p_restored", "p_corrupted"]
 
 
 class NonFiniteError(ValueError):
@@ -77,18 +81,21 @@ def trace_records(tracer: Tracer, records: Iterable[dict], model: str, modality:
 
 
 def category_table(ie: pd.DataFrame) -> pd.DataFrame:
-    """Per prompt, kind, category and layer: the IE averaged over the category's positions."""
+    """Per prompt, kind, category and layer: what either averaging of :func:`crosstrace.report.stats.aie_table`
+    needs. ``n_positions``: the category's positions in the prompt; ``ie`` and ``p_restored``: their means
+    over those positions; ``p_corrupted``: the prompt's P_corrupted[o]. ROME's pooled mean weighs a prompt by
+    ``n_positions``; the per-prompt mean reads ``ie``."""
     out = []
-    keys = ["model", "modality", "known_id", "kind"]
-    for (model, modality, kid, kind), g in ie.groupby(keys, sort=True):
-        T, L = int(g["n_tokens"].iloc[0]), int(g["layer"].max()) + 1
-        mat = np.full((T, L), np.nan)
-        mat[g["token_index"].to_numpy(), g["layer"].to_numpy()] = g["ie"].to_numpy()
+    for (model, modality, kid, kind), g in ie.groupby(["model", "modality", "known_id", "kind"], sort=True):
+        ie_g, pr_g = ie_grid(g, "ie"), ie_grid(g, "p_restored")
         span = (int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0]))
-        for cat, vals in category_means(mat, span).items():
+        L = ie_g.shape[1]
+        for cat, pos in category_positions(span, ie_g.shape[0]).items():
             out.append(pd.DataFrame({"model": model, "modality": modality, "known_id": kid, "kind": kind,
-                                     "category": cat, "layer": np.arange(L), "ie": vals,
-                                     "answer_mode": g["answer_mode"].iloc[0]}))
+                                     "category": cat, "layer": np.arange(L), "ie": ie_g[pos].mean(axis=0),
+                                     "answer_mode": g["answer_mode"].iloc[0], "n_positions": len(pos),
+                                     "p_restored": pr_g[pos].mean(axis=0),
+                                     "p_corrupted": float(g["p_corrupted"].iloc[0])}))
     if not out:
         return pd.DataFrame(columns=CATEGORY_COLUMNS)
     return pd.concat(out, ignore_index=True)[CATEGORY_COLUMNS]
@@ -139,20 +146,10 @@ def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextToke
         rows = [*tm.ranges, (tm.last, tm.last + 1)]
         names = [*tm.tokens, "[Text]"]
         for kind, gk in g.groupby("kind", sort=False):
-            L = int(gk["layer"].max()) + 1
-            ie = np.full((T, L), np.nan)
-            pr = np.full((T, L), np.nan)
-            t, layer = gk["token_index"].to_numpy(), gk["layer"].to_numpy()
-            ie[t, layer], pr[t, layer] = gk["ie"].to_numpy(), gk["p_restored"].to_numpy()
-            agg_ie = np.stack([ie[a:b].mean(axis=0) for a, b in rows])
-            agg_pr = np.stack([pr[a:b].mean(axis=0) for a, b in rows])
-            k_idx, lay = np.meshgrid(np.arange(len(rows)), np.arange(L), indexing="ij")
-            df = pd.DataFrame({
-                "kind": kind, "token_index": k_idx.ravel(), "token": np.asarray(names, dtype=object)[k_idx.ravel()],
-                "layer": lay.ravel(), "ie": agg_ie.ravel(), "p_restored": agg_pr.ravel(),
-                "pos_start": np.asarray([a for a, _ in rows])[k_idx.ravel()],
-                "pos_end": np.asarray([b for _, b in rows])[k_idx.ravel()],
-            })
+            ie, pr = ie_grid(gk, "ie"), ie_grid(gk, "p_restored")
+            agg = {"ie": np.stack([ie[a:b].mean(axis=0) for a, b in rows]),
+                   "p_restored": np.stack([pr[a:b].mean(axis=0) for a, b in rows])}
+            df = grid_frame(agg, names, pos_start=[a for a, _ in rows], pos_end=[b for _, b in rows]).assign(kind=kind)
             first = gk.iloc[0]
             for c in ["model", "modality", "known_id", "p_clean", "p_corrupted", "answer_id", "answer", "answer_mode",
                       "answer_tokens", "noise_scale", "samples", "seed", "window", "engine"]:
