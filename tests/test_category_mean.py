@@ -15,7 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crosstrace.report.stats import _bootstrap, _pool, aie_table, paired_comparison, peak_ratio_ci, peak_summary
+from crosstrace.report.stats import (
+    _bootstrap,
+    _pool,
+    aie_table,
+    paired_comparison,
+    peak_ratio_ci,
+    peak_summary,
+)
 from crosstrace.trace.tables import CATEGORY_COLUMNS, category_table
 
 # P_restored[o] per position (rows) and layer (columns)

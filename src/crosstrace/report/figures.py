@@ -334,13 +334,13 @@ def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequ
 
 
 def panel_title(meta: Mapping[tuple[str, str], Mapping]) -> str:
-    """The panel figure's title from the runs' summaries: noise draws and window, the answer o and how the
-    categories were averaged (each once when the runs agree)."""
+    """The panel figure's title from the runs' summaries: what it shows, then noise draws and window, the
+    answer o and how the categories were averaged (each once when the runs agree)."""
     noise = sorted({(m.get("samples"), m.get("window")) for m in meta.values()})
     answers = sorted({answer_label(m.get("answer")) for m in meta.values()})
     means = sorted({category_mean_label(m.get("category_mean")) for m in meta.values()})
-    return ("log AIE per token category and layer" + "".join(f"; {s} noise draws, window {w}" for s, w in noise)
-            + "".join(f"; {a}" for a in answers) + "".join(f"; {m}" for m in means))
+    settings = [f"{s} noise draws, window {w}" for s, w in noise] + answers + means
+    return "log AIE per token category and layer\n" + "; ".join(settings)
 
 
 @styled

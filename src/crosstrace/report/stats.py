@@ -41,6 +41,7 @@ import pandas as pd
 from ..vocabulary import CATEGORIES, KIND_TITLES, KINDS, MODALITIES, MODALITY_LABELS
 
 __all__ = [
+    "CATEGORY_COLUMNS",
     "CATEGORY_MEANS",
     "CATEGORY_ORDER",
     "KIND_ORDER",
@@ -69,6 +70,8 @@ REQUIRED_COLS = GROUP_COLS + ["known_id"] + CELL_COLS + ["ie"]
 CATEGORY_MEANS = ("rome", "per_prompt")
 #: what ROME's pooled mean reads besides the cell keys (written by crosstrace.trace.tables.category_table)
 POOL_COLS = ["n_positions", "p_restored", "p_corrupted"]
+#: the category table (``category_ie.parquet``), as crosstrace.trace.tables.category_table writes it
+CATEGORY_COLUMNS = GROUP_COLS + ["known_id"] + CELL_COLS + ["ie", "answer_mode"] + POOL_COLS
 
 # Draws are generated in fixed-size blocks to bound memory; the block size is part of the
 # random stream's definition (changing it changes results for a given seed), so it is a constant.

@@ -17,6 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..grids import grid_frame, ie_grid
+from ..report.stats import CATEGORY_COLUMNS
 from ..spans import SpanError, category_positions
 from .api import PromptTooLongError, PromptTrace, Tracer
 
@@ -28,10 +29,8 @@ IE_COLUMNS = [
     "n_tokens", "noise_scale", "samples", "seed", "window", "engine",
 ]
 QUARANTINE_COLUMNS = ["model", "modality", "known_id", "stage", "reason"]
-#: ``n_positions``, ``p_restored`` and ``p_corrupted`` let the AIE pool positions as ROME's code does
-#: (:func:`crosstrace.report.stats.aie_table`, ``stats.category_mean``)
-CATEGORY_COLUMNS = ["model", "modality", "known_id", "kind", "category", "layer", "ie", "answer_mode", "n_positions",
-                    "p_restored", "p_corrupted"]
+#: CATEGORY_COLUMNS (from report.stats, which reads the table): ``n_positions``, ``p_restored`` and
+#: ``p_corrupted`` let the AIE pool positions as ROME's code does (``stats.category_mean``)
 
 
 class NonFiniteError(ValueError):
