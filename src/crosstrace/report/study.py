@@ -203,6 +203,7 @@ def regenerate_study(out: str | Path, category_mean: str = "rome", commit: str |
     (:func:`complete_category_table`), every table then records ``answer_mode`` and ``category_mean``,
     the summary in ``provenance.json`` gains both, and ``provenance.json`` says what was regenerated when."""
     out = Path(out)
+    commit = commit or _git_commit(Path(repo))  # before writing: the outputs would make the checkout dirty
     prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
     cfg, summary = prov["config"], prov["summary"]
     answer = summary.get("answer") or cfg["trace"].get("answer") or "top1"  # top1: the only mode before the setting
@@ -222,7 +223,7 @@ def regenerate_study(out: str | Path, category_mean: str = "rome", commit: str |
     checks = recall_signature(aie)
     (out / "signature.json").write_text(json.dumps([asdict(c) for c in checks], indent=2) + "\n", encoding="utf-8")
     prov["regenerated"] = {
-        "commit": commit or _git_commit(Path(repo)),
+        "commit": commit,
         "category_mean": category_mean,
         "files": ["category_ie.parquet", "aie.csv", "peaks.csv", "aie_panels.png", "aie_panels.pdf", "signature.json"],
         "how": "python -m crosstrace.report.study --regenerate: AIE, CIs, peaks, signature and figure recomputed "
