@@ -255,3 +255,84 @@ def test_peak_ratio_and_peaks_follow_the_mode():
         r, lo, hi = peak_ratio_ci(cat, ("m", "t2t"), ("m", "s2t"), "mlp", n_boot=50, category_mean=mode)
         want = aie[aie.modality == "t2t"]["aie"].max() / aie[aie.modality == "s2t"]["aie"].max()
         assert r == pytest.approx(want) and lo <= r <= hi
+
+
+# ---------------------------------------------------------------- the merge step (steps.merge_run)
+
+TRACE = {"answer": "top1", "noise": {"samples": 10, "seed": 0}, "window": 10, "kinds": ["mlp"]}
+SELECT = {"require_known": True, "expect_answer": "flag"}
+
+
+def shard_table(ie: pd.DataFrame) -> pd.DataFrame:
+    from crosstrace.trace.tables import IE_COLUMNS
+
+    extra = {"token": "t", "p_clean": 0.9, "answer_id": 5, "answer": " Paris", "answer_tokens": 1, "noise_scale": 0.3,
+             "samples": 10, "seed": 0, "window": 10, "engine": "fast"}
+    return ie.assign(**extra)[IE_COLUMNS]
+
+
+def known_table(ids) -> pd.DataFrame:
+    return pd.DataFrame({"known_id": list(ids), "label": "exact", "known": True, "attribute": "Paris",
+                         "first_token": " Paris", "status": "ok", "subject": "s", "prompt": "p"})
+
+
+def run_merge(tmp_path, ie: pd.DataFrame, known: pd.DataFrame, modality: str, category_mean: str = "rome"):
+    from crosstrace.steps import merge_run
+
+    shards = []
+    for i, ids in enumerate(([1], [2])):
+        path = tmp_path / f"{modality}{i}.parquet"
+        shard_table(ie[ie["known_id"].isin(ids)]).to_parquet(path)
+        pd.DataFrame(columns=["model", "modality", "known_id", "stage", "reason"]).to_parquet(
+            tmp_path / f"{modality}{i}.quarantine.parquet")
+        shards.append(path)
+    known.to_parquet(tmp_path / "known.parquet")
+    (tmp_path / "noise.json").write_text('{"std": 0.1}')
+    out = {k: tmp_path / f"{modality}_{k}.{'json' if k == 'summary' else 'parquet'}"
+           for k in ("ie", "categories", "aie", "quarantine", "summary")}
+    stats = {"n_boot": 20, "seed": 0, "level": 0.95, "category_mean": category_mean}
+    summary = merge_run(shards, tmp_path / "known.parquet", tmp_path / "noise.json", "m", modality, TRACE, stats, SELECT,
+                        "fail", out["ie"], out["categories"], out["aie"], out["quarantine"], out["summary"])
+    return summary, pd.read_parquet(out["aie"]), pd.read_parquet(out["ie"])
+
+
+def test_merge_step_writes_rome_aie_and_says_so(tmp_path):
+    import json
+
+    summary, aie, _ = run_merge(tmp_path, ie_table(), known_table([1, 2]), "t2t")
+    for cat, want in ROME.items():
+        assert aie_by_category(aie)[cat] == pytest.approx(want, abs=1e-12), cat
+    assert set(aie["category_mean"]) == {"rome"} and summary["category_mean"] == "rome"
+    assert summary["traced"] == 2 and summary["answer"] == "top1" and "category_mean" not in summary["ci"]
+    assert json.loads((tmp_path / "t2t_summary.json").read_text()) == summary
+    _, per, _ = run_merge(tmp_path, ie_table(), known_table([1, 2]), "t2t", "per_prompt")
+    assert aie_by_category(per)["middle_subject"] == pytest.approx(PER_PROMPT["middle_subject"])
+
+
+def test_merge_step_pools_s2t_text_tokens_not_units(tmp_path):
+    """S→T: units are averaged per text token first (S2T.token_rows), then each text token is one position of
+    the pooled mean. Each text token of the two prompts has two units with P1's / P2's values, so the S→T AIE
+    equals the T→T one; [Text] plays the last token."""
+    rows, known = [], []
+    for kid, (pr, (b, e), pc) in PROMPTS.items():
+        n_text = pr.shape[0] - 1  # the last row becomes [Text]
+        off, n_units = 3, 2 * n_text  # BOS, ▁, [Speech], then two units per text token, then [Text]
+        per_pos = [pr[0]] * off + [pr[k // 2] for k in range(n_units)] + [pr[-1]]
+        grid = np.stack(per_pos)
+        for t in range(grid.shape[0]):
+            for layer in range(grid.shape[1]):
+                rows.append({"model": "m", "modality": "s2t", "known_id": kid, "kind": "mlp", "token_index": t,
+                             "layer": layer, "p_restored": grid[t, layer], "ie": grid[t, layer] - pc, "p_corrupted": pc,
+                             "subject_start": off + 2 * b, "subject_end": off + 2 * e, "n_tokens": grid.shape[0],
+                             "answer_mode": "top1"})
+        known.append({"unit_offset": off, "n_units": n_units, "token_unit_start": [2 * k for k in range(n_text)],
+                      "token_unit_end": [2 * k + 2 for k in range(n_text)],
+                      "text_tokens": [f"w{k}" for k in range(n_text)], "subject_token_start": b, "subject_token_end": e,
+                      "lead_silence_units": 0, "trail_silence_units": 0})
+    known_t = pd.concat([known_table([1, 2]), pd.DataFrame(known)], axis=1)
+    summary, aie, ie = run_merge(tmp_path, pd.DataFrame(rows), known_t, "s2t")
+    for cat, want in ROME.items():
+        assert aie_by_category(aie)[cat] == pytest.approx(want, abs=1e-12), cat
+    assert aie.drop_duplicates("category").set_index("category")["n_positions"].to_dict() == N_POSITIONS
+    assert ie.groupby("known_id")["token_index"].nunique().to_dict() == {1: 7, 2: 8}  # text tokens + [Text]
+    assert summary["units_in_prompts"] == 26 and summary["lead_silence_units"] == 0
