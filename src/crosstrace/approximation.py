@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from .grids import ie_grid
-from .report.stats import aie_table
+from .report.stats import CATEGORY_MEANS, aie_table
 from .trace.tables import category_table, merge_shards
 from .vocabulary import KINDS
 
@@ -143,20 +143,22 @@ def _grids(ie: pd.DataFrame) -> dict[tuple[int, str], dict]:
     return out
 
 
-def aie_maps(ie: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
-    """Category → AIE over layers for one kind of an IE table, averaged as the workflow does by default
-    (ROME's pooled positions, :func:`crosstrace.report.stats.aie_table`). P_restored is P_corrupted + IE, so
-    an approximate table (AtP estimates IE only) and an unsigned one (|IE|) are averaged alike."""
+def aie_maps(ie: pd.DataFrame, kind: str, category_mean: str = "rome") -> dict[str, np.ndarray]:
+    """Category → AIE over layers for one kind of an IE table, averaged as the workflow does
+    (:func:`crosstrace.report.stats.aie_table`; ``rome``: ROME's pooled positions). P_restored is taken as
+    P_corrupted + IE, so an approximate table (AtP estimates IE only) and an unsigned one (|IE|) are averaged
+    alike."""
     g = ie[ie["kind"] == kind]
     g = g.assign(model="", modality="", answer_mode="", p_restored=g["p_corrupted"] + g["ie"])
-    aie = aie_table(category_table(g), n_boot=0)
+    aie = aie_table(category_table(g), n_boot=0, category_mean=category_mean)
     return {c: a.sort_values("layer")["aie"].to_numpy() for c, a in aie.groupby("category")}
 
 
-def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10,
+            category_mean: str = "rome") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per (prompt, kind): Spearman ρ, top-k overlap, completeness gap and run values; and per
     (kind, category): the largest |ΔAIE| over layers, relative to the exact map's peak, and the
-    layers of both peaks."""
+    layers of both peaks (AIE averaged as ``category_mean`` says)."""
     ge, ga = _grids(exact), _grids(approx)
     rows = []
     for key, e in ge.items():
@@ -174,7 +176,7 @@ def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10) -> tuple[pd.
     exact, approx = (t.merge(common, on=["known_id", "kind"]) for t in (exact, approx))
     cats = []
     for kind in KIND_ORDER:
-        me, ma = aie_maps(exact, kind), aie_maps(approx, kind)
+        me, ma = aie_maps(exact, kind, category_mean), aie_maps(approx, kind, category_mean)
         peak = max((float(np.max(v)) for v in me.values()), default=float("nan"))
         for cat, v in me.items():
             d = np.abs(ma[cat] - v)
@@ -290,9 +292,11 @@ def saturation(per_prompt: pd.DataFrame) -> dict:
 
 def validate(run_dir: Path, max_prompts: int | None, out: Path, graddrop_prompts: int, threads: int,
              variants: Sequence[str] = tuple(VARIANTS), subset_prompts: int = 10, top_n: int = 10,
-             max_gap: float = ScreenRule.max_gap) -> dict:  # the screen's own default, so the doc measures it
+             max_gap: float = ScreenRule.max_gap,  # the screen's own default, so the doc measures it
+             category_mean: str = "rome") -> dict:
     """Plain AtP on every exactly traced prompt of ``run_dir``; the other variants on the first
-    ``subset_prompts``, GradDrop on the first ``graddrop_prompts`` (L + 1 passes each)."""
+    ``subset_prompts``, GradDrop on the first ``graddrop_prompts`` (L + 1 passes each). AIE maps are
+    averaged as ``category_mean`` says (``stats.category_mean``)."""
     from .trace.atp import AtpConfig
 
     exact = read_exact(run_dir, max_prompts)
@@ -306,11 +310,13 @@ def validate(run_dir: Path, max_prompts: int | None, out: Path, graddrop_prompts
         t0 = time.perf_counter()
         tables[name] = atp_table(tracer, recs)
         seconds[name] = (time.perf_counter() - t0) / len(recs)
-        results[name] = compare(exact[exact["known_id"].isin(recs["known_id"])], tables[name])
+        results[name] = compare(exact[exact["known_id"].isin(recs["known_id"])], tables[name],
+                                category_mean=category_mean)
     if len(results) > 1:  # plain AtP on the variants' subset, for a like-for-like row
         sub = known["known_id"].iloc[:subset_prompts]
         results[f"AtP, first {len(sub)}"] = compare(exact[exact["known_id"].isin(sub)],
-                                                   tables["AtP"][tables["AtP"]["known_id"].isin(sub)])
+                                                   tables["AtP"][tables["AtP"]["known_id"].isin(sub)],
+                                                   category_mean=category_mean)
         seconds[f"AtP, first {len(sub)}"] = seconds["AtP"]
     plain = tables["AtP"]
     magnitude = {}
@@ -327,7 +333,8 @@ def validate(run_dir: Path, max_prompts: int | None, out: Path, graddrop_prompts
     summary["saturation"] = saturation(results["AtP"][0])
     summary["aie_categories"] = results["AtP"][1].round(4).to_dict("records")
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure(exact, plain, results["AtP"][0], out.with_suffix(".png"))
+    summary["category_mean"] = category_mean
+    figure(exact, plain, results["AtP"][0], out.with_suffix(".png"), category_mean)
     results["AtP"][0].to_csv(out.with_name(out.stem + "_per_prompt.csv"), index=False, float_format="%.5g")
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -362,16 +369,17 @@ def summarize(results: dict, magnitude: dict, seconds: dict, n: int, load: str) 
     return out
 
 
-def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, path: Path) -> None:
+def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, path: Path,
+           category_mean: str = "rome") -> None:
     """Per kind: exact AIE map, AtP AIE map (same colour scale) and the per-prompt ρ histogram."""
-    from .report.figures import KIND_CMAPS, KIND_TITLES, new_figure, save
+    from .report.figures import KIND_CMAPS, KIND_TITLES, category_mean_label, new_figure, save
     from .vocabulary import CATEGORIES, CATEGORY_LABELS
 
     n = per_prompt["known_id"].nunique()
     fig = new_figure((16, 10))  # off-screen: no pyplot, no backend chosen
     axes = fig.subplots(3, 3, gridspec_kw={"width_ratios": [1, 1, 0.6]})
     for i, kind in enumerate(KIND_ORDER):
-        me, ma = aie_maps(exact, kind), aie_maps(approx, kind)
+        me, ma = aie_maps(exact, kind, category_mean), aie_maps(approx, kind, category_mean)
         L = len(next(iter(me.values())))
         mats = [np.array([m.get(c, np.full(L, np.nan)) for c in CATEGORIES]) for m in (me, ma)]
         vmax = np.nanmax(mats[0])
@@ -389,7 +397,7 @@ def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, 
         axes[i, 2].set_xticks([-1, -0.5, 0, 0.5, 1])
         axes[i, 2].set_xlabel("ρ over the (token, layer) grid")
     fig.suptitle(f"SmolLM2-135M T→T, {n} Known prompts: exact causal tracing vs attribution patching\n"
-                 "(approximate), same prompts and noise")
+                 f"(approximate), same prompts and noise; {category_mean_label(category_mean)}")
     save(fig, [path])
 
 
@@ -422,12 +430,14 @@ def main(argv=None) -> None:
     ap.add_argument("--subset-prompts", type=int, default=10, help="prompts for the variants other than plain AtP")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--category-mean", default="rome", choices=CATEGORY_MEANS,
+                    help="how the AIE maps average a category's positions (stats.category_mean)")
     ap.add_argument("--out", type=Path, default=Path("docs/approximation.md"),
                     help="validate: the figure, JSON and per-prompt CSV are written beside this path")
     a = ap.parse_args(argv)
     if a.command == "validate":
         print(json.dumps(validate(a.exact, a.prompts, a.out, a.graddrop_prompts, a.threads, a.variants,
-                                  a.subset_prompts)), flush=True)
+                                  a.subset_prompts, category_mean=a.category_mean)), flush=True)
     else:
         print(json.dumps(time_all(a.exact, KIND_ORDER, a.threads, a.prompts)), flush=True)
 
