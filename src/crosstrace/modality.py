@@ -9,8 +9,8 @@ questions for one model entry, so no caller asks which family or modality it hol
 - ``label_known(model, table, …)``: the Known table (greedy decoding: exact / partial / none);
 - ``trace(tracer, record)``: the :class:`~crosstrace.trace.api.PromptTrace` of a record, through
   :meth:`Tracer.trace_ids <crosstrace.trace.api.Tracer.trace_ids>` for both;
-- ``prompt_table(records, **speech)``: the table the Known filter decodes (T→T: the records; S→T: one spoken
-  prompt per record, from the speech chain's tables);
+- ``prompt_table(records, aligner=…, **speech_tables)``: the table the Known filter decodes (T→T: the records;
+  S→T: one spoken prompt per record, from the speech chain's tables, which the workflow gives only S→T);
 - ``token_rows(ie, known)`` (a classmethod: the merge step has no model): the traced positions → the rows the
   token categories are taken over (T→T: its tokens; S→T: its text tokens, each the mean of its units), the
   prompts quarantined on the way, and what the modality adds to ``summary.json``.
