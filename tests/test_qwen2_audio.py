@@ -17,7 +17,14 @@ from crosstrace.config import ModelSpec
 from crosstrace.models.family import load, prepare
 from crosstrace.models.loading import ModelLoadError
 from crosstrace.models.qwen2_audio import Template, audio_rate, load_qwen2_audio, n_audio_positions
-from crosstrace.models.speech_family import AudioInputError, SpokenPrompt, input_embeddings, speech_family
+from crosstrace.models.speech_family import (
+    AudioInputError,
+    LMInput,
+    SpeechLM,
+    SpokenPrompt,
+    input_embeddings,
+    speech_family,
+)
 from crosstrace.speech.units import UnitSpanError, frames_to_dedup_positions, seconds_to_frames
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.noise import vectors_std
@@ -64,6 +71,7 @@ def audio_positions(grid, t_start: float, t_end: float) -> tuple[int, int]:
 
 def test_family_is_found_by_name_and_loads_from_the_folder(lm, qwen2audio_dir):
     assert speech_family("qwen2-audio").name == "qwen2-audio"
+    assert isinstance(lm, SpeechLM) and lm.family == "qwen2-audio" and lm.speech_input == "waveform"
     assert prepare(_spec(qwen2audio_dir)) == str(qwen2audio_dir)
     assert prepare(_spec("Qwen/Qwen2-Audio-7B")) == "Qwen/Qwen2-Audio-7B"  # a hub id is passed through
     assert lm.model.config.model_type == "qwen2" and type(lm.model).__name__ == "Qwen2ForCausalLM"
@@ -178,8 +186,6 @@ def test_noise_basis_is_the_merged_embeddings_at_the_subject(lm):
     assert vectors_std([x[b:e]]) == pytest.approx(float(x[b:e].double().std()), rel=1e-12)
     # T→T (no features): the embeddings of the ids, as for every text model
     t2t = lm.t2t(PROMPT)
-    from crosstrace.models.speech_family import LMInput
-
     emb = lm.model.get_input_embeddings().weight
     assert torch.equal(input_embeddings(lm, LMInput(t2t.input_ids)), emb[torch.tensor(t2t.input_ids)])
 
@@ -257,6 +263,10 @@ def test_clip_longer_than_the_encoder_window_is_refused(lm):
     assert lm.s2t(np.zeros(480_000, dtype=np.float32)).audio.n_positions == 750  # exactly 30 s fits: 30 × 25
     with pytest.raises(AudioInputError, match="needs the clip's waveform"):
         lm.s2t(SpokenPrompt(units=[1, 2], run_lengths=[1, 1]))
+    with pytest.raises(AudioInputError, match="NaN or infinite"):
+        lm.s2t(np.full(1600, np.nan, dtype=np.float32))
+    # another sampling rate is resampled to the feature extractor's 16 kHz first: 1 s at 8 kHz = 25 positions
+    assert lm.s2t(tone_clip(1.0, sr=8000), sampling_rate=8000).audio.n_positions == 25
 
 
 def test_processor_whose_audio_token_is_missing_from_the_tokenizer(qwen2audio_dir, tmp_path):

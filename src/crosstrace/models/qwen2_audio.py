@@ -170,6 +170,8 @@ class Qwen2AudioSpeech(LoadedModel):
         """The tokens that carry the prompt's characters in its T→T input, with the subject among them."""
         enc = self.t2t(prompt, subject)
         inside = [i for i, (s, e) in enumerate(enc.offsets) if e > s]
+        if not inside:
+            raise SpanError(f"prompt {prompt!r} has no text token")
         i0, i1 = inside[0], inside[-1] + 1
         b, e = enc.subject_span
         return Encoded(enc.input_ids[i0:i1], enc.offsets[i0:i1], (b - i0, e - i0))
@@ -181,6 +183,8 @@ class Qwen2AudioSpeech(LoadedModel):
         x = np.asarray(samples, dtype=np.float32)
         if x.ndim != 1 or not x.size:
             raise AudioInputError(f"expected a non-empty mono waveform, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise AudioInputError("the clip has NaN or infinite samples")
         if sampling_rate is not None and int(sampling_rate) != self.sampling_rate:
             x = resample(x, int(sampling_rate), self.sampling_rate)
         if x.size > self.window_samples:
@@ -190,8 +194,9 @@ class Qwen2AudioSpeech(LoadedModel):
         return x
 
     def s2t(self, spoken: SpokenPrompt | np.ndarray, sampling_rate: int | None = None) -> LMInput:
-        """S→T input of a clip: ids from the processor (``<|AUDIO|>`` once per unpadded encoder frame), the
-        audio grid (one frame per position at :attr:`rate`), and the log-mel features."""
+        """S→T input of a clip (mono, at ``sampling_rate``; None: already at the feature extractor's 16 kHz): ids
+        from the processor (``<|AUDIO|>`` once per unpadded encoder frame), the audio grid (one frame per
+        position at :attr:`rate`), and the log-mel features."""
         samples = spoken.samples if isinstance(spoken, SpokenPrompt) else spoken
         if samples is None:
             raise AudioInputError("Qwen2-Audio S→T needs the clip's waveform")
