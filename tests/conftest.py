@@ -102,3 +102,11 @@ def ckpt(tmp_path_factory):
     from spiritlm_fixture import build_tiny_spiritlm
 
     return build_tiny_spiritlm(tmp_path_factory.mktemp("spiritlm"))
+
+
+@pytest.fixture(scope="session")
+def qwen2audio_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-Audio folder (model + processor) in the real format (tests/qwen2audio_fixture.py)."""
+    from qwen2audio_fixture import build_tiny_qwen2audio
+
+    return build_tiny_qwen2audio(tmp_path_factory.mktemp("qwen2audio") / "tiny-qwen2-audio")

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 from .vocabulary import MODALITIES
 
-FAMILIES = ("hf", "spiritlm")
+FAMILIES = ("hf", "spiritlm", "qwen2-audio")  # speech families: crosstrace.models.<family> (speech_family)
 
 
 class ConfigError(ValueError):

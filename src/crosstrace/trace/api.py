@@ -21,7 +21,7 @@ from .atp import AtpConfig, trace_atp
 from .fast import supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
-from .state import Corruption, KindTrace
+from .state import Corruption, KindTrace, clean_embeds
 from .tokens import attribute_token_ids, encode_prompt, encode_text, subject_token_ids, token_strings
 
 log = logging.getLogger(__name__)
@@ -192,14 +192,16 @@ class Tracer:
             raise PromptTooLongError(f"prompt has {n_tokens} tokens, over the limit of {self.settings.max_tokens} "
                                      "(max_prompt_tokens; tracing cost grows with the square of the length)")
 
-    def estimate_seconds(self, input_ids: list[int], span: tuple[int, int]) -> float:
+    def estimate_seconds(self, input_ids: list[int], span: tuple[int, int],
+                         inputs_embeds: torch.Tensor | None = None) -> float:
         """Seconds to trace this prompt here: one timed forward pass of samples + 1 rows, times the number
         of such passes the engine needs (:func:`trace_passes`). A rough guide, not a benchmark."""
         s = self.settings
-        ids = torch.tensor([input_ids] * (s.noise.samples + 1), device=self.device)
+        prompt = torch.tensor(input_ids, device=self.device) if inputs_embeds is None else inputs_embeds
+        x = clean_embeds(self.adapter, prompt).repeat(s.noise.samples + 1, 1, 1)
         with torch.no_grad():
             t0 = time.perf_counter()
-            self.model(input_ids=ids)
+            self.model(inputs_embeds=x)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             one = time.perf_counter() - t0
@@ -207,27 +209,31 @@ class Tracer:
         return one * sum(trace_passes(k, len(input_ids), span[0], L, s.window, self.engine) for k in s.kinds)
 
     def trace_ids(self, known_id: int, input_ids: list[int], span: tuple[int, int], noise: torch.Tensor | None = None,
-                  attribute_ids: list[int] | None = None) -> PromptTrace:
+                  attribute_ids: list[int] | None = None, inputs_embeds: torch.Tensor | None = None) -> PromptTrace:
         """``attribute_ids``: the attribute's tokens after the prompt (:func:`.tokens.attribute_token_ids`),
-        needed by the attribute answer modes, ignored by top1."""
+        needed by the attribute answer modes, ignored by top1. ``inputs_embeds``: the prompt's (T, hidden) input
+        embeddings when they are not those of ``input_ids`` (a continuous-input speech family, e.g. Qwen2-Audio's
+        audio frames); the noise is then added to them and ``input_ids`` only name the positions."""
         self.check_length(len(input_ids))
+        if inputs_embeds is not None and inputs_embeds.shape[0] != len(input_ids):
+            raise ValueError(f"inputs_embeds has {inputs_embeds.shape[0]} positions, input_ids {len(input_ids)}")
         if len(input_ids) >= LONG_PROMPT_TOKENS:
-            est = self.estimate_seconds(input_ids, span)
+            est = self.estimate_seconds(input_ids, span, inputs_embeds)
             if est > LONG_TRACE_SECONDS:
                 log.warning("known_id %s: %d tokens; tracing it will take about %s here (%s engine, %d kinds, %d draws; "
                             "cost grows with the square of the prompt length)", known_id, len(input_ids),
                             _duration(est), self.engine, len(self.settings.kinds), self.settings.noise.samples,
                             extra={"console": True})
-        ids = torch.tensor(input_ids, device=self.device)
+        prompt = torch.tensor(input_ids, device=self.device) if inputs_embeds is None else inputs_embeds
         corruption = self.corruption(known_id, span, noise)
         s = self.settings
         answer = answer_tokens(s.answer, attribute_ids)
         if self.engine == "fast":
-            kinds = trace_fast(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.max_rows, answer)
+            kinds = trace_fast(self.model, self.adapter, prompt, corruption, s.kinds, s.window, s.max_rows, answer)
         elif self.engine == "atp":
-            kinds = trace_atp(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.atp, answer)
+            kinds = trace_atp(self.model, self.adapter, prompt, corruption, s.kinds, s.window, s.atp, answer)
         else:
-            kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window, answer)
+            kinds = trace_reference(self.model, self.adapter, prompt, corruption, s.kinds, s.window, answer)
         first = next(iter(kinds.values()))
         tokens = token_strings(self.tokenizer, input_ids)
         # one token: decoded on its own, readably (partial UTF-8 as bytes); several: decoded together

@@ -47,7 +47,7 @@ import torch
 
 from ..models.adapter import Adapter, hooks, site_name, window_layers
 from ..vocabulary import KINDS
-from .state import Corruption, KindTrace, answer_prob
+from .state import Corruption, KindTrace, answer_prob, clean_embeds
 
 LINEARIZE = ("prob", "logodds")
 
@@ -76,15 +76,13 @@ def _last_logits(model, x: torch.Tensor, n: int = 1) -> torch.Tensor:
     return model(inputs_embeds=x).logits[:, -n:]
 
 
-def _inputs(adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, steps: int,
+def _inputs(adapter: Adapter, prompt: torch.Tensor, corruption: Corruption, steps: int,
             answer_ids: Sequence[int] | None = None) -> torch.Tensor:
-    """Row 0 clean; then, for α = 1, 1 − 1/steps, …, S rows each with α·ν·ε on the subject. An answer of
-    n tokens appends its first n − 1 after the prompt (teacher forcing)."""
+    """Row 0 clean (``prompt``: token ids or input embeddings); then, for α = 1, 1 − 1/steps, …, S rows each
+    with α·ν·ε on the subject. An answer of n tokens appends its first n − 1 after the prompt (teacher forcing)."""
     b, e = corruption.span
-    if answer_ids is not None and len(answer_ids) > 1:
-        input_ids = torch.cat([input_ids, input_ids.new_tensor(list(answer_ids)[:-1])])
     with torch.no_grad():
-        clean = adapter.embed(input_ids[None])
+        clean = clean_embeds(adapter, prompt, answer_ids)
     noise = corruption.noise.to(clean.device, clean.dtype)
     rows = [clean]
     for i in range(steps):
@@ -160,14 +158,15 @@ def _to_ie(first_order: torch.Tensor, p: torch.Tensor, linearize: str) -> torch.
     return torch.sigmoid(torch.logit(q) + first_order / (q * (1 - q))) - q
 
 
-def trace_atp(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
+def trace_atp(model, adapter: Adapter, prompt: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
               window: int, config: AtpConfig | None = None,
               answer_ids: Sequence[int] | None = None) -> dict[str, KindTrace]:
     """AtP estimates of every kind's IE for one prompt, as KindTraces (p_restored = p_corrupted + IE).
-    ``answer_ids``: o's tokens (None: ROME's top-1, the clean run's greedy next token)."""
+    ``prompt``: token ids (T,) or input embeddings (T, hidden); ``answer_ids``: o's tokens (None: ROME's
+    top-1, the clean run's greedy next token)."""
     cfg = config or AtpConfig()
-    L, S, T = adapter.num_layers, corruption.noise.shape[0], input_ids.shape[0]
-    x = _inputs(adapter, input_ids, corruption, cfg.steps, answer_ids)
+    L, S, T = adapter.num_layers, corruption.noise.shape[0], prompt.shape[0]
+    x = _inputs(adapter, prompt, corruption, cfg.steps, answer_ids)
     sites = [site_name(kind, layer) for kind in kinds for layer in range(L)]
     answer_ids, p, outs, grads = site_gradients(model, adapter, x, sites, answer_ids)
     p_clean, p_draws = float(p[0]), p[1 : 1 + S]
@@ -181,12 +180,12 @@ def trace_atp(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corr
     return out
 
 
-def graddrop(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
+def graddrop(model, adapter: Adapter, prompt: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
              window: int) -> dict[str, np.ndarray]:
     """AtP*'s GradDrop: per kind, (T, L) = 1/(L−1) Σ_j |AtP with block j's sublayer gradients dropped|,
     averaged over draws. Unsigned, L backward passes; for ranking sites by magnitude."""
     L, S = adapter.num_layers, corruption.noise.shape[0]
-    x = _inputs(adapter, input_ids, corruption, 1)
+    x = _inputs(adapter, prompt, corruption, 1)
     sites = [site_name(kind, layer) for kind in kinds for layer in range(L)]
     answer_ids = None
     total = {kind: 0.0 for kind in kinds}

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.adapter import Adapter, window_layers
-from .state import Corruption, KindTrace, answer_prob
+from .state import Corruption, KindTrace, answer_prob, clean_embeds
 
 FAST_MODEL_TYPES = {"llama", "mistral", "qwen2"}
 
@@ -275,7 +275,7 @@ def _chunks(items: list[_Item], per_chunk: int) -> list[list[_Item]]:
 def trace_fast(
     model,
     adapter: Adapter,
-    input_ids: torch.Tensor,
+    prompt: torch.Tensor,
     corruption: Corruption,
     kinds: tuple[str, ...],
     window: int,
@@ -283,13 +283,12 @@ def trace_fast(
     answer_ids: Sequence[int] | None = None,
 ) -> dict[str, KindTrace]:
     """All kinds for one prompt. ``max_rows`` caps sequences per forward (items × noise draws);
-    None derives it from free accelerator memory (:func:`auto_max_rows`). ``answer_ids``: o's tokens
-    (None: ROME's top-1, the clean run's greedy next token)."""
-    L, T = adapter.num_layers, input_ids.shape[0]
+    None derives it from free accelerator memory (:func:`auto_max_rows`). ``prompt``: token ids (T,) or input
+    embeddings (T, hidden); ``answer_ids``: o's tokens (None: ROME's top-1, the clean run's greedy next token)."""
+    L, T = adapter.num_layers, prompt.shape[0]
     b, _ = corruption.span
-    run_ids = input_ids if answer_ids is None else torch.cat([input_ids, input_ids.new_tensor(list(answer_ids)[:-1])])
     n = 1 if answer_ids is None else len(answer_ids)
-    x = adapter.embed(run_ids[None])
+    x = clean_embeds(adapter, prompt, answer_ids)
     runner = LlamaRunner(model, adapter, x.shape[1], x.device, x.dtype)
     clean = runner.full(x)
     clean_logits = runner.logits(clean.final[:, -n:])

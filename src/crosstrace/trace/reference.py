@@ -17,13 +17,15 @@ from collections.abc import Sequence
 import torch
 
 from ..models.adapter import Adapter, hooks, site_name, window_layers
-from .state import Corruption, KindTrace, answer_prob
+from .state import Corruption, KindTrace, answer_prob, clean_embeds
 
 
-def rome_inputs(adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption) -> torch.Tensor:
-    """ROME's batch: row 0 is the clean prompt, rows 1..S add ν·ε to the subject embeddings."""
+def rome_inputs(adapter: Adapter, prompt: torch.Tensor, corruption: Corruption,
+                answer_ids: Sequence[int] | None = None) -> torch.Tensor:
+    """ROME's batch: row 0 is the clean prompt (token ids or input embeddings, :func:`clean_embeds`), rows 1..S
+    add ν·ε to the subject's input embeddings."""
     b, e = corruption.span
-    x = adapter.embed(input_ids[None]).repeat(corruption.noise.shape[0] + 1, 1, 1)
+    x = clean_embeds(adapter, prompt, answer_ids).repeat(corruption.noise.shape[0] + 1, 1, 1)
     x[1:, b:e] += corruption.noise.to(x.device, x.dtype)
     return x
 
@@ -49,12 +51,12 @@ def trace_with_patch(model, adapter: Adapter, embeds: torch.Tensor, answer_ids: 
 
 
 @torch.no_grad()
-def trace_reference(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
+def trace_reference(model, adapter: Adapter, prompt: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
                     window: int, answer_ids: Sequence[int] | None = None) -> dict[str, KindTrace]:
-    """``answer_ids``: o's tokens (None: ROME's top-1, the clean run's greedy next token)."""
-    L, T = adapter.num_layers, input_ids.shape[0]
-    run_ids = input_ids if answer_ids is None else torch.cat([input_ids, input_ids.new_tensor(list(answer_ids)[:-1])])
-    x = rome_inputs(adapter, run_ids, corruption)
+    """``prompt``: token ids (T,) or input embeddings (T, hidden); ``answer_ids``: o's tokens (None: ROME's
+    top-1, the clean run's greedy next token)."""
+    L, T = adapter.num_layers, prompt.shape[0]
+    x = rome_inputs(adapter, prompt, corruption, answer_ids)
     clean_logits = model(inputs_embeds=x[:1]).logits
     if answer_ids is None:
         answer_ids = [int(clean_logits[0, -1].argmax())]
