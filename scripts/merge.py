@@ -22,8 +22,11 @@ if w.modality == "s2t":
     ok = known_s2t[known_s2t["known_id"].isin(ie["known_id"].unique())]  # the traced prompts
     silence = {
         "aggregation": "IE per text token = mean IE of its speech units; last token = [Text]",
+        **{k: str(known_s2t[k].dropna().iloc[0]) if known_s2t[k].notna().any() else None
+           for k in ("token_rows", "pause_owner")},  # speech.token_rows / pause_owner the table was built with
         "lead_silence_units": int(ok["lead_silence_units"].sum()),
         "trail_silence_units": int(ok["trail_silence_units"].sum()),
+        "pause_units": int(ok["pause_units"].sum()),
         "units_in_prompts": int(ok["n_units"].sum()) if len(ok) else 0,
     }
     log.info("S→T aggregated by text tokens: %d prompts; %s", ie["known_id"].nunique() if len(ie) else 0, silence)

@@ -37,12 +37,13 @@ def prepare_model(entry: dict, cache_dir: str | None, out: str | Path, log: logg
 
 def known_table(model_json: str | Path, modality: str, records: str | Path, max_new_tokens: int, batch_size: int,
                 out: str | Path, validation: str | Path, speech: dict | None = None, aligner: str | None = None,
-                threads: int | None = None, log: logging.Logger = _log) -> pd.DataFrame:
+                threads: int | None = None, log: logging.Logger = _log, rows: dict | None = None) -> pd.DataFrame:
     """Rule ``filter_known``: Known-t2t / Known-s2t, every validated record labelled by greedy decoding.
 
     S→T first builds the prompt table from the speech chain (``speech``: paths of ``speech_records``,
-    ``manifest``, ``qc``, ``alignment``, ``units``; the shard lists are read as one table); rows without a
-    traceable spoken prompt keep their stage and reason and are not decoded. No validated records end
+    ``manifest``, ``qc``, ``alignment``, ``units``; the shard lists are read as one table; ``rows``: the
+    ``speech.token_rows`` and ``speech.pause_owner`` settings); rows without a traceable spoken prompt keep
+    their stage and reason and are not decoded. No validated records end
     the run with a message naming ``validation`` (the quarantine table). ``batch_size`` changes speed only
     (the rule reads it from the config, not a param), though batch shape can flip a near-tie greedy decode:
     keep it fixed within a study."""
@@ -59,7 +60,7 @@ def known_table(model_json: str | Path, modality: str, records: str | Path, max_
         s = speech or {}
         table = mod.prompt_table(table, pd.read_parquet(s["speech_records"]), read_parquets(s["manifest"]),
                                  read_parquets(s["qc"]), pd.read_parquet(s["alignment"]), read_parquets(s["units"]),
-                                 aligner)
+                                 aligner, **(rows or {}))
     known = mod.label_known(lm.model, table, max_new_tokens, batch_size)
     bad = known["status"] != "ok"
     if bad.any():
