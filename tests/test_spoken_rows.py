@@ -266,3 +266,23 @@ def test_comparison_says_which_rows_it_pairs(tmp_path):
     assert "token-for-token" in token_rows_note((None, "prompt"))
     with pytest.raises(ValueError, match="mixes S→T token rows"):
         run_token_rows(pd.concat([s2t, s2t.assign(token_rows="prompt")]), ("m", "s2t"))
+
+
+def test_similarity_pairs_the_end_of_the_subject_and_says_which_rows(ckpt):
+    """The similarity rule's subject position in S→T is the last unit of the subject's last text token (ties:
+    u7, LM 10), never a pause unit, and the matched states record the S→T rows they came from."""
+    from crosstrace.config import ModelSpec
+    from crosstrace.models.family import load, prepare
+    from crosstrace.representations import matched_states
+
+    spec = ModelSpec.from_dict({"name": "tiny-spirit", "family": "spiritlm", "path": str(ckpt["root"]),
+                                "modalities": ["t2t", "s2t"]})
+    spec = replace(spec, resolved=prepare(spec), dtype="float32")
+    lm = load(spec)
+    t2t = {"known_id": 7, "prompt": PROMPT, "subject": SUBJECT}
+    got = matched_states(lm.model, lm.tokenizer, spec, [(t2t, _known_row())])
+    pos = got.positions.iloc[0]
+    # T→T: <s> ▁ [Text] T h e ▁ 1 9 6 0 s ▁began ▁in -> the subject ends with "s" at 11
+    assert (pos["s2t_subject"], pos["s2t_last"], pos["t2t_subject"]) == (10, 16, 11) and got.token_rows == "spoken"
+    got = matched_states(lm.model, lm.tokenizer, spec, [(t2t, {**_known_row("preceding"), "token_rows": "prompt"})])
+    assert got.token_rows == "prompt" and got.positions.iloc[0]["s2t_subject"] == 12  # u9, the pause is ties' now
