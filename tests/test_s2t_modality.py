@@ -18,7 +18,13 @@ from crosstrace.models.loading import ModelLoadError
 from crosstrace.spans import SpanError
 from crosstrace.speech.align import PromptWord
 from crosstrace.speech.pipeline import prompt_words_to_json
-from crosstrace.speech.prompts import prompt_table, row_prompt, subject_positions, subject_unit_ids, token_maps
+from crosstrace.speech.prompts import (
+    prompt_table,
+    row_prompt,
+    subject_positions,
+    subject_unit_ids,
+    token_maps,
+)
 from crosstrace.speech.units import token_unit_ranges, units_row
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.noise import embedding_std

@@ -15,10 +15,22 @@ import pandas as pd
 import pytest
 import torch
 
-from crosstrace.speech.align import PromptWord, WordSegment, spoken_from_prompt_words, spoken_words_placed, token_times
+from crosstrace.speech.align import (
+    PromptWord,
+    WordSegment,
+    spoken_from_prompt_words,
+    spoken_words_placed,
+    token_times,
+)
 from crosstrace.speech.normalize import normalize_for_ctc, spoken_subject_span
 from crosstrace.speech.pipeline import prompt_words_to_json
-from crosstrace.speech.prompts import TextTokens, map_text_tokens, row_prompt, subject_positions, subject_unit_ids
+from crosstrace.speech.prompts import (
+    TextTokens,
+    map_text_tokens,
+    row_prompt,
+    subject_positions,
+    subject_unit_ids,
+)
 from crosstrace.speech.units import FrameGrid, token_unit_ranges, units_row
 from crosstrace.trace.tables import TextTokenMap, aggregate_by_text_tokens, category_table, unit_view
 
@@ -110,8 +122,8 @@ def test_the_subjects_units_follow_the_pause_rule():
 
 def test_only_the_subjects_units_are_corrupted(ckpt):
     from crosstrace.config import ModelSpec
-    from crosstrace.models.family import load, prepare
     from crosstrace.modality import for_run
+    from crosstrace.models.family import load, prepare
     from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
     from crosstrace.trace.noise import draw_noise
 

@@ -14,7 +14,8 @@ checkpoint filter_known:
         spec=model_spec,
         max_new_tokens=config["filter"]["max_new_tokens"],
         aligner=lambda wc: config["speech"]["align"]["use"] if wc.modality == "s2t" else None,
-        rows=lambda wc: ({k: config["speech"][k] for k in ("token_rows", "pause_owner")} if wc.modality == "s2t"
-                         else None),
+        rows=lambda wc: (
+            {k: config["speech"][k] for k in ("token_rows", "pause_owner")} if wc.modality == "s2t" else None
+        ),
     script:
         "../../scripts/filter_known.py"

@@ -30,8 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-from crosstrace.models.hubert import CHUNK_SAMPLES, SAMPLE_RATE
-from crosstrace.models.hubert import dedup_units  # noqa: F401 (re-exported: units and run lengths)
+from crosstrace.models.hubert import (
+    CHUNK_SAMPLES,
+    SAMPLE_RATE,
+    dedup_units,  # noqa: F401 (re-exported: units and run lengths)
+)
 from crosstrace.models.spiritlm import HU0_ID, N_HU
 from crosstrace.spans import SpanError
 
