@@ -12,4 +12,4 @@ speech = {k: inp[k] for k in ("speech_records", "manifest", "qc", "alignment", "
 # filter.batch_size changes speed only, hence read from the config and not a rule param (a param change reruns)
 known_table(inp.model, snakemake.wildcards.modality, inp.records, p.max_new_tokens,
             snakemake.config["filter"]["batch_size"], snakemake.output.table, inp.validation, speech=speech,
-            aligner=p.aligner, threads=snakemake.threads, log=log)
+            aligner=p.aligner, rows=p.rows, threads=snakemake.threads, log=log)

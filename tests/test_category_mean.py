@@ -328,7 +328,8 @@ def test_merge_step_pools_s2t_text_tokens_not_units(tmp_path):
         known.append({"unit_offset": off, "n_units": n_units, "token_unit_start": [2 * k for k in range(n_text)],
                       "token_unit_end": [2 * k + 2 for k in range(n_text)],
                       "text_tokens": [f"w{k}" for k in range(n_text)], "subject_token_start": b, "subject_token_end": e,
-                      "lead_silence_units": 0, "trail_silence_units": 0})
+                      "lead_silence_units": 0, "trail_silence_units": 0, "pause_units": 0,
+                      "token_rows": "spoken", "pause_owner": "none"})
     known_t = pd.concat([known_table([1, 2]), pd.DataFrame(known)], axis=1)
     summary, aie, ie = run_merge(tmp_path, pd.DataFrame(rows), known_t, "s2t")
     for cat, want in ROME.items():

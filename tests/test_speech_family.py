@@ -25,7 +25,7 @@ from crosstrace.models.speech_family import (
 )
 from crosstrace.spans import SpanError
 from crosstrace.speech.prompts import prompt_text_tokens
-from crosstrace.speech.units import unit_offset, unit_span_positions
+from crosstrace.speech.units import frames_to_dedup_positions, seconds_to_frames, unit_offset
 from crosstrace.trace.noise import embedding_std, vectors_std
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,7 +81,8 @@ def test_spiritlm_s2t_grid_is_eq2_of_the_units(spirit):
     assert inp.audio == AudioGrid(25.0, tuple(RUNS), unit_offset(inp.input_ids))
     assert inp.last == len(inp.input_ids) - 1 and inp.input_ids[inp.last] == slm.TEXT_ID  # S→T's last token
     # the grid's rate, runs and offset give the positions the existing eq. 2 code gives
-    assert unit_span_positions(0.10, 0.22, RUNS, inp.input_ids).positions == (4, 6)
+    d0, d1 = frames_to_dedup_positions(*seconds_to_frames(0.10, 0.22, sum(RUNS)), RUNS)
+    assert (unit_offset(inp.input_ids) + d0, unit_offset(inp.input_ids) + d1) == (4, 6)
     assert list(inp.audio.positions) == [3, 4, 5, 6]
     assert spirit.inputs_embeds(inp) is None  # discrete: the engines embed the ids
     with pytest.raises(SpanError, match="needs the clip's deduplicated units"):

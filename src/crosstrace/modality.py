@@ -7,6 +7,7 @@ questions for one model entry, so no caller asks which family or modality it hol
 - ``answer_ids(record)``: the attribute's text tokens after the prompt (the attribute answer modes);
 - ``noise_ids(table)``: the token ids whose input embeddings set the noise scale ν (its std × multiple);
 - ``label_known(model, table, …)``: the Known table (greedy decoding: exact / partial / none);
+- ``noise(tracer, record, span)``: which positions of the span are corrupted (S→T: the subject's units only);
 - ``trace(tracer, record)``: the :class:`~crosstrace.trace.api.PromptTrace` of a record, through
   :meth:`Tracer.trace_ids <crosstrace.trace.api.Tracer.trace_ids>` for both;
 - ``prompt_table(records, aligner=…, **speech_tables)``: the table the Known filter decodes (T→T: the records;
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pandas as pd
+import torch
 
 from .config import ConfigError, ModelSpec
 from .data import KnownRecord
@@ -35,7 +37,7 @@ from .models import spiritlm as slm
 from .spans import Encoded, SpanError
 from .speech import prompts as s2t_prompts
 from .trace.api import PromptTrace, Tracer
-from .trace.noise import embedding_std
+from .trace.noise import draw_noise, embedding_std
 from .trace.tables import QUARANTINE_COLUMNS, aggregate_by_text_tokens
 from .trace.tokens import attribute_token_ids, encode_prompt, encode_text, subject_token_ids
 
@@ -101,13 +103,18 @@ class T2T:
             return list(tokens)
         return [s2t_prompts.unit_token(int(i)) or s for i, s in zip(input_ids, tokens, strict=True)]
 
+    def noise(self, tracer: Tracer, record: dict, span: tuple[int, int]):
+        """The unscaled noise ε for ``span``, or None for the tracer's own seeded draw (the whole span)."""
+        return None
+
     def trace(self, tracer: Tracer, record: dict) -> PromptTrace:
         """Trace one record: its prompt ids and span, and the attribute tokens where the answer mode reads them."""
         ids, span = self.prompt(record)
         attribute = None if tracer.settings.answer == "top1" else self.answer_ids(record)
-        tr = tracer.trace_ids(int(record["known_id"]), ids, span, attribute_ids=attribute)
+        tr = tracer.trace_ids(int(record["known_id"]), ids, span, noise=self.noise(tracer, record, span),
+                              attribute_ids=attribute)
         tr.tokens = self.token_labels(tr.input_ids, tr.tokens)
-        tr.prompt, tr.subject, tr.attribute = record["prompt"], record["subject"], record.get("attribute")
+        tr.prompt, tr.subject, tr.attribute = record.get("prompt"), record.get("subject"), record.get("attribute")
         return tr
 
     def prompt_table(self, records: pd.DataFrame, aligner: str | None = None) -> pd.DataFrame:
@@ -135,6 +142,20 @@ class S2T(T2T):
     def prompt(self, record: dict) -> tuple[list[int], tuple[int, int]]:
         return s2t_prompts.row_prompt(record, self.stray_space)
 
+    def noise(self, tracer: Tracer, record: dict, span: tuple[int, int]):
+        """Only the subject's units are corrupted (:func:`crosstrace.speech.prompts.subject_positions`): the
+        tracer's seeded draw for the span, with the rows of pause units between subject words set to zero
+        (``speech.pause_owner: none``); None (the plain draw) when every unit of the span is the subject's."""
+        b, e = span
+        keep = [p - b for p in s2t_prompts.subject_positions(record, self.stray_space)]
+        if len(keep) == e - b:
+            return None
+        cfg = tracer.settings.noise
+        eps = draw_noise(cfg.seed, int(record["known_id"]), cfg.samples, e - b, tracer.hidden_size, cfg.kind)
+        mask = torch.zeros(e - b, 1)
+        mask[keep] = 1.0
+        return eps * mask
+
     noise_basis: ClassVar[str] = "units of the subject's text tokens (S→T subject spans)"
 
     def noise_ids(self, table: pd.DataFrame) -> list[list[int]]:
@@ -142,24 +163,30 @@ class S2T(T2T):
         return s2t_prompts.subject_unit_ids(table.to_dict("records"), self.stray_space)
 
     def prompt_table(self, records: pd.DataFrame, speech_records: pd.DataFrame, manifest: pd.DataFrame,
-                     qc: pd.DataFrame | None, alignment: pd.DataFrame, units: pd.DataFrame, aligner: str) -> pd.DataFrame:
+                     qc: pd.DataFrame | None, alignment: pd.DataFrame, units: pd.DataFrame, aligner: str,
+                     token_rows: str = "spoken", pause_owner: str = "none") -> pd.DataFrame:
         """The S→T prompt table of every validated record (quarantined rows keep their stage and reason), from
-        the speech chain's tables; ``aligner`` (``speech.align.use``) is the aligner whose spans it uses."""
+        the speech chain's tables; ``aligner`` (``speech.align.use``) is the aligner whose spans it uses,
+        ``token_rows`` / ``pause_owner`` are ``speech.token_rows`` / ``speech.pause_owner``."""
         return s2t_prompts.prompt_table(records, speech_records, manifest, qc, alignment, units, aligner,
-                                        self.tokenizer, self.stray_space)
+                                        self.tokenizer, self.stray_space, token_rows, pause_owner)
 
     @classmethod
     def token_rows(cls, ie: pd.DataFrame, known: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         """Per-unit IE → per-text-token IE with ``[Text]`` as the last row (paper §2.4;
         :func:`~crosstrace.trace.tables.aggregate_by_text_tokens` over the text-token maps of ``known``, the
         S→T known table); a prompt whose map does not fit its trace is quarantined. ``summary.json`` gets the
-        silent units that belong to no text token."""
+        row settings and the silent and pause units that belong to no text token."""
         rows, quarantined = aggregate_by_text_tokens(ie, s2t_prompts.token_maps(known))
         ok = known[known["known_id"].isin(rows["known_id"].unique())]  # the traced prompts
         extras = {
             "aggregation": "IE per text token = mean IE of its speech units; last token = [Text]",
+            # speech.token_rows / speech.pause_owner the known table was built with
+            **{k: str(known[k].dropna().iloc[0]) if known[k].notna().any() else None
+               for k in ("token_rows", "pause_owner")},
             "lead_silence_units": int(ok["lead_silence_units"].sum()),
             "trail_silence_units": int(ok["trail_silence_units"].sum()),
+            "pause_units": int(ok["pause_units"].sum()),
             "units_in_prompts": int(ok["n_units"].sum()) if len(ok) else 0,
         }
         return rows, quarantined, extras

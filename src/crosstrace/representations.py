@@ -10,7 +10,11 @@ For every prompt in both sets, one clean forward pass per modality, without nois
 stream after every block at two matched positions (``POSITIONS``):
 
 - ``subject``: the last subject token (T→T) ↔ the last unit of the subject span (S→T), i.e. the last unit
-  of the subject's last text token (the text-token mapping of :func:`crosstrace.speech.prompts.prompt_table`);
+  of the subject's last text token (the text-token mapping of :func:`crosstrace.speech.prompts.prompt_table`).
+  With ``speech.token_rows: spoken`` (the paper) that token is the last spoken text token of the subject, the
+  end of the same subject where the spoken text writes it differently ("Yakuza 2" → "Yakuza two"); with
+  ``prompt`` it is the same text token as T→T's. The S→T known table records which (``token_rows``), and so
+  do the similarity table and page;
 - ``last``: the last prompt token (T→T) ↔ the last S→T token, the ``[Text]`` marker the answer follows.
 
 Prompt ids and subject spans are built exactly as the tracer builds them: by the
@@ -90,6 +94,7 @@ class MatchedStates:
     positions: pd.DataFrame  # known_id, {t2t,s2t}_{subject,last}, n_{t2t,s2t}: token positions used
     # (known_id, reason) of the prompts without a subject span in one modality
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    token_rows: str | None = None  # the S→T rows the subject's units come from (speech.token_rows)
 
 
 def matched_states(model, tokenizer, spec: ModelSpec, pairs: Sequence[tuple[dict, dict]]) -> MatchedStates:
@@ -130,7 +135,11 @@ def matched_states(model, tokenizer, spec: ModelSpec, pairs: Sequence[tuple[dict
     t_all = np.stack(text) if text else empty
     s_all = np.stack(speech) if speech else empty
     cols = ["known_id", *(f"t2t_{p}" for p in POSITIONS), "n_t2t", *(f"s2t_{p}" for p in POSITIONS), "n_s2t"]
+    modes = sorted({str(r["token_rows"]) for _, r in pairs if isinstance(r.get("token_rows"), str)})
+    if len(modes) > 1:
+        raise ValueError(f"the S→T known table mixes token rows {modes}")
     return MatchedStates(
+        token_rows=modes[0] if modes else None,
         known_ids=kept,
         text={p: t_all[:, i] for i, p in enumerate(POSITIONS)},
         speech={p: s_all[:, i] for i, p in enumerate(POSITIONS)},

@@ -40,13 +40,13 @@ def prepare_model(entry: dict, cache_dir: str | None, out: str | Path, log: logg
 
 def known_table(model_json: str | Path, modality: str, records: str | Path, max_new_tokens: int, batch_size: int,
                 out: str | Path, validation: str | Path, speech: dict | None = None, aligner: str | None = None,
-                threads: int | None = None, log: logging.Logger = _log) -> pd.DataFrame:
+                threads: int | None = None, log: logging.Logger = _log, rows: dict | None = None) -> pd.DataFrame:
     """Rule ``filter_known``: Known-t2t / Known-s2t, every validated record labelled by greedy decoding.
 
     The modality's prompt table comes first (``mod.prompt_table``): T→T decodes the records; S→T builds
     its spoken prompts from the speech chain, ``speech`` = the paths of ``speech_records``, ``manifest``,
-    ``qc``, ``alignment``, ``units`` (the rule's inputs; shard lists are read as one table) and ``aligner``
-    (``speech.align.use``); rows without a traceable spoken prompt keep their stage and reason and are not
+    ``qc``, ``alignment``, ``units`` (the rule's inputs; shard lists are read as one table) ``aligner``
+    (``speech.align.use``) and ``rows`` (the ``speech.token_rows`` and ``speech.pause_owner`` settings); rows without a traceable spoken prompt keep their stage and reason and are not
     decoded. No validated records end the run with a message naming ``validation`` (the quarantine table).
     ``batch_size`` changes speed only (the rule reads it from the config, not a param), though batch shape
     can flip a near-tie greedy decode: keep it fixed within a study."""
@@ -60,7 +60,7 @@ def known_table(model_json: str | Path, modality: str, records: str | Path, max_
     lm = load(spec)
     mod = for_run(spec, modality, lm.tokenizer)
     tables = {k: read_parquets([v] if isinstance(v, str | Path) else v) for k, v in (speech or {}).items()}
-    table = mod.prompt_table(table, aligner=aligner, **tables)
+    table = mod.prompt_table(table, aligner=aligner, **(rows or {}), **tables)
     known = mod.label_known(lm.model, table, max_new_tokens, batch_size)
     bad = known["status"] != "ok"
     if bad.any():

@@ -261,6 +261,13 @@ def filter_aligner(wildcards):
     return SPEECH["align"]["use"] if wildcards.modality == "s2t" else None
 
 
+def filter_rows(wildcards):
+    """The filter_known rule's S→T row settings (speech.token_rows, speech.pause_owner); T→T has none."""
+    if wildcards.modality != "s2t":
+        return None
+    return {k: SPEECH[k] for k in ("token_rows", "pause_owner")}
+
+
 def noise_inputs(wildcards):
     """T→T: std over the dataset's subjects; S→T: over the unit tokens in the S→T subject spans (known table)."""
     records = (

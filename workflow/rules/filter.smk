@@ -14,5 +14,6 @@ checkpoint filter_known:
         spec=model_spec,
         max_new_tokens=config["filter"]["max_new_tokens"],
         aligner=filter_aligner,
+        rows=filter_rows,
     script:
         "../../scripts/filter_known.py"

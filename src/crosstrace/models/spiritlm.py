@@ -43,7 +43,6 @@ from crosstrace.models.speech_family import AudioGrid, LMInput, SpokenPrompt
 from crosstrace.spans import Encoded, SpanError, token_span_from_offsets
 
 BOS_ID = 1
-EOS_ID = 2
 TEXT_ID = 32000
 SPEECH_ID = 32001
 HU0_ID = 32002
@@ -192,20 +191,6 @@ def load_spiritlm_bundle(folder: str | Path, device: str = "cpu", dtype: str = "
 # -------------------------------------------------------------------------------------------- prompts
 
 
-def units_to_string(dedup_units: Sequence[int]) -> str:
-    """``[Hu99][Hu49]…`` (no separators, plain decimal)."""
-    return "".join(f"[Hu{int(u)}]" for u in dedup_units)
-
-
-def s2t_prompt(dedup_units: Sequence[int]) -> str:
-    """SpiritLM's S→T prompt string: ``[Speech][Hu..]…[Text]`` (nothing after the final marker)."""
-    return SPEECH_MARKER + units_to_string(dedup_units) + TEXT_MARKER
-
-
-def t2t_prompt(text: str) -> str:
-    return TEXT_MARKER + text
-
-
 def _space_id(tokenizer) -> int:
     sid = tokenizer.convert_tokens_to_ids(SPACE_PIECE)
     if sid is None or sid == getattr(tokenizer, "unk_token_id", None):
@@ -225,11 +210,6 @@ def s2t_ids(dedup_units: Sequence[int], stray_space: bool = STRAY_SPACE_DEFAULT,
         raise ValueError(f"speech units must be in 0..{N_HU - 1}, got {bad[:5]}")
     head = [BOS_ID, space_id] if stray_space else [BOS_ID]
     return head + [SPEECH_ID] + [HU0_ID + u for u in units] + [TEXT_ID]
-
-
-def s2t_unit_offset(stray_space: bool = STRAY_SPACE_DEFAULT) -> int:
-    """Position of the first unit in :func:`s2t_ids` (2, or 3 with the stray ``▁``)."""
-    return 3 if stray_space else 2
 
 
 def t2t_encode(tokenizer, prompt: str, subject: str | None = None, stray_space: bool = STRAY_SPACE_DEFAULT,
@@ -267,12 +247,6 @@ def t2t_encode(tokenizer, prompt: str, subject: str | None = None, stray_space: 
             raise SpanError(f"subject {subject!r} does not occur in prompt {prompt!r}")
         span = token_span_from_offsets(offsets, c0, c0 + len(subject))
     return Encoded(ids, offsets, span)
-
-
-def t2t_ids(tokenizer, text: str, stray_space: bool = STRAY_SPACE_DEFAULT, first_word_space: bool = False) -> list[int]:
-    """Token ids of the T→T prompt ``[Text]`` + text (see the module docstring for the ▁ convention)."""
-    return t2t_encode(tokenizer, text, None, stray_space, first_word_space).input_ids
-
 
 
 # ------------------------------------------------------------------------------- the speech-family contract
@@ -339,7 +313,7 @@ class SpiritLMSpeech(LoadedModel):
             raise SpanError(f"{len(spoken.units)} units but {len(spoken.run_lengths)} run lengths")
         ids = s2t_ids(spoken.units, self.stray_space)
         return LMInput(ids, AudioGrid(UNIT_RATE, tuple(int(r) for r in spoken.run_lengths),
-                                      s2t_unit_offset(self.stray_space)))
+                                      ids.index(SPEECH_ID) + 1))  # the first unit follows [Speech]
 
     def inputs_embeds(self, inp: LMInput) -> None:
         return None  # units are tokens: the engines embed the ids

@@ -472,7 +472,8 @@ def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4)
     """S→T IE per speech unit (a view the paper does not have): for the first ``max_prompts`` prompts of
     ``view`` (:func:`crosstrace.trace.tables.unit_view`), IE by LM position (x, from the first unit to
     ``[Text]``) and layer (y), with the text-token boundaries drawn and labelled (subject tokens in red),
-    and the silence before the first and after the last word shaded. Diverging colours centred at 0."""
+    and the silence before the first and after the last word, and pauses between words that no token owns,
+    shaded. Diverging colours centred at 0."""
     sub = view[view["kind"] == kind]
     kids = sorted(sub["known_id"].unique())[:max_prompts]
     fig = new_figure((9, 2.6 * max(1, len(kids)) + 0.6))
@@ -492,7 +493,7 @@ def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4)
         im = ax.imshow(mat, aspect="auto", origin="lower", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim),
                        interpolation="nearest", extent=(first - 0.5, T - 0.5, -0.5, L - 0.5))
         pos = g.drop_duplicates("token_index").sort_values("token_index")
-        for r in pos[pos["region"] == "silence"].itertuples():
+        for r in pos[pos["region"].isin(["silence", "pause"])].itertuples():
             ax.axvspan(r.token_index - 0.5, r.token_index + 0.5, color="#bbbbbb", alpha=0.6, lw=0)
         owned = pos[pos["region"] == "token"]
         b, e = int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0])  # LM positions of the subject's units
@@ -508,5 +509,5 @@ def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4)
         ax.set_xlabel(f"LM position (speech units; last = [Text]) · known_id {kid}")
         fig.colorbar(im, ax=ax, label="IE", pad=0.01)
     fig.suptitle(f"{title} · {KIND_TITLES.get(kind, kind)}: IE per speech unit; lines = text-token boundaries, "
-                 "red = subject, grey = silence (no token)", fontsize=9)
+                 "red = subject, grey = silence or pause (no token)", fontsize=9)
     return readable(fig)

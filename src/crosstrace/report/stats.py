@@ -71,7 +71,8 @@ CATEGORY_MEANS = ("rome", "per_prompt")
 #: what ROME's pooled mean reads besides the cell keys (written by crosstrace.trace.tables.category_table)
 POOL_COLS = ["n_positions", "p_restored", "p_corrupted"]
 #: the category table (``category_ie.parquet``), as crosstrace.trace.tables.category_table writes it
-CATEGORY_COLUMNS = GROUP_COLS + ["known_id"] + CELL_COLS + ["ie", "answer_mode"] + POOL_COLS
+#: (``token_rows``: which text tokens an S→T run's rows are, ``speech.token_rows``; None for T→T)
+CATEGORY_COLUMNS = GROUP_COLS + ["known_id"] + CELL_COLS + ["ie", "answer_mode"] + POOL_COLS + ["token_rows"]
 
 # Draws are generated in fixed-size blocks to bound memory; the block size is part of the
 # random stream's definition (changing it changes results for a given seed), so it is a constant.

@@ -11,7 +11,9 @@ Table schemas (one parquet per shard, written by ``scripts/speech_*.py``):
 * alignment: known_id, aligner, subject_start_s, subject_end_s, words (JSON list of
   ``[word, start_s, end_s, score]``), score, status, reason, prompt_words (JSON list, one per
   whitespace-separated word of the prompt: ``[word, char_start, char_end, start_s, end_s, spoken,
-  [[char, t_s], ...]]``, times null when unplaced; see :func:`prompt_words_to_json`)
+  [[char, t_s], ...]]``, times null when unplaced; see :func:`prompt_words_to_json`), spoken_words (the same
+  for the words of the prompt's spoken text, character offsets into it), spoken_subject (JSON
+  ``[char_start, char_end]`` of the subject in the spoken text)
 """
 
 from __future__ import annotations
@@ -223,7 +225,8 @@ def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np
 def alignment_row(a: Alignment) -> dict:
     return {"known_id": a.known_id, "aligner": a.aligner, "subject_start_s": a.subject_start_s,
             "subject_end_s": a.subject_end_s, "words": words_to_json(a.words), "score": a.score,
-            "status": a.status, "reason": a.reason, "prompt_words": prompt_words_to_json(a.prompt_words)}
+            "status": a.status, "reason": a.reason, "prompt_words": prompt_words_to_json(a.prompt_words),
+            "spoken_words": prompt_words_to_json(a.spoken_words), "spoken_subject": json.dumps(list(a.spoken_subject))}
 
 
 #: columns of an alignment table (``alignment_row``)
@@ -251,7 +254,7 @@ def align_clip(aligners: Sequence[str], record, manifest_row, qc_row, ctc=None,
 
 
 ALIGNMENT_COLUMNS = ["known_id", "aligner", "subject_start_s", "subject_end_s", "words", "score", "status", "reason",
-                     "prompt_words"]
+                     "prompt_words", "spoken_words", "spoken_subject"]
 
 
 def row(obj) -> dict:

@@ -2,15 +2,18 @@
 
 Built from the speech chain's tables (selection, synthesis manifest, Whisper QC, alignment, units); a record
 that cannot become an S→T prompt stays as a quarantined row with its stage and reason, never a silent drop.
-Every text token of the prompt gets a time range from the aligner and, through paper eq. 2 and the
-deduplication run lengths, a range of units (docs/method.md, "S→T: text tokens and units"); the subject's
-units are the units of its text tokens, the one definition Known-s2t, the noise scale, tracing, aggregation
-and the similarity rule read (through :class:`crosstrace.modality.S2T`).
+The rows of an S→T trace are text tokens (docs/method.md, "S→T: text tokens and units"): by default the
+paper's *spoken text tokens* (the tokens of the prompt's spoken text, digits and symbols written out;
+``token_rows="spoken"``), or the prompt's own T→T tokens (``token_rows="prompt"``). Every text token gets a
+time range from the aligner and, through paper eq. 2 and the deduplication run lengths, a block of units;
+pause units between words belong to no token unless ``pause_owner="preceding"``. The subject's units are the
+units of its text tokens (:func:`subject_positions`), the one definition Known-s2t, the noise scale, the
+corruption, aggregation and the similarity rule read (through :class:`crosstrace.modality.S2T`).
 """
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,19 +21,14 @@ import numpy as np
 import pandas as pd
 
 from ..models import spiritlm as slm
-from ..spans import SpanError
+from ..spans import SpanError, token_span_from_offsets
 from ..trace.tables import TextTokenMap
-from .align import TokenTimingError, token_times
+from .align import PAUSE_OWNERS, PromptWord, TokenTimingError, token_times
 from .pipeline import prompt_words_from_json
-from .units import (
-    FRAME_RATE,
-    TokenUnitsError,
-    UnitSpan,
-    UnitSpanError,
-    token_unit_ranges,
-    unit_offset,
-    unit_span_positions,
-)
+from .units import FrameGrid, TokenUnitsError, UnitSpanError, token_unit_ranges, unit_offset
+
+#: ``speech.token_rows``: the rows of S→T traces are the spoken text tokens (paper) or the prompt's tokens
+TOKEN_ROWS = ("spoken", "prompt")
 
 #: extra columns of the S→T known table (on top of crosstrace.filtering.FILTER_COLUMNS)
 S2T_COLUMNS = [
@@ -39,16 +37,8 @@ S2T_COLUMNS = [
     "frame_end", "dedup_start", "dedup_end", "unit_offset", "pos_start", "pos_end", "dedup", "run_lengths",
     "text_ids", "text_tokens", "subject_token_start", "subject_token_end", "token_start_s", "token_end_s",
     "token_unit_start", "token_unit_end", "lead_silence_units", "trail_silence_units",
+    "token_rows", "pause_owner", "spoken_text", "pause_units", "subject_units",
 ]
-
-
-
-def encode_s2t(dedup: Sequence[int], run_lengths: Sequence[int], t_start: float, t_end: float,
-               n_frames: int | None = None, stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> tuple[list[int], UnitSpan]:
-    """S→T prompt ids from the deduplicated units and the :class:`UnitSpan` of ``[t_start, t_end)`` s (eq. 2)."""
-    ids = slm.s2t_ids(dedup, stray_space=stray_space)
-    span = unit_span_positions(t_start, t_end, list(run_lengths), ids, n_frames)
-    return ids, span
 
 
 def row_ids(row: dict, stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> list[int]:
@@ -56,7 +46,8 @@ def row_ids(row: dict, stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> list[int]
 
 
 def row_prompt(r: dict, stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> tuple[list[int], tuple[int, int]]:
-    """S→T ids and subject positions [b, e) of a known-table row: the units of its subject's text tokens.
+    """S→T ids and subject span [b, e) of a known-table row: from the first unit of the subject's first text
+    token to the last unit of its last (pause units inside it are not the subject's: :func:`subject_positions`).
 
     Raises :class:`SpanError` for a quarantined row, or when the positions recomputed from the units differ
     from the row's ``pos_start`` / ``pos_end`` (the table was built with other settings, e.g. ``stray_space``).
@@ -73,6 +64,16 @@ def row_prompt(r: dict, stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> tuple[li
     return ids, (b, e)
 
 
+def subject_positions(r: dict, stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> list[int]:
+    """The subject's units: the LM positions owned by the subject's text tokens, in order. The one
+    definition of "the subject's units" (corruption, noise scale, similarity): inside :func:`row_prompt`'s
+    span, except pause units between the subject's words (``pause_owner="none"``)."""
+    _, (b, _) = row_prompt(r, stray_space)
+    off = b - int(r["token_unit_start"][int(r["subject_token_start"])])
+    return [off + u for k in range(int(r["subject_token_start"]), int(r["subject_token_end"]))
+            for u in range(int(r["token_unit_start"][k]), int(r["token_unit_end"][k]))]
+
+
 def token_map(r: dict) -> TextTokenMap:
     """The text tokens of an ``ok`` known-table row as LM position ranges of their units (for aggregation).
 
@@ -80,8 +81,10 @@ def token_map(r: dict) -> TextTokenMap:
     """
     off, n = int(r["unit_offset"]), int(r["n_units"])
     ranges = [(off + int(a), off + int(b)) for a, b in zip(r["token_unit_start"], r["token_unit_end"], strict=True)]
+    rows = r.get("token_rows")
     return TextTokenMap(int(r["known_id"]), [str(t) for t in r["text_tokens"]], ranges,
-                        (int(r["subject_token_start"]), int(r["subject_token_end"])), off + n, off + n + 1, off)
+                        (int(r["subject_token_start"]), int(r["subject_token_end"])), off + n, off + n + 1, off,
+                        rows if isinstance(rows, str) else "prompt")  # tables from before token_rows: prompt
 
 
 def token_maps(known: pd.DataFrame) -> dict[int, TextTokenMap]:
@@ -90,65 +93,111 @@ def token_maps(known: pd.DataFrame) -> dict[int, TextTokenMap]:
 
 
 def subject_unit_ids(rows: Sequence[dict], stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> list[list[int]]:
-    """For every S→T prompt with a subject span: the unit token ids at positions [pos_start, pos_end)."""
+    """For every S→T prompt with a subject: the unit token ids of the subject's units (:func:`subject_positions`)."""
     out = []
     for r in rows:
         if r.get("status", "ok") != "ok":
             continue
-        ids, (b, e) = row_prompt(r, stray_space)
-        out.append(ids[b:e])
+        ids = row_ids(r, stray_space)
+        out.append([ids[p] for p in subject_positions(r, stray_space)])
     return out
 
 
 @dataclass(frozen=True)
 class TextTokens:
-    """The text tokens of a prompt as the model's tokenizer writes it (T→T), and the subject among them."""
+    """The text tokens of a text (the spoken text, or the prompt as T→T writes it) and the subject among them."""
 
     ids: list[int]
     tokens: list[str]
-    offsets: list[tuple[int, int]]  # character span of each token in the prompt
+    offsets: list[tuple[int, int]]  # character span of each token in ``text``
     subject: tuple[int, int]  # text-token indices [b, e)
+    text: str = ""
+
+
+def _after_text_marker(tokenizer, text: str, stray_space: bool):
+    """The tokens after ``[Text]`` of ``[Text]`` + text, as SpiritLM's T→T prompt writes them."""
+    enc = slm.t2t_encode(tokenizer, text, None, stray_space=stray_space)
+    head = enc.input_ids.index(slm.TEXT_ID) + 1
+    ids = enc.input_ids[head:]
+    return ids, [str(t) for t in tokenizer.convert_ids_to_tokens(ids)], [tuple(o) for o in enc.offsets[head:]]
 
 
 def prompt_text_tokens(tokenizer, prompt: str, subject: str, stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> TextTokens:
     """The prompt's text tokens: exactly those of its SpiritLM T→T prompt after the ``[Text]`` marker, so
-    that T→T and S→T aggregate over the same tokens."""
+    that T→T and S→T aggregate over the same tokens (``token_rows="prompt"``)."""
     enc = slm.t2t_encode(tokenizer, prompt, subject, stray_space=stray_space)
     head = enc.input_ids.index(slm.TEXT_ID) + 1
     ids = enc.input_ids[head:]
     toks = [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
     b, e = enc.subject_span
-    return TextTokens(ids, toks, [tuple(o) for o in enc.offsets[head:]], (b - head, e - head))
+    return TextTokens(ids, toks, [tuple(o) for o in enc.offsets[head:]], (b - head, e - head), prompt)
 
 
-def map_text_tokens(text: TextTokens, prompt: str, prompt_words_json: str | None, run_lengths: Sequence[int]) -> dict:
+def spoken_text_tokens(tokenizer, spoken_text: str, subject_chars: tuple[int, int],
+                       stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> TextTokens:
+    """The paper's spoken text tokens (``token_rows="spoken"``): the spoken text (digits and symbols written
+    out, :attr:`crosstrace.speech.normalize.Normalized.spoken_text`) tokenized as SpiritLM's T→T prompt
+    would write it after ``[Text]``; the subject = the tokens over ``subject_chars`` of the spoken text."""
+    ids, toks, offsets = _after_text_marker(tokenizer, spoken_text, stray_space)
+    return TextTokens(ids, toks, offsets, token_span_from_offsets(offsets, *subject_chars), spoken_text)
+
+
+def map_text_tokens(text: TextTokens, words: Sequence[PromptWord], run_lengths: Sequence[int],
+                    grid: FrameGrid | None = None, pause_owner: str = "none") -> dict:
     """Time ranges and units of every text token, and the subject's units (known-table columns).
 
-    Raises :class:`TokenTimingError` (a word the aligner could not place) or :class:`UnitSpanError` (a text
-    token that owns no unit; "units do not cover the subject" when it is a subject token).
+    ``words``: the words of ``text.text`` placed by the aligner; ``grid``: the frames' times (default one
+    25 Hz chunk; audio over 100 s: :meth:`FrameGrid.hubert`). Raises :class:`TokenTimingError` (a word the
+    aligner could not place) or :class:`UnitSpanError` (a text token that owns no unit; "units do not cover
+    the subject" when it is a subject token).
     """
-    words = prompt_words_from_json(prompt_words_json)
-    if not words:
-        raise TokenTimingError("the alignment has no word timings (re-run the align rule)")
-    starts, ends = token_times(prompt, text.offsets, words)
+    grid = grid or FrameGrid.single(sum(run_lengths))
+    starts, ends = token_times(text.text, text.offsets, words, pause_owner)
     try:
-        tu = token_unit_ranges(starts, ends, run_lengths, names=text.tokens)
+        tu = token_unit_ranges(starts, ends, run_lengths, names=text.tokens, grid=grid)
     except TokenUnitsError as e:
         if text.subject[0] <= e.token < text.subject[1]:
             raise UnitSpanError(f"the units do not cover the subject: {e}") from None
         raise
     sb, se = text.subject
     t0, t1 = starts[sb], ends[se - 1]
-    f_a = math.floor(round(t0 * FRAME_RATE, 9))
-    f_end = math.ceil(round(t1 * FRAME_RATE, 9))
+    f_a, f_end = grid.frame_range(t0, t1)
     return {
         "text_ids": text.ids, "text_tokens": text.tokens, "subject_token_start": sb, "subject_token_end": se,
         "token_start_s": [round(x, 6) for x in starts], "token_end_s": [round(x, 6) for x in ends],
         "token_unit_start": tu.unit_start, "token_unit_end": tu.unit_end,
-        "lead_silence_units": tu.lead, "trail_silence_units": tu.trail,
+        "lead_silence_units": tu.lead, "trail_silence_units": tu.trail, "pause_units": tu.pause,
+        "subject_units": sum(tu.unit_end[k] - tu.unit_start[k] for k in range(sb, se)),
         "subject_start_s": t0, "subject_end_s": t1, "frame_start": f_a, "frame_end": f_end,
         "dedup_start": tu.unit_start[sb], "dedup_end": tu.unit_end[se - 1],
     }
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) and value else None
+
+
+def aligned_text(tokenizer, record: dict, alignment: dict, token_rows: str,
+                 stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> tuple[TextTokens, list[PromptWord]]:
+    """The text tokens that become the S→T rows of ``record`` and the aligned words of their text.
+
+    ``token_rows="spoken"``: the spoken text tokens and the alignment's ``spoken_words``; ``"prompt"``: the
+    prompt's T→T tokens and its ``prompt_words``. Raises :class:`TokenTimingError` when the alignment lacks
+    the word timings (a table written by an older version: re-run the align rule).
+    """
+    if token_rows not in TOKEN_ROWS:
+        raise ValueError(f"token_rows must be one of {TOKEN_ROWS}, got {token_rows!r}")
+    if token_rows == "prompt":
+        words = prompt_words_from_json(alignment.get("prompt_words"))
+        if not words:
+            raise TokenTimingError("the alignment has no word timings (re-run the align rule)")
+        return prompt_text_tokens(tokenizer, record["prompt"], record["subject"], stray_space), words
+    words = prompt_words_from_json(alignment.get("spoken_words"))
+    chars = _json(alignment.get("spoken_subject"))
+    if not words or not chars:
+        raise TokenTimingError("the alignment has no spoken-word timings (re-run the align rule)")
+    spoken = " ".join(w.word for w in words)
+    return spoken_text_tokens(tokenizer, spoken, (int(chars[0]), int(chars[1])), stray_space), words
 
 
 def unit_token(i: int) -> str | None:
@@ -166,14 +215,21 @@ def _first(df: pd.DataFrame | None, known_id: int) -> dict | None:
 
 
 def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: pd.DataFrame, qc: pd.DataFrame | None,
-              alignment: pd.DataFrame, units: pd.DataFrame, aligner: str, tokenizer,
-              stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> pd.DataFrame:
+                 alignment: pd.DataFrame, units: pd.DataFrame, aligner: str, tokenizer,
+                 stray_space: bool = slm.STRAY_SPACE_DEFAULT, token_rows: str = "spoken",
+                 pause_owner: str = "none") -> pd.DataFrame:
     """One row per validated record with everything needed to build, trace and aggregate its S→T prompt.
 
     ``status`` is ``ok`` or ``quarantined`` (``stage`` says where: speech, synthesize, align, units,
     tokens, span; ``reason`` why). QC failures (``passes_qc`` False) stay ``ok`` but labelled. ``tokenizer``
-    is the SpiritLM tokenizer (the text tokens of each prompt), ``stray_space`` the entry's prompt layout.
+    is the SpiritLM tokenizer (the text tokens of each prompt), ``stray_space`` the entry's prompt layout;
+    ``token_rows`` (``spoken`` | ``prompt``) and ``pause_owner`` (``none`` | ``preceding``) are the
+    ``speech.token_rows`` / ``speech.pause_owner`` settings, recorded in every row.
     """
+    if token_rows not in TOKEN_ROWS:
+        raise ValueError(f"speech.token_rows must be one of {TOKEN_ROWS}, got {token_rows!r}")
+    if pause_owner not in PAUSE_OWNERS:
+        raise ValueError(f"speech.pause_owner must be one of {PAUSE_OWNERS}, got {pause_owner!r}")
     stray = stray_space
     selected = set(speech_records["known_id"].astype(int))
     align = alignment[alignment["aligner"] == aligner] if len(alignment) else alignment
@@ -181,7 +237,8 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
     for r in records.to_dict("records"):
         kid = int(r["known_id"])
         row = {"known_id": kid, "subject": r["subject"], "attribute": r["attribute"], "prompt": r["prompt"],
-               "status": "ok", "stage": "", "reason": "", "aligner": aligner}
+               "status": "ok", "stage": "", "reason": "", "aligner": aligner, "token_rows": token_rows,
+               "pause_owner": pause_owner}
 
         def bad(stage, reason, row=row, kid=kid):
             row.update(status="quarantined", stage=stage, reason=f"known_id={kid}: {reason}")
@@ -203,6 +260,9 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
             bad("align", (a or {}).get("reason") or f"no {aligner} alignment")
             continue
         row.update(aligner_subject_start_s=float(a["subject_start_s"]), aligner_subject_end_s=float(a["subject_end_s"]))
+        spoken = prompt_words_from_json(a.get("spoken_words"))
+        if spoken:
+            row.update(spoken_text=" ".join(w.word for w in spoken))
         u = _first(units, kid)
         if u is None or u.get("status") != "ok":
             bad("units", (u or {}).get("reason") or "no speech units")
@@ -210,8 +270,9 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
         dedup, runs = [int(x) for x in u["dedup"]], [int(x) for x in u["run_lengths"]]
         row.update(dedup=dedup, run_lengths=runs, n_frames=int(u["n_frames"]), n_units=len(dedup))
         try:
-            text = prompt_text_tokens(tokenizer, r["prompt"], r["subject"], stray)
-            row.update(map_text_tokens(text, r["prompt"], a.get("prompt_words"), runs))
+            grid = FrameGrid.hubert(_json(u.get("chunk_frames")) or [], int(u["n_frames"]))
+            text, words = aligned_text(tokenizer, r, a, token_rows, stray)
+            row.update(map_text_tokens(text, words, runs, grid, pause_owner))
         except (TokenTimingError, UnitSpanError, SpanError, ValueError) as e:
             bad("tokens", str(e))
             continue

@@ -94,7 +94,9 @@ def category_table(ie: pd.DataFrame) -> pd.DataFrame:
                                      "category": cat, "layer": np.arange(L), "ie": ie_g[pos].mean(axis=0),
                                      "answer_mode": g["answer_mode"].iloc[0], "n_positions": len(pos),
                                      "p_restored": pr_g[pos].mean(axis=0),
-                                     "p_corrupted": float(g["p_corrupted"].iloc[0])}))
+                                     "p_corrupted": float(g["p_corrupted"].iloc[0]),
+                                     # S→T: which text tokens the rows are (speech.token_rows); T→T: None
+                                     "token_rows": g["token_rows"].iloc[0] if "token_rows" in g else None}))
     if not out:
         return pd.DataFrame(columns=CATEGORY_COLUMNS)
     return pd.concat(out, ignore_index=True)[CATEGORY_COLUMNS]
@@ -104,10 +106,12 @@ def category_table(ie: pd.DataFrame) -> pd.DataFrame:
 class TextTokenMap:
     """The text tokens of one S→T prompt as ranges of LM positions (their speech units).
 
-    ``ranges[k] = (p0, p1)``: text token k owns LM positions ``[p0, p1)``; ``subject``: text-token indices
-    ``[b, e)`` of the subject; ``last``: the LM position that predicts the answer (the ``[Text]`` marker);
-    ``first_unit``: the LM position of the first speech unit (units before ``ranges[0][0]`` and after
-    ``ranges[-1][1]`` are silence, owned by no token).
+    ``ranges[k] = (p0, p1)``: text token k owns LM positions ``[p0, p1)`` (in order, disjoint; positions
+    between two ranges are pause units, owned by no token); ``subject``: text-token indices ``[b, e)`` of the
+    subject; ``last``: the LM position that predicts the answer (the ``[Text]`` marker); ``first_unit``: the LM
+    position of the first speech unit (units before ``ranges[0][0]`` and after ``ranges[-1][1]`` are silence,
+    owned by no token); ``token_rows``: which text tokens these are (``speech.token_rows``: ``spoken``, the
+    paper's spoken text tokens, or ``prompt``, the prompt's T→T tokens).
     """
 
     known_id: int
@@ -117,10 +121,12 @@ class TextTokenMap:
     last: int
     n_positions: int
     first_unit: int
+    token_rows: str = "spoken"
 
 
-#: extra columns of an aggregated S→T IE table: the LM positions [pos_start, pos_end) averaged into each row
-AGGREGATED_COLUMNS = IE_COLUMNS + ["pos_start", "pos_end"]
+#: extra columns of an aggregated S→T IE table: the LM positions [pos_start, pos_end) averaged into each row,
+#: and which text tokens the rows are (speech.token_rows)
+AGGREGATED_COLUMNS = IE_COLUMNS + ["pos_start", "pos_end", "token_rows"]
 
 
 def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -154,6 +160,7 @@ def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextToke
                       "answer_tokens", "noise_scale", "samples", "seed", "window", "engine"]:
                 df[c] = first[c]
             df["subject_start"], df["subject_end"], df["n_tokens"] = tm.subject[0], tm.subject[1], len(rows)
+            df["token_rows"] = tm.token_rows
             frames.append(df[AGGREGATED_COLUMNS])
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=AGGREGATED_COLUMNS)
     return out, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)
@@ -166,9 +173,9 @@ def unit_view(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> pd.Da
     """The per-unit S→T IE table (not in the paper) with, per LM position, the text token that owns it.
 
     ``region``: ``token`` (a unit owned by text token ``text_token_index``), ``silence`` (a unit before the
-    first or after the last word: no token), ``marker`` (BOS, the stray ``▁``, ``[Speech]``) or ``last``
-    (``[Text]``, the position that predicts the answer). Prompts without a map are left out (they are
-    quarantined by :func:`aggregate_by_text_tokens`).
+    first or after the last word: no token), ``pause`` (a unit between two words that no token owns),
+    ``marker`` (BOS, the stray ``▁``, ``[Speech]``) or ``last`` (``[Text]``, the position that predicts the
+    answer). Prompts without a map are left out (they are quarantined by :func:`aggregate_by_text_tokens`).
     """
     frames = []
     for kid, g in ie_units.groupby("known_id", sort=True):
@@ -178,6 +185,7 @@ def unit_view(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> pd.Da
         owner = np.full(tm.n_positions, -1)
         region = np.full(tm.n_positions, "marker", dtype=object)
         region[tm.first_unit : tm.last] = "silence"
+        region[tm.ranges[0][0] : tm.ranges[-1][1]] = "pause"
         for k, (a, b) in enumerate(tm.ranges):
             owner[a:b] = k
             region[a:b] = "token"
