@@ -83,9 +83,12 @@ def _no_grad(fn):
 
 
 @_no_grad
-def greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int = 10, batch_size: int = 32,
+def greedy_continuations(model, tokenizer, prompts: Sequence, max_new_tokens: int = 10, batch_size: int = 32,
                          bad_words_ids: list[list[int]] | None = None, progress: bool = True) -> list[list[int]]:
-    """Greedy new-token ids for each tokenized prompt (left-padded batches; same result as one by one)."""
+    """Greedy new-token ids for each prompt (left-padded batches; same result as one by one).
+
+    A prompt is its token ids, or its (T, hidden) input embeddings (a continuous-input speech family, whose
+    audio positions are not token rows); the prompts of one call are all of one kind."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -93,16 +96,21 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_new
     out: list[list[int]] = [None] * len(prompts)  # type: ignore[list-item]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    embeds = bool(prompts) and isinstance(prompts[0], torch.Tensor)
     for batch in tqdm(batches, desc="greedy decoding", unit="batch", disable=not progress):
         width = max(len(prompts[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
+        if embeds:  # padding rows are zeros, masked out like pad tokens
+            first = prompts[batch[0]]
+            x = torch.zeros((len(batch), width, first.shape[-1]), dtype=first.dtype)
+        else:
+            x = torch.full((len(batch), width), pad, dtype=torch.long)
         for row, i in enumerate(batch):
             p = prompts[i]
-            ids[row, width - len(p) :] = torch.tensor(p)
+            x[row, width - len(p) :] = p.detach().cpu() if embeds else torch.tensor(p)
             mask[row, width - len(p) :] = 1
         gen = model.generate(
-            input_ids=ids.to(device),
+            **({"inputs_embeds": x.to(device)} if embeds else {"input_ids": x.to(device)}),
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
@@ -110,8 +118,10 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_new
             pad_token_id=pad,
             bad_words_ids=bad_words_ids,
         )
+        # from embeddings generate returns the new tokens only; from ids, the prompt and then the new tokens
+        start = 0 if embeds else width
         for row, i in enumerate(batch):
-            new = gen[row, width:].tolist()
+            new = gen[row, start:].tolist()
             eos = tokenizer.eos_token_id
             out[i] = new[: new.index(eos)] if eos is not None and eos in new else new
     return out
@@ -125,8 +135,8 @@ def filter_known(model, tokenizer, records, encode, max_new_tokens: int = 10, ba
                  bad_words_ids: list[list[int]] | None = None, progress: bool = True):
     """Label every record exact / partial / none from the model's greedy continuation.
 
-    ``encode(record) -> list[int]`` builds the clean prompt ids for the modality under study (T→T: the
-    tokenized text). Returns a DataFrame with one row per record (none are dropped): ``known`` is True
+    ``encode(record)`` builds the clean prompt for the modality under study: its ids (T→T: the tokenized
+    text), or its (T, hidden) input embeddings (S→T of a continuous-input family). Returns a DataFrame with one row per record (none are dropped): ``known`` is True
     for exact and partial matches, ``reason`` says why a record was excluded.
     """
     import pandas as pd
