@@ -278,8 +278,9 @@ class S2T(T2T):
             out[c] = out["known_id"].map(lab[c])
         is_ok = out["status"] == "ok"
         out.loc[is_ok, "reason"] = out.loc[is_ok, "known_id"].map(lab["reason"])
-        out["label"] = out["label"].fillna("quarantined")
-        out["known"] = out["known"].fillna(False).astype(bool)
+        # object first: with no row decoded the mapped columns are all-NaN floats
+        out["label"] = out["label"].astype(object).fillna("quarantined")
+        out["known"] = out["known"].astype(object).fillna(False).astype(bool)
         return out[FILTER_COLUMNS + [c for c in out.columns if c not in FILTER_COLUMNS]]
 
 
