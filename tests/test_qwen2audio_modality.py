@@ -136,7 +136,10 @@ def test_prompt_table_positions_by_hand(lm, tables):
     r = t.loc[1]
     assert (r["pos_start"], r["pos_end"], r["pause_units"]) == (3, 26, 3)
     s2t = for_run(lm_spec(lm), "s2t", lm)
-    assert s2t.subject_positions(r.to_dict() | {"known_id": 1}) == [p for p in range(3, 26) if p not in (13, 14, 15)]
+    row = r.to_dict() | {"known_id": 1}
+    assert s2t.subject_positions(row) == [p for p in range(3, 26) if p not in (13, 14, 15)]
+    eps = s2t.noise(_tracer(lm), row, (3, 26))  # the pause positions stay clean, the rest is the seeded draw
+    assert eps.abs().sum(-1)[:, 10:13].eq(0).all() and eps.abs().sum(-1)[:, [0, 9, 13, 22]].gt(0).all()
 
 
 def lm_spec(lm) -> ModelSpec:
@@ -316,3 +319,16 @@ def test_config_rules_for_qwen2_audio(default):
         default, family="qwen2-audio", template={"text": "{prompt} and {prompt}"})
     assert "leave template.audio unset" in _broken(
         default, family="qwen2-audio", template={"text": "{prompt}", "audio": "<|AUDIO|>", "chat": True})
+
+
+def test_the_speech_llms_config_runs_the_paper_and_qwen2_audio():
+    cfg = yaml.safe_load((ROOT / "config" / "speech-llms.yaml").read_text())
+    validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    specs = check(cfg)
+    assert {n: (s.family, s.modalities) for n, s in specs.items()} == {
+        "spiritlm-base-7b": ("spiritlm", ("t2t", "s2t")), "llama-2-7b": ("hf", ("t2t",)),
+        "qwen2-audio-7b": ("qwen2-audio", ("t2t", "s2t"))}
+    assert specs["qwen2-audio-7b"].path == "Qwen/Qwen2-Audio-7B"
+    pairs = {(c["a"]["model"], c["a"]["modality"], c["b"]["model"], c["b"]["modality"]) for c in cfg["stats"]["compare"]}
+    assert {("spiritlm-base-7b", "s2t", "qwen2-audio-7b", "s2t"), ("spiritlm-base-7b", "t2t", "spiritlm-base-7b", "s2t"),
+            ("qwen2-audio-7b", "t2t", "qwen2-audio-7b", "s2t")} <= pairs
