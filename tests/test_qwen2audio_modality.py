@@ -142,6 +142,20 @@ def test_prompt_table_positions_by_hand(lm, tables):
     assert eps.abs().sum(-1)[:, 10:13].eq(0).all() and eps.abs().sum(-1)[:, [0, 9, 13, 22]].gt(0).all()
 
 
+def test_the_row_switches_work_as_for_spiritlm(lm, tables):
+    """speech.token_rows: prompt gives the T→T template's own tokens of the prompt; speech.pause_owner: preceding
+    gives the pause after a word to that word (here the .92-.96 s pause after "of" and the one in "Vinson Massif")."""
+    s2t = for_run(lm_spec(lm), "s2t", lm)
+    t = _table(s2t, tables, token_rows="prompt", pause_owner="preceding").set_index("known_id")
+    for kid in (0, 1):
+        prompt, subject, _ = PROMPTS[kid]
+        enc = lm.text_tokens(prompt, subject)
+        assert list(t.loc[kid, "text_ids"]) == enc.input_ids and t.loc[kid, "token_rows"] == "prompt"
+        assert (t.loc[kid, "subject_token_start"], t.loc[kid, "subject_token_end"]) == enc.subject_span
+        assert t.loc[kid, "pause_units"] == 0
+    assert list(t.loc[0, "token_unit_end"])[2] == 24  # "of" now ends where "France" starts
+
+
 def lm_spec(lm) -> ModelSpec:
     return ModelSpec.from_dict({"name": lm.name, "family": "qwen2-audio", "path": "unused", "modalities": ["t2t", "s2t"]})
 

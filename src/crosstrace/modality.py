@@ -112,7 +112,7 @@ class T2T:
     #: what :meth:`noise_vectors` reads, for the noise table
     noise_basis: ClassVar[str] = "subject tokens (each subject tokenized alone)"
 
-    def bad_words(self, model=None) -> list[list[int]] | None:
+    def bad_words(self) -> list[list[int]] | None:
         """``bad_words_ids`` for greedy text answers: a speech family's speech and marker tokens."""
         return self.family.text_bad_words() if self.family is not None else None
 
@@ -197,14 +197,6 @@ class S2T(T2T):
         return eps * mask
 
     noise_basis: ClassVar[str] = "input embeddings at the subject's audio positions (S→T subject spans)"
-
-    def noise_ids(self, table: pd.DataFrame) -> list[list[int]]:
-        """The input ids at the subject's audio positions of every ``ok`` row (SpiritLM: its unit tokens)."""
-        out = []
-        for r in table[table["status"] == "ok"].to_dict("records"):
-            inp, _ = self.lm_input(r)
-            out.append([inp.input_ids[p] for p in self.subject_positions(r)])
-        return out
 
     def noise_vectors(self, table: pd.DataFrame) -> list[torch.Tensor]:
         """The input embeddings at the subject's audio positions of every ``ok`` row

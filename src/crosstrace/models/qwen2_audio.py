@@ -23,7 +23,8 @@ Audio positions: the encoder turns 100 Hz log-mel frames (hop 160 samples at 16 
 ``conv1 stride × conv2 stride × pooling stride`` = 1·2·2 mel frames, so its output rate is
 sampling rate / (hop × 4) = 25 Hz (:func:`audio_rate`, read from the modules). Only the unpadded embeddings
 (transformers' ``_get_feat_extract_output_lengths`` of the clip's mel frames) are in the input; clips over
-the encoder's 30 s window are refused.
+the encoder's 30 s window are refused. The workflow's speech input step (:class:`AudioPositions`, rule
+``speech_units``) counts them from the processor and the encoder's length rule alone, without the weights.
 """
 
 from __future__ import annotations

@@ -472,7 +472,8 @@ def _unit_token_label(t: str) -> str:
 def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4) -> Figure:
     """S→T IE per audio position (a view the paper does not have; SpiritLM: per speech unit, Qwen2-Audio: per
     encoder frame): for the first ``max_prompts`` prompts of ``view`` (:func:`crosstrace.trace.tables.unit_view`),
-    IE by LM position (x, from the first audio position to the last token, SpiritLM's ``[Text]``) and layer (y), with the text-token boundaries drawn and labelled (subject tokens in red),
+    IE by LM position (x, from the first audio position to the last token, SpiritLM's ``[Text]``) and layer (y),
+    with the text-token boundaries drawn and labelled (subject tokens in red),
     and the silence before the first and after the last word, and pauses between words that no token owns,
     shaded. Diverging colours centred at 0."""
     sub = view[view["kind"] == kind]
