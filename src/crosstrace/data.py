@@ -14,8 +14,10 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ class KnownRecord:
     template: str = ""
     prediction: str = ""
     relation_id: str = ""
+    # known_id of the first record with the same prompt, subject and attribute (:func:`mark_duplicates`);
+    # None until marked, and a record's own id when its fact is unique.
+    duplicate_group: int | None = field(default=None, compare=False)
 
     @property
     def subject_chars(self) -> tuple[int, int]:
@@ -85,22 +90,17 @@ def fetch_known(dest: str | Path, url: str = KNOWN_URL, fallback: str | Path = B
     a downloaded file is an error, not a reason to fall back: it means the source changed.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            tmp.write_bytes(r.read())
-        source = "download"
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        log.warning("could not download %s (%s); using the bundled copy %s", url, e, fallback)
-        tmp.write_bytes(Path(fallback).read_bytes())
-        source = "bundled"
-    try:
+    dest.with_suffix(dest.suffix + ".part").unlink(missing_ok=True)  # a leftover of versions before 2026-12
+    with atomic_path(dest) as tmp:  # removed on any failure; a full disk is named as such
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                data = r.read()
+            source = "download"
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            log.warning("could not download %s (%s); using the bundled copy %s", url, e, fallback)
+            data, source = Path(fallback).read_bytes(), "bundled"
+        tmp.write_bytes(data)
         verify_sha256(tmp, expected)
-    except DataError:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(dest)
     return source
 
 
@@ -148,7 +148,26 @@ def parse_known(raw: object, source: str = "<input>", limit: int | None = None) 
         seen[r.known_id] = seen.get(r.known_id, 0) + 1
     if dups:
         raise DataError(f"{source}: duplicate known_id {sorted(set(dups))[:10]}; ids must be unique to join results")
-    return records, quarantined
+    return mark_duplicates(records, source), quarantined
+
+
+def mark_duplicates(records: list[KnownRecord], source: str = "<input>") -> list[KnownRecord]:
+    """Set ``duplicate_group`` on every record: the known_id of the first record (in input order) with the
+    same prompt, subject and attribute. A repeated fact is kept and traced like any other (ROME's Known has
+    one pair: 446 and 762, two relations with the same text); a warning lists the repeats, and the column
+    in ``records.parquet`` lets an analysis count each fact once."""
+    first: dict[tuple[str, str, str], int] = {}
+    out, repeats = [], []
+    for r in records:
+        group = first.setdefault((r.prompt, r.subject, r.attribute), r.known_id)
+        if group != r.known_id:
+            repeats.append(f"{r.known_id} repeats {group}")
+        out.append(replace(r, duplicate_group=group))
+    if repeats:
+        log.warning("%s: %d record(s) repeat an earlier record's prompt, subject and attribute (kept and traced; "
+                    "records.parquet column duplicate_group): known_id %s", source, len(repeats),
+                    ", ".join(repeats[:10]) + (", ..." if len(repeats) > 10 else ""), extra={"console": True})
+    return out
 
 
 def load_known(path: str | Path, limit: int | None = None) -> tuple[list[KnownRecord], list[Quarantined]]:
@@ -163,7 +182,9 @@ def load_known(path: str | Path, limit: int | None = None) -> tuple[list[KnownRe
 
 
 def records_to_rows(records: Iterable[KnownRecord]) -> list[dict]:
-    return [asdict(r) for r in records]
+    """Rows of ``records.parquet``; an unmarked record is its own duplicate group."""
+    return [{**asdict(r), "duplicate_group": r.known_id if r.duplicate_group is None else r.duplicate_group}
+            for r in records]
 
 
 def quarantine_rows(items: Iterable[Quarantined]) -> list[dict]:
@@ -171,7 +192,7 @@ def quarantine_rows(items: Iterable[Quarantined]) -> list[dict]:
 
 
 # Column types of records.parquet and quarantine.parquet (io.write_parquet keeps them when a table is empty).
-RECORD_TYPES: dict[str, type] = {**REQUIRED_FIELDS, **OPTIONAL_FIELDS}
+RECORD_TYPES: dict[str, type] = {**REQUIRED_FIELDS, **OPTIONAL_FIELDS, "duplicate_group": int}
 QUARANTINE_TYPES: dict[str, type] = {"index": int, "known_id": str, "stage": str, "reason": str}
 
 

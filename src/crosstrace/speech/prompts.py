@@ -170,7 +170,7 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
               stray_space: bool = slm.STRAY_SPACE_DEFAULT) -> pd.DataFrame:
     """One row per validated record with everything needed to build, trace and aggregate its S→T prompt.
 
-    ``status`` is ``ok`` or ``quarantined`` (``stage`` says where: speech, synthesize, align, units,
+    ``status`` is ``ok`` or ``quarantined`` (``stage`` says where: speech, synthesize or recordings, align, units,
     tokens, span; ``reason`` why). QC failures (``passes_qc`` False) stay ``ok`` but labelled. ``tokenizer``
     is the SpiritLM tokenizer (the text tokens of each prompt), ``stray_space`` the entry's prompt layout.
     """
@@ -192,7 +192,9 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
             continue
         m = _first(manifest, kid)
         if m is None or m.get("status") != "ok":
-            bad("synthesize", (m or {}).get("reason") or "no synthesised audio")
+            # the stage is the rule that made (or refused) the audio: TTS, or the user's recordings
+            own = (m or {}).get("backend") == "recordings"
+            bad("recordings" if own else "synthesize", (m or {}).get("reason") or "no audio in the speech manifest")
             continue
         row.update(wav_path=m["path"], duration_s=float(m["duration_s"]))
         q = _first(qc, kid)
