@@ -129,7 +129,7 @@ def test_the_standin_has_melotts_own_api(standin):
     spk2id = tts.hps.data.spk2id
     with pytest.raises(AttributeError):
         spk2id["EN-GB"]  # as in MeloTTS: a missing speaker is an AttributeError, not a KeyError
-    assert sorted(spk2id.keys()) == sorted(FIXTURE["English speakers (docs/install.md)"])
+    assert sorted(spk2id.keys()) == sorted(FIXTURE["English speakers (install guide)"])
     assert tts.hps.data.sampling_rate == FIXTURE["data.sampling_rate"] == 44100
 
 

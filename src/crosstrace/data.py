@@ -128,9 +128,11 @@ def validate_record(index: int, raw: object) -> KnownRecord | Quarantined:
     return KnownRecord(**fields)
 
 
-def parse_known(raw: object, source: str = "<input>", limit: int | None = None) -> tuple[list[KnownRecord], list[Quarantined]]:
+def parse_known(raw: object, source: str = "<input>", limit: int | None = None, warn_duplicates: bool = True,
+                ) -> tuple[list[KnownRecord], list[Quarantined]]:
     """Validate every record. ``limit``: only the first N input records, valid or not (``data.limit``),
-    so that each of them is either kept or quarantined."""
+    so that each of them is either kept or quarantined. Repeated facts are marked (:func:`mark_duplicates`)
+    and, with ``warn_duplicates``, warned about."""
     if not isinstance(raw, list):
         raise DataError(f"{source}: expected a JSON list of records, got {type(raw).__name__}")
     if limit is not None:
@@ -148,10 +150,10 @@ def parse_known(raw: object, source: str = "<input>", limit: int | None = None) 
         seen[r.known_id] = seen.get(r.known_id, 0) + 1
     if dups:
         raise DataError(f"{source}: duplicate known_id {sorted(set(dups))[:10]}; ids must be unique to join results")
-    return mark_duplicates(records, source), quarantined
+    return mark_duplicates(records, source, warn_duplicates), quarantined
 
 
-def mark_duplicates(records: list[KnownRecord], source: str = "<input>") -> list[KnownRecord]:
+def mark_duplicates(records: list[KnownRecord], source: str = "<input>", warn: bool = True) -> list[KnownRecord]:
     """Set ``duplicate_group`` on every record: the known_id of the first record (in input order) with the
     same prompt, subject and attribute. A repeated fact is kept and traced like any other (ROME's Known has
     one pair: 446 and 762, two relations with the same text); a warning lists the repeats, and the column
@@ -163,14 +165,15 @@ def mark_duplicates(records: list[KnownRecord], source: str = "<input>") -> list
         if group != r.known_id:
             repeats.append(f"{r.known_id} repeats {group}")
         out.append(replace(r, duplicate_group=group))
-    if repeats:
+    if repeats and warn:
         log.warning("%s: %d record(s) repeat an earlier record's prompt, subject and attribute (kept and traced; "
                     "records.parquet column duplicate_group): known_id %s", source, len(repeats),
                     ", ".join(repeats[:10]) + (", ..." if len(repeats) > 10 else ""), extra={"console": True})
     return out
 
 
-def load_known(path: str | Path, limit: int | None = None) -> tuple[list[KnownRecord], list[Quarantined]]:
+def load_known(path: str | Path, limit: int | None = None, warn_duplicates: bool = True,
+               ) -> tuple[list[KnownRecord], list[Quarantined]]:
     """Load and validate a Known-format JSON file (``limit``: its first N records, see :func:`parse_known`)."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -178,7 +181,7 @@ def load_known(path: str | Path, limit: int | None = None) -> tuple[list[KnownRe
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start})") from e
-    return parse_known(raw, str(path), limit)
+    return parse_known(raw, str(path), limit, warn_duplicates)
 
 
 def records_to_rows(records: Iterable[KnownRecord]) -> list[dict]:

@@ -301,7 +301,7 @@ def dataset_noise_std(model, tokenizer, path: str | Path | None = None) -> float
     path = str(path or BUNDLED_KNOWN)
     cache = _DATASET_STD.setdefault(model, {})
     if path not in cache:
-        records, _ = load_known(path)
+        records, _ = load_known(path, warn_duplicates=False)  # every subject counts, a repeated one too
         cache[path] = subject_embedding_std(model, tokenizer, [r.subject for r in records])
     return cache[path]
 
