@@ -183,8 +183,8 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
         row = {"known_id": kid, "subject": r["subject"], "attribute": r["attribute"], "prompt": r["prompt"],
                "status": "ok", "stage": "", "reason": "", "aligner": aligner}
 
-        def bad(stage, reason, row=row, kid=kid):
-            row.update(status="quarantined", stage=stage, reason=f"known_id={kid}: {reason}")
+        def bad(stage, reason, row=row, kid=kid):  # an upstream reason already names the record: once is enough
+            row.update(status="quarantined", stage=stage, reason=f"known_id={kid}: {reason.removeprefix(f'known_id={kid}: ')}")
 
         rows.append(row)
         if kid not in selected:
