@@ -10,6 +10,7 @@ ulps, so the model's greedy choice at the first step is a tie float32 cannot res
 from __future__ import annotations
 
 import math
+import weakref
 
 import pandas as pd
 import pytest
@@ -33,14 +34,14 @@ class Words:
 PROMPTS = [[5, 17, 33, 2], [9, 9, 40], [1, 2, 3, 4, 5, 6], [50, 12], [7, 30, 31, 8, 21]]
 
 
-_COPIES: dict[int, torch.nn.Module] = {}
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its float64 copy
 
 
 def scores64(model, ids: list[int]) -> torch.Tensor:
     """The next-token logits of ``ids`` from a float64 copy of the model: the tie's true order."""
-    m64 = _COPIES.get(id(model))
-    if m64 is None or next(m64.parameters()).dtype != torch.float64:
-        m64 = _COPIES[id(model)] = tie_model(model)[0]
+    m64 = _COPIES.get(model)
+    if m64 is None:
+        m64 = _COPIES[model] = tie_model(model)[0]
     with torch.no_grad():
         return m64(input_ids=torch.tensor([ids])).logits[0, -1]
 
