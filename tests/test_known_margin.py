@@ -18,7 +18,14 @@ import torch
 from conftest import tiny_llama
 
 from crosstrace.data import KnownRecord
-from crosstrace.filtering import FILTER_COLUMNS, NEAR_TIE, filter_known, greedy_alone, greedy_decode, tie_model
+from crosstrace.filtering import (
+    FILTER_COLUMNS,
+    NEAR_TIE,
+    filter_known,
+    greedy_alone,
+    greedy_decode,
+    tie_model,
+)
 
 
 class Words:

@@ -14,7 +14,8 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from .io import atomic_path
@@ -49,7 +50,7 @@ class KnownRecord:
     relation_id: str = ""
     # known_id of the first record with the same prompt, subject and attribute (:func:`mark_duplicates`);
     # None until marked, and a record's own id when its fact is unique.
-    duplicate_group: int | None = field(default=None, compare=False)
+    duplicate_group: int | None = dataclass_field(default=None, compare=False)
 
     @property
     def subject_chars(self) -> tuple[int, int]:

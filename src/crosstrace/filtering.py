@@ -106,7 +106,7 @@ class Greedy:
     decided: str  # batch (decoded in a batch) | alone (near-tie, on its own) | float64 (near-tie, alone in float64)
 
 
-def _gap(scores) -> "torch.Tensor":  # noqa: F821 - torch is imported by the callers
+def _gap(scores) -> torch.Tensor:  # noqa: F821 - torch is imported by the callers
     top = scores.topk(2, dim=-1).values.double()
     return top[..., 0] - top[..., 1]
 

@@ -18,8 +18,8 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from io import TextIOBase
 from dataclasses import asdict, fields, is_dataclass
+from io import TextIOBase
 from pathlib import Path
 
 import pandas as pd
