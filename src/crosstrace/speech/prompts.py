@@ -220,7 +220,7 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
                  pause_owner: str = "none") -> pd.DataFrame:
     """One row per validated record with everything needed to build, trace and aggregate its S→T prompt.
 
-    ``status`` is ``ok`` or ``quarantined`` (``stage`` says where: speech, synthesize, align, units,
+    ``status`` is ``ok`` or ``quarantined`` (``stage`` says where: speech, synthesize or recordings, align, units,
     tokens, span; ``reason`` why). QC failures (``passes_qc`` False) stay ``ok`` but labelled. ``tokenizer``
     is the SpiritLM tokenizer (the text tokens of each prompt), ``stray_space`` the entry's prompt layout;
     ``token_rows`` (``spoken`` | ``prompt``) and ``pause_owner`` (``none`` | ``preceding``) are the
@@ -240,8 +240,8 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
                "status": "ok", "stage": "", "reason": "", "aligner": aligner, "token_rows": token_rows,
                "pause_owner": pause_owner}
 
-        def bad(stage, reason, row=row, kid=kid):
-            row.update(status="quarantined", stage=stage, reason=f"known_id={kid}: {reason}")
+        def bad(stage, reason, row=row, kid=kid):  # an upstream reason already names the record: once is enough
+            row.update(status="quarantined", stage=stage, reason=f"known_id={kid}: {reason.removeprefix(f'known_id={kid}: ')}")
 
         rows.append(row)
         if kid not in selected:
@@ -249,7 +249,9 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
             continue
         m = _first(manifest, kid)
         if m is None or m.get("status") != "ok":
-            bad("synthesize", (m or {}).get("reason") or "no synthesised audio")
+            # the stage is the rule that made (or refused) the audio: TTS, or the user's recordings
+            own = (m or {}).get("backend") == "recordings"
+            bad("recordings" if own else "synthesize", (m or {}).get("reason") or "no audio in the speech manifest")
             continue
         row.update(wav_path=m["path"], duration_s=float(m["duration_s"]))
         q = _first(qc, kid)

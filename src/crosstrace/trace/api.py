@@ -68,7 +68,7 @@ class PromptTrace:
     (tokens × layers).
     """
 
-    known_id: int
+    known_id: int | None  # None: a free prompt (trace_prompt without a known_id), not a dataset record
     input_ids: list[int]
     tokens: list[str]
     subject_span: tuple[int, int]
@@ -91,7 +91,8 @@ class PromptTrace:
 
     def __repr__(self) -> str:
         b, e = self.subject_span
-        lines = [f"PromptTrace(known_id={self.known_id}: {self.prompt or ''.join(self.tokens)!r}",
+        head = "free prompt" if self.known_id is None else f"known_id={self.known_id}"
+        lines = [f"PromptTrace({head}: {self.prompt or ''.join(self.tokens)!r}",
                  f"  subject {self.subject or ''.join(self.tokens[b:e])!r} = tokens {b}..{e - 1} of {len(self.tokens)}, "
                  f"{self.n_layers} layers, noise ν = {self.noise_scale:.4g}",
                  f"  answer o = {self.answer!r} ({answer_label(self.answer_mode)}): P_clean = {self.p_clean:.4f}, "
@@ -130,6 +131,8 @@ class PromptTrace:
                  "subject_end": self.subject_span[1], "n_tokens": T, "noise_scale": self.noise_scale}
         for k, v in const.items():
             df[k] = v
+        if self.known_id is None:  # a free prompt: no id (nullable, so the column stays an integer column)
+            df["known_id"] = pd.array([None] * len(df), dtype="Int64")
         return df
 
     def plot(self, kinds: tuple[str, ...] | list[str] | str | None = None, attribute: str | None = None):
@@ -147,7 +150,7 @@ class PromptTrace:
         if missing:
             raise ValueError(f"kinds {missing} were not traced; traced: {list(self.kinds)}")
         attribute = attribute if attribute is not None else self.attribute
-        title = (f"known_id {self.known_id}: " if self.known_id else "") + (self.prompt or "".join(self.tokens))
+        title = (f"known_id {self.known_id}: " if self.known_id is not None else "") + (self.prompt or "".join(self.tokens))
         return prompt_trace_figure(self.tokens, self.subject_span, {k: self.kinds[k].p_restored for k in kinds},
                                    self.answer, self.p_clean, self.p_corrupted, window=self.window, title=title,
                                    attribute=attribute,
@@ -298,13 +301,13 @@ def dataset_noise_std(model, tokenizer, path: str | Path | None = None) -> float
     path = str(path or BUNDLED_KNOWN)
     cache = _DATASET_STD.setdefault(model, {})
     if path not in cache:
-        records, _ = load_known(path)
+        records, _ = load_known(path, warn_duplicates=False)  # every subject counts, a repeated one too
         cache[path] = subject_embedding_std(model, tokenizer, [r.subject for r in records])
     return cache[path]
 
 
 def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSettings | None = None,
-                 noise_std: float | str | None = None, known_id: int = 0, noise: torch.Tensor | None = None,
+                 noise_std: float | str | None = None, known_id: int | None = None, noise: torch.Tensor | None = None,
                  attribute: str | None = None) -> PromptTrace:
     """Trace one prompt with ν = ``settings.noise.multiple`` × ``noise_std``.
 
@@ -312,6 +315,8 @@ def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSet
     Known subjects' tokens, :func:`dataset_noise_std`, cached per model); or None for the std over this
     prompt's subject alone (noisier: a few tokens). Ignored when ``settings.noise.absolute`` is set.
     ``attribute``: the expected answer; needed when ``settings.answer`` is not top1 (what P[o] then reads).
+    ``known_id``: the record's id, which seeds its noise draws with ``settings.noise.seed``; None (a free
+    prompt) draws the noise of id 0 and leaves the trace without an id.
     """
     settings = settings or TraceSettings()
     if noise_std == "dataset":
@@ -320,4 +325,7 @@ def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSet
         raise ValueError(f"noise_std must be a number, 'dataset' or None, got {noise_std!r}")
     if noise_std is None and settings.noise.absolute is None:
         noise_std = subject_embedding_std(model, tokenizer, [subject])
-    return Tracer(model, tokenizer, settings, noise_std).trace_text(known_id, prompt, subject, noise, attribute)
+    trace = Tracer(model, tokenizer, settings, noise_std).trace_text(0 if known_id is None else known_id, prompt,
+                                                                      subject, noise, attribute)
+    trace.known_id = known_id
+    return trace
