@@ -48,8 +48,8 @@ def known_table(model_json: str | Path, modality: str, records: str | Path, max_
     ``qc``, ``alignment``, ``units`` (the rule's inputs; shard lists are read as one table) ``aligner``
     (``speech.align.use``) and ``rows`` (the ``speech.token_rows`` and ``speech.pause_owner`` settings); rows without a traceable spoken prompt keep their stage and reason and are not
     decoded. No validated records end the run with a message naming ``validation`` (the quarantine table).
-    ``batch_size`` changes speed only (the rule reads it from the config, not a param), though batch shape
-    can flip a near-tie greedy decode: keep it fixed within a study."""
+    ``batch_size`` changes speed only (the rule reads it from the config, not a param): near-ties, which batch
+    shape could flip, are decoded again on their own (:func:`crosstrace.filtering.filter_known`)."""
     table = pd.read_parquet(records)
     if table.empty:
         raise no_records_left(validation)
