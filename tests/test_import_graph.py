@@ -26,6 +26,7 @@ LAYERS = {
     "crosstrace.audio": 1,  # 16 kHz resampling, WAV I/O
     "crosstrace.io": 1,  # atomic writes, typed tables, the per-shard loop
     "crosstrace.shards": 1,  # shard blocks of known_ids (trace and speech alike)
+    "crosstrace.resume": 1,  # a shard's checkpoint of finished prompts
     "crosstrace.data": 1,  # the Known dataset and its validation
     "crosstrace.sources": 1,  # the researcher's own fact files
     "crosstrace.filtering": 1,  # Known-t2t / Known-s2t labels and the traced selection
