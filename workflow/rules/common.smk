@@ -7,6 +7,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from crosstrace.config import check, runs
+from crosstrace.devices import share_devices_in
 from crosstrace.filtering import select_for_trace
 from crosstrace.offline import hub_models
 from crosstrace.shards import shard_blocks
@@ -31,6 +32,11 @@ def workflow_path(p):
 # engine, stats.compare runs) is checked once, by the package: crosstrace.config.check.
 SPECS = check(config)
 MODELS = {m["name"]: m for m in config["models"]}
+# A local run with cuda models: each GPU job takes its own device for its lifetime, so `--resources gpu=N`
+# on a machine with N GPUs runs N jobs on N devices (crosstrace.devices: lock-file slots over
+# CROSSTRACE_GPUS / CUDA_VISIBLE_DEVICES / nvidia-smi). Cluster jobs keep the devices Slurm gives them.
+if any(spec.cuda for spec in SPECS.values()):
+    share_devices_in(workflow)
 # Offline when every model is on this machine, so nothing reaches for the network; with a hub model the hub is
 # allowed (an explicit HF_HUB_OFFLINE=1 still wins: hub models then load from the HF cache). Jobs inherit it.
 if not hub_models(config, workflow_path):
