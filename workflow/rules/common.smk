@@ -116,11 +116,10 @@ def trace_params(engine=None):
     }
 
 
-def trace_shards(wildcards, screened=SCREEN):
-    """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts (the
-    package's selection: known ones, filter.expect_answer, capped by trace.max_prompts, in dataset order;
-    read after the filter checkpoint). With ``screened``, only those the screen selected for exact tracing
-    (read after the screen checkpoint)."""
+def selected_ids(wildcards, screened=SCREEN):
+    """known_ids of the prompts a run traces: the package's selection (known ones, filter.expect_answer,
+    capped by trace.max_prompts, in dataset order; read after the filter checkpoint). With ``screened``,
+    only those the screen selected for exact tracing (read after the screen checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
     f = config["filter"]
     selected = select_for_trace(
@@ -133,7 +132,20 @@ def trace_shards(wildcards, screened=SCREEN):
         table = checkpoints.screen.get(model=wildcards.model, modality=wildcards.modality).output.table
         screen = pd.read_parquet(table, columns=["known_id", "selected"])
         selected = selected[selected["known_id"].isin(screen.loc[screen["selected"], "known_id"])]
-    return shard_blocks(selected["known_id"], config["trace"]["shard_size"])
+    return selected["known_id"]
+
+
+def trace_shards(wildcards, screened=SCREEN):
+    """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts."""
+    return shard_blocks(selected_ids(wildcards, screened), config["trace"]["shard_size"])
+
+
+def atp_shards(wildcards):
+    """known_ids of each shard of the screen's AtP pass (every selected prompt): blocks of
+    trace.screen.shard_size; null, all in one job, so the model loads once for a pass of about a second
+    per prompt (the job's checkpoint keeps it resumable, crosstrace.resume)."""
+    ids = selected_ids(wildcards, screened=False)
+    return shard_blocks(ids, config["trace"]["screen"]["shard_size"] or max(1, len(ids)))
 
 
 def trace_shard_ids(wildcards):
@@ -143,7 +155,7 @@ def trace_shard_ids(wildcards):
 
 def atp_shard_ids(wildcards):
     """The trace_atp rule's known_ids param: the screen's approximate pass covers every selected prompt."""
-    return shard_ids(trace_shards(wildcards, screened=False), wildcards.shard)
+    return shard_ids(atp_shards(wildcards), wildcards.shard)
 
 
 def shard_ids(shards, shard):
@@ -155,11 +167,12 @@ def shard_ids(shards, shard):
 
 def shard_outputs(wildcards, stage=""):
     """The shard tables of a run; ``stage`` "atp/": the screen's approximate pass over every prompt."""
+    shards = atp_shards(wildcards) if stage else trace_shards(wildcards)
     return expand(
         f"{R}/{{model}}/{{modality}}/{stage}shards/{{shard}}.parquet",
         model=wildcards.model,
         modality=wildcards.modality,
-        shard=range(len(trace_shards(wildcards, screened=SCREEN and not stage))),
+        shard=range(len(shards)),
     )
 
 
