@@ -1,17 +1,18 @@
-"""Five facts with prompts of about 150 tokens, for the tests that stop a trace shard in the middle of its third
-prompt (tests/test_shard_resume*.py, tests/test_cluster_slurm.py): on the tiny test model each prompt takes a
-second or more, long enough to signal the job while it traces the third one (the tests wait for the
-checkpoint's second entry, never for a fixed time)."""
+"""Five facts with prompts of about 220 tokens, the subject first, for the tests that stop a trace shard in the
+middle of its third prompt (tests/test_shard_resume*.py, tests/test_cluster_slurm.py). The fast engine restores
+every token from the subject on, so each prompt takes about 0.3-0.6 s on the tiny test model (several times
+the tests' polling interval; more with a smaller trace.max_rows): long enough to signal the job while it
+traces the third one. The tests wait for the checkpoint's second entry, never for a fixed time."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-FILLER = "The city of Paris is the capital of France and it is known for its museums, " * 7
+FILLER = "city of Paris is the capital of France and it is known for its museums, " * 7
 SUBJECTS = ["Danielle Darrieux", "Edwin of Northumbria", "Toko Yasuda", "Autonomous University of Madrid",
             "Thomas Joannes Stieltjes"]
-PROMPTS = [f"{FILLER}{s} speaks the language of" for s in SUBJECTS]
+PROMPTS = [f"{s}, whose home {FILLER}speaks the language of" for s in SUBJECTS]
 
 
 def write_facts_csv(path: Path) -> Path:
