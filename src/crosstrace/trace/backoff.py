@@ -18,7 +18,7 @@ beside the clean one; atp, one corrupted sequence of the forward and backward pa
 Same numbers: a row's noise comes from (seed, known_id, draw) alone and each row is computed on its own,
 so the batch size changes only how rows are grouped into matrix products. The result is bit-identical
 wherever the matrix kernels sum a row in the same order whatever the number of rows beside it: on the
-project's CPU (MKL, one thread) from 4 rows per batch on (tests/test_oom_backoff.py). With several
+project's CPU (MKL, one thread) for products of 4 rows or more (tests/test_oom_backoff.py). With several
 threads, or fewer rows, MKL splits small products differently and P[o] moves by about 1e-7; GPU
 libraries choose kernels by matrix shape, so there a backed-off prompt can differ from an unfaulted run
 in the last bits of its dtype.
