@@ -34,8 +34,10 @@ SPECS = check(config)
 MODELS = {m["name"]: m for m in config["models"]}
 # A local run with cuda models: each GPU job takes its own device for its lifetime, so `--resources gpu=N`
 # on a machine with N GPUs runs N jobs on N devices (crosstrace.devices: lock-file slots over
-# CROSSTRACE_GPUS / CUDA_VISIBLE_DEVICES / nvidia-smi). Cluster jobs keep the devices Slurm gives them.
-if any(spec.cuda for spec in SPECS.values()):
+# CROSSTRACE_GPUS / CUDA_VISIBLE_DEVICES / nvidia-smi). Cluster jobs keep the devices Slurm gives them. A
+# model pinned to a device (`device: cuda:1`) keeps its pin: then the jobs share no slots.
+CUDA_DEVICES = {spec.device for spec in SPECS.values() if spec.cuda}
+if CUDA_DEVICES == {"cuda"}:
     share_devices_in(workflow)
 # Offline when every model is on this machine, so nothing reaches for the network; with a hub model the hub is
 # allowed (an explicit HF_HUB_OFFLINE=1 still wins: hub models then load from the HF cache). Jobs inherit it.
