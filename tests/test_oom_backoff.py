@@ -214,3 +214,20 @@ def test_every_engine_gives_the_same_numbers_below_one_restorations_draws(engine
         assert other[kind].p_corrupted == pytest.approx(base[kind].p_corrupted, abs=1e-6)
         np.testing.assert_allclose(other[kind].p_restored, base[kind].p_restored, atol=1e-6, rtol=0)
     assert abs(base["hidden"].p_clean - base["hidden"].p_corrupted) > 1e-3  # the case moves P[o]
+
+
+def test_the_cost_estimate_of_a_long_prompt_skips_itself_when_out_of_memory(caplog):
+    """Prompts of 48 tokens or more get a timed forward pass of samples + 1 rows first: out of memory there
+    costs the estimate, not the prompt (the trace then backs off on its own)."""
+    model = tiny_llama(layers=4)
+    ids, span = [int(i) for i in torch.randint(0, 64, (50,), generator=torch.Generator().manual_seed(0))], (3, 6)
+    tracer = Tracer(model, _Tok(), TraceSettings(window=2, noise=NoiseConfig(samples=4)), 0.05)
+    want = tracer.trace_ids(1, ids, span)
+    with InjectedOOM(model, above=4, first=1) as fault, caplog.at_level(logging.WARNING):
+        assert tracer.estimate_seconds(ids, span) is None
+        assert fault.raised == 1
+        fault.raised = 0
+        got = tracer.trace_ids(1, ids, span)
+    assert fault.raised == 1 and "known_id 1: out of memory" not in caplog.text  # the estimate took the fault
+    for kind in KINDS:
+        np.testing.assert_array_equal(got.kinds[kind].p_restored, want.kinds[kind].p_restored)
