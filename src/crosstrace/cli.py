@@ -40,6 +40,7 @@ def _trace(a: argparse.Namespace) -> int:
     from .report.figures import prompt_trace_figure, save
     from .trace import NoiseConfig, TraceSettings, trace_prompt
     from .trace.api import PromptTooLongError
+    from .trace.backoff import OutOfMemoryAtOneRow
     from .trace.tokens import SpanError
 
     torch.set_num_threads(a.threads)
@@ -62,6 +63,8 @@ def _trace(a: argparse.Namespace) -> int:
                            attribute=a.attribute)
     except PromptTooLongError as e:
         return _error(f"{e}; raise --max-prompt-tokens to trace it anyway")
+    except OutOfMemoryAtOneRow as e:
+        return _error(f"{e}; try --device cpu, a smaller --dtype or fewer --samples")
     except SpanError as e:
         return _error(str(e))
     a.out.mkdir(parents=True, exist_ok=True)
