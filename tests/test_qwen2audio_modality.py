@@ -235,6 +235,23 @@ def test_known_s2t_decodes_from_embeddings_like_transformers_generate(lm, spec, 
     assert one.set_index("known_id").loc[0, "n_tokens"] == len(inp.input_ids)
 
 
+def test_near_ties_decode_alone_from_embeddings_as_from_ids(lm, spec, tables):
+    """A near-tie is decoded again on its own (crosstrace.filtering.greedy_alone), from the embeddings of a
+    continuous S→T prompt as from ids, also by the float64 copy that decides near-ties of small CPU models."""
+    from crosstrace.filtering import greedy_alone, greedy_decode, tie_model
+
+    ids = lm.tokenizer(PROMPTS[0][0])["input_ids"]
+    x = lm.model.get_input_embeddings().weight[torch.tensor(ids)]
+    assert greedy_alone(lm.model, lm.tokenizer, x, 4).ids == greedy_alone(lm.model, lm.tokenizer, ids, 4).ids
+    s2t = for_run(spec, "s2t", lm)
+    inp, _ = s2t.lm_input(_table(s2t, tables).set_index("known_id").loc[0].to_dict() | {"known_id": 0})
+    emb = lm.inputs_embeds(inp)
+    batch = greedy_decode(lm.model, lm.tokenizer, [emb], 4, bad_words_ids=s2t.bad_words(), progress=False)[0]
+    judge, how = tie_model(lm.model)
+    alone = greedy_alone(judge, lm.tokenizer, emb, 4, s2t.bad_words(), how)
+    assert how == "float64" and alone.ids == batch.ids and alone.margin == pytest.approx(batch.margin, abs=1e-4)
+
+
 def test_t2t_uses_the_template_with_the_prompt_text(suffix):
     t2t = for_run(lm_spec(suffix), "t2t", suffix)
     enc = t2t.encode(*PROMPTS[0][:2])

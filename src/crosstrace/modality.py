@@ -266,7 +266,8 @@ class S2T(T2T):
             labels = pd.DataFrame(columns=FILTER_COLUMNS)
         lab = labels.set_index("known_id")
         out = table.copy()
-        for c in ["n_tokens", "continuation", "first_token_id", "first_token", "label", "known"]:
+        for c in ["n_tokens", "continuation", "first_token_id", "first_token", "label", "known", "margin", "near_tie",
+                  "decided"]:
             out[c] = out["known_id"].map(lab[c])
         is_ok = out["status"] == "ok"
         out.loc[is_ok, "reason"] = out.loc[is_ok, "known_id"].map(lab["reason"])

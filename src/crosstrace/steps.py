@@ -20,10 +20,11 @@ from .io import console, read_json, read_parquets, write_json, write_parquet
 from .modality import for_run, modality_class, noise_std
 from .models.family import load, prepare
 from .report.stats import aie_table
+from .resume import ShardCheckpoint, shard_key, stop_on_sigterm
 from .shards import select_known_ids
 from .trace import NoiseConfig, Tracer, TraceSettings
 from .trace.atp import AtpConfig
-from .trace.tables import category_table, merge_shards, trace_records
+from .trace.tables import IE_COLUMNS, QUARANTINE_COLUMNS, category_table, merge_shards, trace_records
 
 _log = logging.getLogger("crosstrace")
 
@@ -49,8 +50,8 @@ def known_table(model_json: str | Path, modality: str, records: str | Path, max_
     family's speech input step: SpiritLM's units, Qwen2-Audio's audio positions) ``aligner``
     (``speech.align.use``) and ``rows`` (the ``speech.token_rows`` and ``speech.pause_owner`` settings); rows without a traceable spoken prompt keep their stage and reason and are not
     decoded. No validated records end the run with a message naming ``validation`` (the quarantine table).
-    ``batch_size`` changes speed only (the rule reads it from the config, not a param), though batch shape
-    can flip a near-tie greedy decode: keep it fixed within a study."""
+    ``batch_size`` changes speed only (the rule reads it from the config, not a param): near-ties, which batch
+    shape could flip, are decoded again on their own (:func:`crosstrace.filtering.filter_known`)."""
     table = pd.read_parquet(records)
     if table.empty:
         raise no_records_left(validation)
@@ -105,7 +106,9 @@ def trace_shard(model_json: str | Path, modality: str, trace: dict, noise_json: 
                 max_rows: int | None = 512, threads: int | None = None,
                 log: logging.Logger = _log) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rule ``trace``: trace one shard, the prompts ``known_ids`` of the known table (a fixed block of the
-    selection, :mod:`crosstrace.shards`); IE rows, and quarantined prompts with their reasons."""
+    selection, :mod:`crosstrace.shards`); IE rows, and quarantined prompts with their reasons. Each
+    finished prompt goes to the shard's checkpoint first, so a rerun of a killed shard traces only the
+    prompts it had not finished (:mod:`crosstrace.resume`)."""
     if threads:
         torch.set_num_threads(threads)
     spec = ModelSpec.from_dict(read_json(model_json))
@@ -116,12 +119,17 @@ def trace_shard(model_json: str | Path, modality: str, trace: dict, noise_json: 
     records = select_known_ids(pd.read_parquet(known), known_ids)
     log.info("shard %s: %d prompts (known_id %s), engine %s (max_rows %s), noise scale %.4f", shard, len(records),
              list(known_ids), tracer.engine, settings.max_rows, tracer.noise_scale)
-    ie, quarantined = trace_records(tracer, records.to_dict("records"), spec.name, modality,
-                                    trace_one=lambda r: mod.trace(tracer, r))
+    done = ShardCheckpoint(out_ie, shard_key(read_json(model_json), modality, trace, read_json(noise_json), known_ids,
+                                             records), log)
+    with stop_on_sigterm(lambda: f"{len(done.known_ids())} of {len(records)} prompts are in {done.dir}", log):
+        trace_records(tracer, done.todo(records), spec.name, modality, trace_one=lambda r: mod.trace(tracer, r),
+                      on_prompt=done.add)
+    ie, quarantined = done.tables(known_ids, IE_COLUMNS, QUARANTINE_COLUMNS)
     log.info("shard %s: %d prompts in = %d traced + %d quarantined", shard, len(records),
              ie["known_id"].nunique(), len(quarantined))
     write_parquet(quarantined, out_quarantine)
     write_parquet(ie, out_ie)
+    done.remove()
     return ie, quarantined
 
 

@@ -191,6 +191,8 @@ def complete_category_table(cats: pd.DataFrame, prompts: pd.DataFrame, answer_mo
         out["p_corrupted"] = out["known_id"].map(per["p_corrupted"]).astype(float)
     if "p_restored" not in out:
         out["p_restored"] = out["ie"] + out["p_corrupted"]
+    if "token_rows" not in out:  # a T→T study: its rows are the prompt's own tokens
+        out["token_rows"] = None
     return out[CATEGORY_COLUMNS]
 
 

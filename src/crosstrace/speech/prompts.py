@@ -278,16 +278,16 @@ def _first(df: pd.DataFrame | None, known_id: int) -> dict | None:
 
 
 def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: pd.DataFrame, qc: pd.DataFrame | None,
-                 alignment: pd.DataFrame, units: pd.DataFrame, aligner: str, lm,
+                 alignment: pd.DataFrame, units: pd.DataFrame, aligner: str, lm=None,
                  stray_space: bool = slm.STRAY_SPACE_DEFAULT, token_rows: str = "spoken",
-                 pause_owner: str = "none") -> pd.DataFrame:
+                 pause_owner: str = "none", tokenizer=None) -> pd.DataFrame:
     """One row per validated record with everything needed to build, trace and aggregate its S→T prompt.
 
-    ``status`` is ``ok`` or ``quarantined`` (``stage`` says where: speech, synthesize, align, units,
+    ``status`` is ``ok`` or ``quarantined`` (``stage`` says where: speech, synthesize or recordings, align, units,
     tokens, span; ``reason`` why). QC failures (``passes_qc`` False) stay ``ok`` but labelled. ``lm`` is the
     loaded speech family, which builds each S→T input from the clip's row of the units table (SpiritLM: its
     units; Qwen2-Audio: its audio positions and the clip) and writes the text tokens; SpiritLM's tokenizer
-    alone also works, with ``stray_space`` its prompt layout. ``token_rows`` (``spoken`` | ``prompt``) and
+    alone also works (``lm``, or ``tokenizer=``), with ``stray_space`` its prompt layout. ``token_rows`` (``spoken`` | ``prompt``) and
     ``pause_owner`` (``none`` | ``preceding``) are the ``speech.token_rows`` / ``speech.pause_owner``
     settings, recorded in every row.
     """
@@ -295,7 +295,7 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
         raise ValueError(f"speech.token_rows must be one of {TOKEN_ROWS}, got {token_rows!r}")
     if pause_owner not in PAUSE_OWNERS:
         raise ValueError(f"speech.pause_owner must be one of {PAUSE_OWNERS}, got {pause_owner!r}")
-    lm = _spiritlm(lm, stray_space)
+    lm = _spiritlm(lm if lm is not None else tokenizer, stray_space)
     selected = set(speech_records["known_id"].astype(int))
     align = alignment[alignment["aligner"] == aligner] if len(alignment) else alignment
     rows = []
@@ -305,7 +305,7 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
                "status": "ok", "stage": "", "reason": "", "aligner": aligner, "token_rows": token_rows,
                "pause_owner": pause_owner}
 
-        def bad(stage, reason, row=row, kid=kid):  # upstream tables' reasons name the record already
+        def bad(stage, reason, row=row, kid=kid):  # an upstream reason already names the record: once is enough
             reason = str(reason).removeprefix(f"known_id={kid}: ")
             row.update(status="quarantined", stage=stage, reason=f"known_id={kid}: {reason}")
 
@@ -315,7 +315,9 @@ def prompt_table(records: pd.DataFrame, speech_records: pd.DataFrame, manifest: 
             continue
         m = _first(manifest, kid)
         if m is None or m.get("status") != "ok":
-            bad("synthesize", (m or {}).get("reason") or "no synthesised audio")
+            # the stage is the rule that made (or refused) the audio: TTS, or the user's recordings
+            own = (m or {}).get("backend") == "recordings"
+            bad("recordings" if own else "synthesize", (m or {}).get("reason") or "no audio in the speech manifest")
             continue
         row.update(wav_path=m["path"], duration_s=float(m["duration_s"]))
         q = _first(qc, kid)

@@ -20,6 +20,7 @@ from ..grids import grid_frame, ie_grid
 from ..report.stats import CATEGORY_COLUMNS
 from ..spans import SpanError, category_positions
 from .api import PromptTooLongError, PromptTrace, Tracer
+from .backoff import OutOfMemoryAtOneRow
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,12 @@ def check_finite(trace: PromptTrace) -> None:
 
 
 def trace_records(tracer: Tracer, records: Iterable[dict], model: str, modality: str, trace_one=None,
-                  progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  progress: bool = True, on_prompt=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trace each record (dict with known_id, prompt, subject; attribute for the attribute answer modes).
     Failures are quarantined, not dropped.
 
     ``trace_one(record) -> PromptTrace`` overrides how a record becomes a trace (S→T builds unit ids).
+    ``on_prompt(known_id, rows=..., quarantined=...)`` is told each finished prompt (a shard's checkpoint).
     """
     trace_one = trace_one or (lambda r: tracer.trace_text(int(r["known_id"]), r["prompt"], r["subject"],
                                                           attribute=r.get("attribute")))
@@ -69,11 +71,15 @@ def trace_records(tracer: Tracer, records: Iterable[dict], model: str, modality:
         try:
             t = trace_one(r)
             check_finite(t)
-        except (SpanError, NonFiniteError, PromptTooLongError) as e:
+        except (SpanError, NonFiniteError, PromptTooLongError, OutOfMemoryAtOneRow) as e:
             log.warning("known_id %s quarantined: %s", r["known_id"], e)
             quarantined.append({"model": model, "modality": modality, "known_id": int(r["known_id"]), "stage": "trace", "reason": str(e)})
+            if on_prompt:
+                on_prompt(int(r["known_id"]), quarantined=quarantined[-1])
             continue
         frames.append(trace_rows(t, tracer, model, modality))
+        if on_prompt:
+            on_prompt(int(r["known_id"]), rows=frames[-1])
         log.info("known_id %s: answer %r p_clean %.4f p_corrupted %.4f", r["known_id"], t.answer, t.p_clean, t.p_corrupted)
     ie = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=IE_COLUMNS)
     return ie, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)
