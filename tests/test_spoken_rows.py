@@ -102,7 +102,7 @@ def _known_row(pause_owner: str = "none") -> dict:
     row = map_text_tokens(text, WORDS, RUNS, pause_owner=pause_owner)
     dedup = [u % 500 for u in range(7, 20)]  # 13 distinct units
     off = 3  # [BOS, ▁, [Speech]]
-    return {**row, "known_id": 7, "status": "ok", "dedup": dedup, "n_units": 13, "unit_offset": off,
+    return {**row, "known_id": 7, "status": "ok", "dedup": dedup, "run_lengths": RUNS, "n_units": 13, "unit_offset": off,
             "pos_start": off + row["dedup_start"], "pos_end": off + row["dedup_end"], "token_rows": "spoken",
             "pause_owner": pause_owner}
 

@@ -112,10 +112,13 @@ def _gap(scores) -> torch.Tensor:  # noqa: F821 - torch is imported by the calle
 
 
 @_no_grad
-def greedy_decode(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int = 10, batch_size: int = 32,
+def greedy_decode(model, tokenizer, prompts: Sequence, max_new_tokens: int = 10, batch_size: int = 32,
                   bad_words_ids: list[list[int]] | None = None, progress: bool = True) -> list[Greedy]:
-    """Greedy new-token ids for each tokenized prompt (left-padded batches of similar lengths) with the
-    smallest top-2 score gap of each, the margin by which its continuation was decided."""
+    """Greedy new-token ids for each prompt (left-padded batches of similar lengths) with the smallest top-2
+    score gap of each, the margin by which its continuation was decided.
+
+    A prompt is its token ids, or its (T, hidden) input embeddings (a continuous-input speech family, whose
+    audio positions are not token rows); the prompts of one call are all of one kind."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -124,16 +127,21 @@ def greedy_decode(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens
     out: list[Greedy] = [None] * len(prompts)  # type: ignore[list-item]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    embeds = bool(prompts) and isinstance(prompts[0], torch.Tensor)
     for batch in tqdm(batches, desc="greedy decoding", unit="batch", disable=not progress):
         width = max(len(prompts[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
+        if embeds:  # padding rows are zeros, masked out like pad tokens
+            first = prompts[batch[0]]
+            x = torch.zeros((len(batch), width, first.shape[-1]), dtype=first.dtype)
+        else:
+            x = torch.full((len(batch), width), pad, dtype=torch.long)
         for row, i in enumerate(batch):
             p = prompts[i]
-            ids[row, width - len(p) :] = torch.tensor(p)
+            x[row, width - len(p) :] = p.detach().cpu() if embeds else torch.tensor(p)
             mask[row, width - len(p) :] = 1
         gen = model.generate(
-            input_ids=ids.to(device),
+            **({"inputs_embeds": x.to(device)} if embeds else {"input_ids": x.to(device)}),
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
@@ -144,8 +152,10 @@ def greedy_decode(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens
             return_dict_in_generate=True,
         )
         gaps = torch.stack([_gap(s) for s in gen.scores], dim=1).cpu()  # (rows, steps): processed scores
+        # from embeddings generate returns the new tokens only; from ids, the prompt and then the new tokens
+        start = 0 if embeds else width
         for row, i in enumerate(batch):
-            new = gen.sequences[row, width:].tolist()
+            new = gen.sequences[row, start:].tolist()
             steps = next((k + 1 for k, t in enumerate(new) if t in stop), len(new))  # a stop token's step counts
             margin = float(gaps[row, :steps].min()) if steps else math.inf
             ids = new[:steps]
@@ -176,11 +186,12 @@ def tie_model(model):
 
 
 @_no_grad
-def greedy_alone(model, tokenizer, prompt: list[int], max_new_tokens: int = 10,
+def greedy_alone(model, tokenizer, prompt, max_new_tokens: int = 10,
                  bad_words_ids: list[list[int]] | None = None, decided: str = "alone") -> Greedy:
-    """One prompt decoded on its own with full forward passes, without ``generate`` (which rounds scores to
-    float32): how a near-tie is decided, by the model :func:`tie_model` gives, so that no batch, and in
-    float64 no thread count, decides it. ``bad_words_ids``: single tokens only (what the models here ban)."""
+    """One prompt (ids, or (T, hidden) input embeddings) decoded on its own with full forward passes, without
+    ``generate`` (which rounds scores to float32): how a near-tie is decided, by the model :func:`tie_model`
+    gives, so that no batch, and in float64 no thread count, decides it. ``bad_words_ids``: single tokens only
+    (what the models here ban)."""
     import torch
 
     device = next(model.parameters()).device
@@ -188,25 +199,30 @@ def greedy_alone(model, tokenizer, prompt: list[int], max_new_tokens: int = 10,
     if len(banned) != len(bad_words_ids or []):
         raise ValueError("greedy_alone bans single tokens only")
     stop = _stop_tokens(model, tokenizer)
-    ids, new, margin = list(prompt), [], math.inf
+    embed = model.get_input_embeddings()
+    embeds = isinstance(prompt, torch.Tensor)  # in the judge's dtype; new tokens' rows from its own embeddings
+    x = prompt.to(device, embed.weight.dtype) if embeds else torch.tensor(list(prompt), device=device)
+    new, margin = [], math.inf
     for _ in range(max_new_tokens):
-        scores = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].double()
+        scores = model(**({"inputs_embeds": x[None]} if embeds else {"input_ids": x[None]})).logits[0, -1].double()
         if banned:
             scores[banned] = -math.inf
         margin = min(margin, float(_gap(scores)))
         token = int(scores.argmax())
         if token == tokenizer.eos_token_id:
             break
-        ids.append(token)
+        step = torch.tensor([token], device=device)
+        x = torch.cat([x, embed(step) if embeds else step])
         new.append(token)
         if token in stop:
             break
     return Greedy(new, margin, decided)
 
 
-def greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int = 10, batch_size: int = 32,
+def greedy_continuations(model, tokenizer, prompts: Sequence, max_new_tokens: int = 10, batch_size: int = 32,
                          bad_words_ids: list[list[int]] | None = None, progress: bool = True) -> list[list[int]]:
-    """Greedy new-token ids for each tokenized prompt (left-padded batches; same result as one by one)."""
+    """Greedy new-token ids for each prompt, ids or input embeddings (left-padded batches; same result as one
+    by one)."""
     return [g.ids for g in greedy_decode(model, tokenizer, prompts, max_new_tokens, batch_size, bad_words_ids, progress)]
 
 
@@ -218,12 +234,13 @@ def filter_known(model, tokenizer, records, encode, max_new_tokens: int = 10, ba
                  bad_words_ids: list[list[int]] | None = None, progress: bool = True):
     """Label every record exact / partial / none from the model's greedy continuation.
 
-    ``encode(record) -> list[int]`` builds the clean prompt ids for the modality under study (T→T: the
-    tokenized text). Returns a DataFrame with one row per record (none are dropped): ``known`` is True
-    for exact and partial matches, ``reason`` says why a record was excluded. ``margin`` is the smallest gap
-    (in logits) between the two best next tokens over the greedy steps; a prompt with a margin under
-    :data:`NEAR_TIE` (``near_tie``) is decoded again on its own (:func:`greedy_alone`; ``decided`` says how),
-    so the label does not depend on ``batch_size`` or on what else was in its batch.
+    ``encode(record)`` builds the clean prompt for the modality under study: its ids (T→T: the tokenized
+    text), or its (T, hidden) input embeddings (S→T of a continuous-input family). Returns a DataFrame with one
+    row per record (none are dropped): ``known`` is True for exact and partial matches, ``reason`` says why a
+    record was excluded. ``margin`` is the smallest gap (in logits) between the two best next tokens over the
+    greedy steps; a prompt with a margin under :data:`NEAR_TIE` (``near_tie``) is decoded again on its own
+    (:func:`greedy_alone`; ``decided`` says how), so the label does not depend on ``batch_size`` or on what else
+    was in its batch.
     """
     import pandas as pd
 

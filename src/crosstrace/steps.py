@@ -46,7 +46,8 @@ def known_table(model_json: str | Path, modality: str, records: str | Path, max_
 
     The modality's prompt table comes first (``mod.prompt_table``): T→T decodes the records; S→T builds
     its spoken prompts from the speech chain, ``speech`` = the paths of ``speech_records``, ``manifest``,
-    ``qc``, ``alignment``, ``units`` (the rule's inputs; shard lists are read as one table) ``aligner``
+    ``qc``, ``alignment``, ``units`` (the rule's inputs; shard lists are read as one table; ``units`` is the
+    family's speech input step: SpiritLM's units, Qwen2-Audio's audio positions) ``aligner``
     (``speech.align.use``) and ``rows`` (the ``speech.token_rows`` and ``speech.pause_owner`` settings); rows without a traceable spoken prompt keep their stage and reason and are not
     decoded. No validated records end the run with a message naming ``validation`` (the quarantine table).
     ``batch_size`` changes speed only (the rule reads it from the config, not a param): near-ties, which batch
@@ -59,7 +60,7 @@ def known_table(model_json: str | Path, modality: str, records: str | Path, max_
     log.info("greedy decoding: %d new tokens, batches of %d prompts", max_new_tokens, batch_size)
     spec = ModelSpec.from_dict(read_json(model_json))
     lm = load(spec)
-    mod = for_run(spec, modality, lm.tokenizer)
+    mod = for_run(spec, modality, lm)
     tables = {k: read_parquets([v] if isinstance(v, str | Path) else v) for k, v in (speech or {}).items()}
     table = mod.prompt_table(table, aligner=aligner, **(rows or {}), **tables)
     known = mod.label_known(lm.model, table, max_new_tokens, batch_size)
@@ -77,15 +78,16 @@ def known_table(model_json: str | Path, modality: str, records: str | Path, max_
 def noise_basis(model_json: str | Path, modality: str, table: str | Path, out: str | Path, validation: str | Path,
                 log: logging.Logger = _log) -> dict:
     """Rule ``noise_std``: the std of the input embeddings that ν is a multiple of (T→T: the dataset's
-    subjects, ``table`` = the validated records; S→T: the subjects' units, ``table`` = the S→T known table,
-    one row per validated record). An empty table ends the run with a message naming ``validation`` (the
+    subjects, ``table`` = the validated records; S→T: the input embeddings at the subjects' audio positions,
+    SpiritLM's unit rows or Qwen2-Audio's projected frames, ``table`` = the S→T known table, one row per
+    validated record). An empty table ends the run with a message naming ``validation`` (the
     quarantine table)."""
     records = pd.read_parquet(table)
     if records.empty:
         raise no_records_left(validation)
     spec = ModelSpec.from_dict(read_json(model_json))
     lm = load(spec)
-    res = noise_std(for_run(spec, modality, lm.tokenizer), lm.model, records)
+    res = noise_std(for_run(spec, modality, lm), records)
     log.info("%s %s: std = %.6f (%s)", spec.name, modality, res["std"], res)
     write_json(res, out)
     return res
@@ -113,7 +115,7 @@ def trace_shard(model_json: str | Path, modality: str, trace: dict, noise_json: 
     lm = load(spec)
     settings = trace_settings(trace, max_rows)
     tracer = Tracer(lm.model, lm.tokenizer, settings, read_json(noise_json)["std"])
-    mod = for_run(spec, modality, lm.tokenizer)
+    mod = for_run(spec, modality, lm)
     records = select_known_ids(pd.read_parquet(known), known_ids)
     log.info("shard %s: %d prompts (known_id %s), engine %s (max_rows %s), noise scale %.4f", shard, len(records),
              list(known_ids), tracer.engine, settings.max_rows, tracer.noise_scale)

@@ -46,7 +46,7 @@ if not hub_models(config, workflow_path):
 RUNS = runs(config)
 # Models traced on S→T: their per-unit view (rule unit_view, workflow/rules/unit_view.smk).
 S2T_MODELS = [name for name, spec in SPECS.items() if "s2t" in spec.modalities]
-# Models traced on both T→T and S→T (s2t implies family spiritlm): their text and speech states are compared
+# Models traced on both T→T and S→T (s2t implies a speech family): their text and speech states are compared
 # layer by layer (rule similarity, workflow/rules/similarity.smk).
 SIMILARITY_MODELS = (
     [name for name, spec in SPECS.items() if {"t2t", "s2t"} <= set(spec.modalities)]
@@ -259,7 +259,8 @@ def manifest_shards(wildcards):
 
 
 def filter_inputs(wildcards):
-    """T→T: the validated records. S→T also: speech selection, manifests, QC, alignment, units."""
+    """T→T: the validated records. S→T also: speech selection, manifests, QC, alignment, and the model's
+    speech input step (units: SpiritLM's speech units, Qwen2-Audio's audio positions)."""
     inp = {
         "records": f"{R}/data/records.parquet",
         "validation": f"{R}/data/quarantine.parquet",
@@ -290,7 +291,8 @@ def filter_rows(wildcards):
 
 
 def noise_inputs(wildcards):
-    """T→T: std over the dataset's subjects; S→T: over the unit tokens in the S→T subject spans (known table)."""
+    """T→T: std over the dataset's subjects; S→T: over the input embeddings at the subjects' audio positions
+    (known table)."""
     records = (
         f"{R}/{wildcards.model}/s2t/known.parquet"
         if wildcards.modality == "s2t"

@@ -23,7 +23,8 @@ Audio positions: the encoder turns 100 Hz log-mel frames (hop 160 samples at 16 
 ``conv1 stride × conv2 stride × pooling stride`` = 1·2·2 mel frames, so its output rate is
 sampling rate / (hop × 4) = 25 Hz (:func:`audio_rate`, read from the modules). Only the unpadded embeddings
 (transformers' ``_get_feat_extract_output_lengths`` of the clip's mel frames) are in the input; clips over
-the encoder's 30 s window are refused.
+the encoder's 30 s window are refused. The workflow's speech input step (:class:`AudioPositions`, rule
+``speech_units``) counts them from the processor and the encoder's length rule alone, without the weights.
 """
 
 from __future__ import annotations
@@ -102,6 +103,21 @@ def n_audio_positions(audio_tower, n_mel_frames: int) -> int:
     return int(n_out)
 
 
+def _checked_clip(samples: np.ndarray, sampling_rate: int | None, rate: int, window_samples: int) -> np.ndarray:
+    """A mono float32 waveform at ``rate``, refused when it is empty, not finite or longer than the window."""
+    x = np.asarray(samples, dtype=np.float32)
+    if x.ndim != 1 or not x.size:
+        raise AudioInputError(f"expected a non-empty mono waveform, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise AudioInputError("the clip has NaN or infinite samples")
+    if sampling_rate is not None and int(sampling_rate) != rate:
+        x = resample(x, int(sampling_rate), rate)
+    if x.size > window_samples:
+        raise AudioInputError(f"the clip is {x.size / rate:.2f} s, longer than the audio encoder's "
+                              f"{window_samples / rate:g} s window (the feature extractor would cut it)")
+    return x
+
+
 # ------------------------------------------------------------------------------------------------ loaded model
 
 
@@ -166,40 +182,43 @@ class Qwen2AudioSpeech(LoadedModel):
             span = token_span_from_offsets(offsets, c0, c0 + len(subject))
         return Encoded(list(enc["input_ids"]), offsets, span)
 
-    def text_tokens(self, prompt: str, subject: str) -> Encoded:
-        """The tokens that carry the prompt's characters in its T→T input, with the subject among them."""
+    def text_tokens(self, prompt: str, subject: str | None = None) -> Encoded:
+        """The tokens that carry the prompt's characters in its T→T input, with the subject among them (no
+        subject: span (0, 0))."""
         enc = self.t2t(prompt, subject)
         inside = [i for i, (s, e) in enumerate(enc.offsets) if e > s]
         if not inside:
             raise SpanError(f"prompt {prompt!r} has no text token")
         i0, i1 = inside[0], inside[-1] + 1
         b, e = enc.subject_span
-        return Encoded(enc.input_ids[i0:i1], enc.offsets[i0:i1], (b - i0, e - i0))
+        return Encoded(enc.input_ids[i0:i1], enc.offsets[i0:i1], (b - i0, e - i0) if subject is not None else (0, 0))
+
+    def text_bad_words(self) -> list[list[int]]:
+        """The audio tokens: a text answer never contains them."""
+        p = self.processor
+        return [[int(self.tokenizer.convert_tokens_to_ids(t))] for t in (p.audio_token, p.audio_bos_token, p.audio_eos_token)]
+
+    def token_labels(self, input_ids, tokens) -> list[str]:
+        """The tokenizer's strings (the audio positions read ``<|AUDIO|>``)."""
+        return [str(t) for t in tokens]
 
     # ----------------------------------------------------------------------------------------------- S→T
 
     def clip(self, samples: np.ndarray, sampling_rate: int | None = None) -> np.ndarray:
         """A mono float32 waveform at the feature extractor's rate, refused when it exceeds the encoder's window."""
-        x = np.asarray(samples, dtype=np.float32)
-        if x.ndim != 1 or not x.size:
-            raise AudioInputError(f"expected a non-empty mono waveform, got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise AudioInputError("the clip has NaN or infinite samples")
-        if sampling_rate is not None and int(sampling_rate) != self.sampling_rate:
-            x = resample(x, int(sampling_rate), self.sampling_rate)
-        if x.size > self.window_samples:
-            raise AudioInputError(f"the clip is {x.size / self.sampling_rate:.2f} s, longer than the audio encoder's "
-                                  f"{self.window_samples / self.sampling_rate:g} s window (the feature extractor would "
-                                  "cut it)")
-        return x
+        return _checked_clip(samples, sampling_rate, self.sampling_rate, self.window_samples)
 
     def s2t(self, spoken: SpokenPrompt | np.ndarray, sampling_rate: int | None = None) -> LMInput:
-        """S→T input of a clip (mono, at ``sampling_rate``; None: already at the feature extractor's 16 kHz): ids
-        from the processor (``<|AUDIO|>`` once per unpadded encoder frame), the audio grid (one frame per
-        position at :attr:`rate`), and the log-mel features."""
-        samples = spoken.samples if isinstance(spoken, SpokenPrompt) else spoken
-        if samples is None:
-            raise AudioInputError("Qwen2-Audio S→T needs the clip's waveform")
+        """S→T input of a clip (a :class:`SpokenPrompt` with samples or a WAV path, or mono samples at
+        ``sampling_rate``; None: already at the feature extractor's 16 kHz): ids from the processor
+        (``<|AUDIO|>`` once per unpadded encoder frame), the audio grid (one frame per position at :attr:`rate`),
+        and the log-mel features."""
+        samples = spoken
+        if isinstance(spoken, SpokenPrompt):
+            wave = spoken.waveform()
+            if wave is None:
+                raise AudioInputError("Qwen2-Audio S→T needs the clip's waveform")
+            samples, sampling_rate = wave
         x = self.clip(samples, sampling_rate)
         batch = self.processor(text=self.s2t_text, audio=x, sampling_rate=self.sampling_rate, return_tensors="pt")
         ids = [int(i) for i in batch["input_ids"][0]]
@@ -319,24 +338,81 @@ def load_qwen2_audio(path: str | Path, device: str = "cpu", dtype: str = "float3
                             full=full, processor=processor, template=template or Template())
 
 
+class AudioPositions:
+    """The ``speech_units`` step of Qwen2-Audio: a clip's count of audio positions, from the processor's feature
+    extractor and the encoder's own length rule, without the model's weights (the encoder is built on the meta
+    device from the folder's config). ``encode_file`` returns the units table's row as
+    :class:`~crosstrace.models.hubert.Units`: no units, one run per audio position, the positions as frames."""
+
+    def __init__(self, path: str | Path):
+        from transformers import AutoConfig, AutoProcessor
+        from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
+
+        try:
+            config = AutoConfig.from_pretrained(str(path))
+            _check_type(config.model_type, path)
+            self.processor = AutoProcessor.from_pretrained(str(path))
+        except _weight_errors() as e:
+            raise ModelLoadError(f"could not load Qwen2-Audio's processor from {path!r} ({load_error_text(e)})") from e
+        fe = self.processor.feature_extractor
+        with torch.device("meta"):
+            self.tower = Qwen2AudioEncoder(config.audio_config)
+        self.rate = audio_rate(fe, self.tower)
+        self.sampling_rate, self.window_samples = int(fe.sampling_rate), int(fe.n_samples)
+
+    def n_positions(self, samples: np.ndarray, sampling_rate: int) -> int:
+        """Unpadded audio positions of a clip (refused over the 30 s window, as :meth:`Qwen2AudioSpeech.clip`)."""
+        x = _checked_clip(samples, sampling_rate, self.sampling_rate, self.window_samples)
+        fe = self.processor.feature_extractor
+        mask = fe(x, sampling_rate=self.sampling_rate, return_attention_mask=True, return_tensors="np")["attention_mask"]
+        return n_audio_positions(self.tower, int(mask.sum()))
+
+    def encode_file(self, path: str | Path):
+        from .hubert import Units
+
+        wave = SpokenPrompt(path=str(path)).waveform()
+        n = self.n_positions(*wave)
+        return Units(units=[], dedup=[], run_lengths=[1] * n, n_frames=n, chunk_frames=[], n_samples=len(wave[0]))
+
+
 class _Family:
     """``family: qwen2-audio``: a local folder or a hub id, the processor from the same place."""
 
     name = "qwen2-audio"
 
     def prepare(self, spec) -> str:
+        """A checked local folder (config, and the processor's audio tokens against the model's id), or a hub id."""
         path = Path(spec.path).expanduser()
         if path.exists():
-            return str(check_folder(path))
+            check_folder(path)
+            from transformers import AutoConfig, AutoProcessor
+
+            try:
+                processor = AutoProcessor.from_pretrained(str(path))
+                audio_token_id = int(AutoConfig.from_pretrained(str(path)).audio_token_id)
+            except _weight_errors() as e:
+                raise ModelLoadError(f"{path}: cannot load the processor ({load_error_text(e)})") from None
+            check_processor(processor, audio_token_id, path)
+            return str(path)
         if spec.path.startswith((".", "/", "~")):
             raise ModelLoadError(f"model path {spec.path!r} does not exist")
         return spec.path  # a hub id: loading needs the network or a populated Hugging Face cache
 
     def load(self, spec, template: Template | None = None) -> Qwen2AudioSpeech:
+        """The entry's model with its ``template`` (the config's mapping; None: the base model's layout)."""
+        if template is None and spec.template:
+            template = Template(**spec.template)
         return load_qwen2_audio(spec.load_path, spec.device, spec.dtype, name=spec.name, template=template)
+
+    def with_tokenizer(self, spec, tokenizer):
+        raise ModelLoadError(f"model {spec.name!r}: Qwen2-Audio prompts need the loaded processor and template "
+                             "(crosstrace.models.family.load), not a tokenizer alone")
+
+    def speech_encoder(self, spec) -> AudioPositions:
+        return AudioPositions(spec.load_path)
 
 
 FAMILY = _Family()
 
-__all__ = ["FAMILY", "MODEL_TYPE", "Qwen2AudioSpeech", "Template", "audio_rate", "check_folder", "check_processor",
-           "language_model", "load_qwen2_audio", "n_audio_positions"]
+__all__ = ["FAMILY", "MODEL_TYPE", "AudioPositions", "Qwen2AudioSpeech", "Template", "audio_rate", "check_folder",
+           "check_processor", "language_model", "load_qwen2_audio", "n_audio_positions"]

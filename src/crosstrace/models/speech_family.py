@@ -20,6 +20,9 @@ corrupted positions           the LM positions of the subject's text tokens (:me
 noise basis                   :func:`input_embeddings`: the input embeddings at the corrupted positions
 last token                    the last input position (:attr:`LMInput.last`), whose output predicts the
                               answer; :attr:`SpeechLM.last_token` names it per modality
+speech input step             :meth:`SpeechFamily.speech_encoder`: what the workflow's ``speech_units``
+                              rule runs on each clip (SpiritLM: HuBERT units; Qwen2-Audio: the count of
+                              audio positions, from the processor, no model run)
 ============================  ==========================================================================
 
 The engines trace :attr:`SpeechLM.model`, an ordinary causal LM over input embeddings (``inputs_embeds``):
@@ -98,7 +101,7 @@ class AudioGrid:
         if t_start >= self.seconds:
             raise AudioInputError(f"the {what} [{t_start:.3f}, {t_end:.3f}) s starts after the last real audio frame "
                                   f"({self.n_frames} frames at {self.rate:g} Hz = {self.seconds:.3f} s): it falls in "
-                                  "the encoder's padding")
+                                  "the encoder's padding, past the audio")
 
 
 @dataclass
@@ -122,12 +125,28 @@ class LMInput:
 
 @dataclass(frozen=True)
 class SpokenPrompt:
-    """A spoken prompt as the speech steps leave it: the 16 kHz waveform (continuous families read it), and
-    for discrete families its deduplicated units and their run lengths (the units step)."""
+    """A spoken prompt as the speech steps leave it: the waveform (``samples`` at 16 kHz, or the WAV at
+    ``path``; continuous families read it), and for discrete families its deduplicated units and their run
+    lengths (the units step). A family reads what it needs and ignores the rest."""
 
     samples: np.ndarray | None = None
     units: Sequence[int] | None = None
     run_lengths: Sequence[int] | None = None
+    path: str | None = None
+
+    def waveform(self) -> tuple[np.ndarray, int] | None:
+        """(mono float32 samples, sampling rate): ``samples`` at 16 kHz, else the WAV at ``path``; None without
+        either. A missing or unreadable file is an :class:`AudioInputError` naming it."""
+        if self.samples is not None:
+            return np.asarray(self.samples, dtype=np.float32), 16000
+        if not self.path:
+            return None
+        from ..audio import read_wav
+
+        try:
+            return read_wav(self.path)
+        except (OSError, RuntimeError, ValueError) as e:  # soundfile raises LibsndfileError (a RuntimeError)
+            raise AudioInputError(f"cannot read the clip {self.path}: {e}") from None
 
 
 @runtime_checkable
@@ -148,9 +167,9 @@ class SpeechLM(Protocol):
     def t2t(self, prompt: str, subject: str | None = None) -> Encoded:
         """T→T ids, character offsets into ``prompt`` (template tokens get (0, 0)) and the subject span."""
 
-    def text_tokens(self, prompt: str, subject: str) -> Encoded:
+    def text_tokens(self, prompt: str, subject: str | None = None) -> Encoded:
         """The prompt's text tokens exactly as they stand in its T→T input (offsets into ``prompt``, the
-        subject span among them): the rows that S→T traces are aggregated to."""
+        subject span among them; no subject: span (0, 0)): the rows that S→T traces are aggregated to."""
 
     def s2t(self, spoken: SpokenPrompt) -> LMInput:
         """S→T input: the family's template around the audio, with the audio's :class:`AudioGrid`."""
@@ -158,6 +177,14 @@ class SpeechLM(Protocol):
     def inputs_embeds(self, inp: LMInput) -> torch.Tensor | None:
         """(T, hidden) input embeddings when they are not the embeddings of ``inp.input_ids`` (continuous
         families), else None: the engines then embed the ids."""
+
+    def text_bad_words(self) -> list[list[int]] | None:
+        """``bad_words_ids`` for greedy text answers (the Known filter): the speech and marker tokens a text
+        answer must not contain, or None."""
+
+    def token_labels(self, input_ids: Sequence[int], tokens: Sequence[str]) -> list[str]:
+        """Display strings of an input's positions (figures, tables): the tokenizer's strings, with the
+        family's speech tokens named readably."""
 
 
 @torch.no_grad()
@@ -182,6 +209,16 @@ class SpeechFamily(Protocol):
 
     def load(self, spec) -> SpeechLM:
         """The loaded family (``spec.resolved`` if prepared, else ``spec.path``)."""
+
+    def speech_encoder(self, spec):
+        """What the ``speech_units`` rule runs on each clip: an object whose ``encode_file(path)`` returns a
+        :class:`crosstrace.models.hubert.Units` (units, run lengths, frames; for a continuous family one run
+        per audio position and no units), raising ``ValueError`` / ``RuntimeError`` / ``OSError`` for a clip
+        the family cannot read (the row is quarantined with that reason)."""
+
+    def with_tokenizer(self, spec, tokenizer) -> SpeechLM:
+        """The family's prompts from a tokenizer alone, without weights (``model`` None), where the family
+        can build them so (SpiritLM); a family that needs more raises :class:`ModelLoadError`."""
 
 
 def module_name(family: str) -> str:

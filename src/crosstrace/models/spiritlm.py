@@ -298,12 +298,13 @@ class SpiritLMSpeech(LoadedModel):
     def t2t(self, prompt: str, subject: str | None = None) -> Encoded:
         return t2t_encode(self.tokenizer, prompt, subject, stray_space=self.stray_space)
 
-    def text_tokens(self, prompt: str, subject: str) -> Encoded:
-        """The tokens after ``[Text]`` in the T→T prompt, with the subject among them."""
+    def text_tokens(self, prompt: str, subject: str | None = None) -> Encoded:
+        """The tokens after ``[Text]`` in the T→T prompt, with the subject among them (no subject: (0, 0))."""
         enc = self.t2t(prompt, subject)
         head = enc.input_ids.index(TEXT_ID) + 1
         b, e = enc.subject_span
-        return Encoded(enc.input_ids[head:], enc.offsets[head:], (b - head, e - head))
+        span = (b - head, e - head) if subject is not None else (0, 0)
+        return Encoded(enc.input_ids[head:], enc.offsets[head:], span)
 
     def s2t(self, spoken: SpokenPrompt) -> LMInput:
         """``[BOS] (▁) [Speech] units… [Text]``; position i of the grid is unit i with its run of 25 Hz frames."""
@@ -318,6 +319,22 @@ class SpiritLMSpeech(LoadedModel):
     def inputs_embeds(self, inp: LMInput) -> None:
         return None  # units are tokens: the engines embed the ids
 
+    def text_bad_words(self) -> list[list[int]]:
+        """The markers and every unit (and the expressive model's pitch and style tokens)."""
+        vocab = self.model.get_input_embeddings().weight.shape[0] if self.model is not None else 32512
+        return text_bad_words(vocab)
+
+    def token_labels(self, input_ids: Sequence[int], tokens: Sequence[str]) -> list[str]:
+        """Units as ``[Hu17]``, the markers as ``[Text]`` / ``[Speech]``."""
+        return [unit_label(int(i)) or str(t) for i, t in zip(input_ids, tokens, strict=True)]
+
+
+def unit_label(i: int) -> str | None:
+    """``[Hu123]`` for unit ids, ``[Text]``/``[Speech]`` for markers, else None."""
+    if HU0_ID <= i <= HU_LAST_ID:
+        return f"[Hu{i - HU0_ID}]"
+    return {TEXT_ID: TEXT_MARKER, SPEECH_ID: SPEECH_MARKER}.get(i)
+
 
 class _Family:
     """``family: spiritlm``: a checkpoint root (``$SPIRITLM_CHECKPOINTS_DIR``) or the LM folder itself."""
@@ -331,8 +348,21 @@ class _Family:
         lm = load_spiritlm_bundle(spec.load_path, spec.device, spec.dtype, name=spec.name or "spiritlm")
         if lm.device.type == "cpu":
             own_memory(lm.model)
-        stray = STRAY_SPACE_DEFAULT if spec.stray_space is None else spec.stray_space
-        return SpiritLMSpeech(lm.name, lm.model, lm.tokenizer, lm.device, lm.dtype, stray_space=stray)
+        return SpiritLMSpeech(lm.name, lm.model, lm.tokenizer, lm.device, lm.dtype, stray_space=_stray(spec))
+
+    def with_tokenizer(self, spec, tokenizer) -> SpiritLMSpeech:
+        """Prompts without weights: SpiritLM's ids need only its tokenizer."""
+        return SpiritLMSpeech(spec.name, None, tokenizer, torch.device("cpu"), torch.float32, stray_space=_stray(spec))
+
+    def speech_encoder(self, spec):
+        """HuBERT 25 Hz + the quantizer from the checkpoint root (:class:`crosstrace.models.hubert.SpeechTokenizer`)."""
+        from .hubert import SpeechTokenizer
+
+        return SpeechTokenizer.from_checkpoints(speech_root(spec), device=resolve_device(spec.device))
+
+
+def _stray(spec) -> bool:
+    return STRAY_SPACE_DEFAULT if spec.stray_space is None else spec.stray_space
 
 
 FAMILY = _Family()

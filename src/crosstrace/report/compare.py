@@ -107,7 +107,7 @@ def token_rows_note(token_rows: Sequence[str | None]) -> str:
         return "each run's rows are its own prompt tokens; cells pair prompts by category"
     if rows == {"prompt"}:
         return ("S→T rows are the prompt's own T→T tokens (speech.token_rows: prompt): the subject categories "
-                "hold the same tokens in both runs (token-for-token pairing; S→T's last token is [Text])")
+                "hold the same tokens in both runs (token-for-token pairing; S→T's last token is the template's token after the audio, SpiritLM's [Text])")
     if rows == {"spoken"}:
         return ("S→T rows are the spoken text tokens (speech.token_rows: spoken, the paper): a category pairs the "
                 "same part of the prompt as each modality tokenizes it; prompts enter a cell where both runs "

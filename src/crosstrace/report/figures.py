@@ -464,14 +464,16 @@ def prompt_trace_figure(tokens: Sequence[str], span: tuple[int, int], p_restored
 
 
 def _unit_token_label(t: str) -> str:
-    return t.replace("▁", " ").strip() or "▁"
+    """A text token's piece as a label: SentencePiece's ``▁`` and byte-level BPE's ``Ġ`` are spaces."""
+    return t.replace("▁", " ").replace("Ġ", " ").strip() or t
 
 
 @styled
 def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4) -> Figure:
-    """S→T IE per speech unit (a view the paper does not have): for the first ``max_prompts`` prompts of
-    ``view`` (:func:`crosstrace.trace.tables.unit_view`), IE by LM position (x, from the first unit to
-    ``[Text]``) and layer (y), with the text-token boundaries drawn and labelled (subject tokens in red),
+    """S→T IE per audio position (a view the paper does not have; SpiritLM: per speech unit, Qwen2-Audio: per
+    encoder frame): for the first ``max_prompts`` prompts of ``view`` (:func:`crosstrace.trace.tables.unit_view`),
+    IE by LM position (x, from the first audio position to the last token, SpiritLM's ``[Text]``) and layer (y),
+    with the text-token boundaries drawn and labelled (subject tokens in red),
     and the silence before the first and after the last word, and pauses between words that no token owns,
     shaded. Diverging colours centred at 0."""
     sub = view[view["kind"] == kind]
@@ -506,8 +508,10 @@ def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4)
         if len(owned):
             ax.axvline(int(owned["token_index"].max()) + 0.5, color="black", lw=0.6)
         ax.set_ylabel("layer")
-        ax.set_xlabel(f"LM position (speech units; last = [Text]) · known_id {kid}")
+        last = g.loc[g["region"] == "last", "token"]
+        ax.set_xlabel(f"LM position (speech units / audio frames; last = {last.iloc[0] if len(last) else '[Text]'}) "
+                      f"· known_id {kid}")
         fig.colorbar(im, ax=ax, label="IE", pad=0.01)
-    fig.suptitle(f"{title} · {KIND_TITLES.get(kind, kind)}: IE per speech unit; lines = text-token boundaries, "
+    fig.suptitle(f"{title} · {KIND_TITLES.get(kind, kind)}: IE per audio position; lines = text-token boundaries, "
                  "red = subject, grey = silence or pause (no token)", fontsize=9)
     return readable(fig)

@@ -114,10 +114,13 @@ class TextTokenMap:
 
     ``ranges[k] = (p0, p1)``: text token k owns LM positions ``[p0, p1)`` (in order, disjoint; positions
     between two ranges are pause units, owned by no token); ``subject``: text-token indices ``[b, e)`` of the
-    subject; ``last``: the LM position that predicts the answer (the ``[Text]`` marker); ``first_unit``: the LM
-    position of the first speech unit (units before ``ranges[0][0]`` and after ``ranges[-1][1]`` are silence,
-    owned by no token); ``token_rows``: which text tokens these are (``speech.token_rows``: ``spoken``, the
-    paper's spoken text tokens, or ``prompt``, the prompt's T→T tokens).
+    subject; ``last``: the LM position that predicts the answer (SpiritLM: the ``[Text]`` marker); ``first_unit``:
+    the LM position of the first speech unit or audio position (positions before it belong to no row; units
+    before ``ranges[0][0]`` and after ``ranges[-1][1]`` are silence, owned by no token); ``token_rows``: which
+    text tokens these are (``speech.token_rows``: ``spoken``, the paper's spoken text tokens, or ``prompt``, the
+    prompt's T→T tokens); ``tail``: the template tokens after the audio, the positions
+    ``[n_positions − len(tail), n_positions)``, each a row of its own (SpiritLM: ``[Text]``; Qwen2-Audio:
+    ``<|audio_eos|>`` and any text after the prompt), the last of them ``last``.
     """
 
     known_id: int
@@ -128,6 +131,11 @@ class TextTokenMap:
     n_positions: int
     first_unit: int
     token_rows: str = "spoken"
+    tail: tuple[str, ...] = ("[Text]",)
+
+    @property
+    def tail_positions(self) -> range:
+        return range(self.n_positions - len(self.tail), self.n_positions)
 
 
 #: extra columns of an aggregated S→T IE table: the LM positions [pos_start, pos_end) averaged into each row,
@@ -140,7 +148,9 @@ def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextToke
     tokens"), plus quarantined prompts.
 
     Row k < n of a prompt is text token k, its IE at layer l the mean IE of its units at l (``p_restored``
-    likewise); row n is the ``[Text]`` marker, the S→T "last token". ``subject_start``/``subject_end`` and
+    likewise); the rows after them are the template tokens after the audio (:attr:`TextTokenMap.tail`), one
+    row each, the last of them the S→T "last token" (SpiritLM: ``[Text]``, the only one).
+    ``subject_start``/``subject_end`` and
     ``n_tokens`` are in these rows, so :func:`category_table` applies the six categories over text tokens
     exactly as for T→T. A traced prompt with no map, or whose map does not fit its trace, is quarantined.
     """
@@ -154,8 +164,8 @@ def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextToke
             quarantined.append({"model": model, "modality": modality, "known_id": int(kid), "stage": "aggregate",
                                 "reason": f"known_id={kid}: {why}"})
             continue
-        rows = [*tm.ranges, (tm.last, tm.last + 1)]
-        names = [*tm.tokens, "[Text]"]
+        rows = [*tm.ranges, *((p, p + 1) for p in tm.tail_positions)]
+        names = [*tm.tokens, *tm.tail]
         for kind, gk in g.groupby("kind", sort=False):
             ie, pr = ie_grid(gk, "ie"), ie_grid(gk, "p_restored")
             agg = {"ie": np.stack([ie[a:b].mean(axis=0) for a, b in rows]),
@@ -180,8 +190,9 @@ def unit_view(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> pd.Da
 
     ``region``: ``token`` (a unit owned by text token ``text_token_index``), ``silence`` (a unit before the
     first or after the last word: no token), ``pause`` (a unit between two words that no token owns),
-    ``marker`` (BOS, the stray ``▁``, ``[Speech]``) or ``last`` (``[Text]``, the position that predicts the
-    answer). Prompts without a map are left out (they are quarantined by :func:`aggregate_by_text_tokens`).
+    ``marker`` (the template around the audio: BOS, the stray ``▁``, ``[Speech]``; Qwen2-Audio's
+    ``<|audio_bos|>``, ``<|audio_eos|>`` and text around the prompt slot) or ``last`` (SpiritLM's ``[Text]``,
+    the position that predicts the answer). Prompts without a map are left out (they are quarantined by :func:`aggregate_by_text_tokens`).
     """
     frames = []
     for kid, g in ie_units.groupby("known_id", sort=True):
@@ -190,7 +201,7 @@ def unit_view(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> pd.Da
             continue
         owner = np.full(tm.n_positions, -1)
         region = np.full(tm.n_positions, "marker", dtype=object)
-        region[tm.first_unit : tm.last] = "silence"
+        region[tm.first_unit : tm.tail_positions.start] = "silence"
         region[tm.ranges[0][0] : tm.ranges[-1][1]] = "pause"
         for k, (a, b) in enumerate(tm.ranges):
             owner[a:b] = k
