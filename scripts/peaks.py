@@ -10,8 +10,9 @@ aie = read_parquets(snakemake.input.aie)
 peaks = peak_summary(aie)
 write_parquet(peaks, snakemake.output.table)
 sections = [("", html.table(peaks)),
-            ("", html.note("peak_aie: largest mean IE over the cells of a kind; n: prompts with that category; "
-                           "ci_low / ci_high: percentile bootstrap over prompts."))]
+            ("", html.note("peak_aie: largest AIE over the cells of a kind (category_mean: how the category's "
+                           "tokens were averaged, stats.category_mean); n: prompts with that category, n_positions: "
+                           "their tokens; ci_low / ci_high: percentile bootstrap over prompts."))]
 with open(snakemake.output.html, "w", encoding="utf-8") as f:
     f.write(html.page("Peak AIE per run and kind", sections))
 log.info("peaks:\n%s", peaks.to_string())

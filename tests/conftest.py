@@ -312,3 +312,12 @@ def demo_run(tmp_path_factory, tiny_model_dir, ckpt) -> Path:
     now = file_states(run / "results")
     changed = sorted(k for k in built.keys() | now.keys() if built.get(k) != now.get(k))
     assert not changed, f"a test changed the shared demo_run (work on copy_run(demo_run, ...) instead): {changed[:20]}"
+
+
+@pytest.fixture(scope="session")
+def qwen2audio_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-Audio folder (model + processor) in the real format (tests/qwen2audio_fixture.py),
+    shared read-only."""
+    from qwen2audio_fixture import build_tiny_qwen2audio
+
+    return shared_build(tmp_path_factory, "qwen2audio", lambda d: build_tiny_qwen2audio(d / "tiny-qwen2-audio")) / "tiny-qwen2-audio"

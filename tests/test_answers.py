@@ -247,8 +247,9 @@ def test_aie_table_carries_the_answer_mode():
 
     cats = pd.DataFrame({"model": "m", "modality": "t2t", "known_id": [1, 2], "kind": "mlp", "category": "last",
                          "layer": 0, "ie": [0.1, 0.3], "answer_mode": "attribute_first"})
-    aie = aie_table(cats, n_boot=10)
+    aie = aie_table(cats, n_boot=10, category_mean="per_prompt")
     assert aie["answer_mode"].tolist() == ["attribute_first"] and aie["aie"].tolist() == pytest.approx([0.2])
-    assert "answer_mode" not in aie_table(cats.drop(columns="answer_mode"), n_boot=10)  # older tables
+    older = cats.drop(columns="answer_mode")  # tables from before trace.answer existed
+    assert "answer_mode" not in aie_table(older, n_boot=10, category_mean="per_prompt")
     with pytest.raises(ValueError, match="different trace.answer settings"):
-        aie_table(cats.assign(answer_mode=["top1", "attribute_first"]), n_boot=10)
+        aie_table(cats.assign(answer_mode=["top1", "attribute_first"]), n_boot=10, category_mean="per_prompt")

@@ -91,7 +91,7 @@ def test_figures_of_an_atp_run_say_approximate():
 
     rows = [dict(model="m", modality="t2t", known_id=k, kind=kind, category=c, layer=layer, ie=0.1 + 0.01 * k)
             for k in range(3) for kind in ("hidden", "mlp") for c in F.CATEGORIES for layer in range(2)]
-    aie = aie_table(pd.DataFrame(rows), n_boot=20)
+    aie = aie_table(pd.DataFrame(rows), n_boot=20, category_mean="per_prompt")
     meta = {"model": "m", "modality": "t2t", "samples": 2, "noise_scale": 0.3, "window": 2}
     titles = []
     for engine in ("fast", "atp"):

@@ -103,3 +103,22 @@ def test_cli_answer_modes(tmp_path, tiny_model_dir):
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["answer_mode"] == "attribute_full" and summary["answer"] == " Cupertino"
     assert len(summary["answer_ids"]) >= 1 and "whole attribute" in p.stdout.splitlines()[0]
+
+
+def test_cli_out_of_memory_at_one_row_is_one_error_line(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    """Every batch runs out of memory (fault injected into the engine call): the back-off goes down to one row,
+    and the CLI says so in one line instead of a traceback."""
+    import torch
+
+    from crosstrace.cli import main
+    from crosstrace.trace.api import Tracer
+
+    def oom(self, prompt, corruption, answer, rows):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Tracer, "_run_engine", oom)
+    code = main(["trace", "--model", str(tiny_model_dir), "--prompt", "Paris is in", "--subject", "Paris", "--kinds", "mlp",
+                 "--samples", "2", "--window", "2", "--threads", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: out of memory at 1 row: ") and "--device cpu" in err[-1], err
+    assert not (tmp_path / "o").exists()

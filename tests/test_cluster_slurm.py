@@ -4,12 +4,14 @@ snakemake-executor-plugin-slurm (sbatch, sacct via slurmdbd, scancel).
 `make test-cluster` installs the Debian packages (slurm-wlm, slurmdbd, munge, mariadb-server) and runs
 this module with CROSSTRACE_TEST_CLUSTER=1; tests/slurm_cluster.py starts and stops the daemons. Checks:
 the tables equal a local run's; a trace job killed with scancel fails the run, and running the same
-command again completes it with the same tables.
+command again completes it with the same tables; a trace job requeued with `scontrol requeue` in the
+middle of its shard (as a preemption requeues it) runs again and resumes after the prompts it finished.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT, make_tiny_model_dir
+from long_prompts import checkpoint_entries, write_facts_csv
 from slurm_cluster import ForeignSlurmConfig, SlurmCluster, missing_binaries
 from workflow_run import child_env, snakemake, snakemake_cmd, tiny_config, write_config
 
@@ -159,3 +162,67 @@ def test_scancel_fails_the_job_and_a_rerun_completes_it(cluster, slurm_run, loca
     assert_same_tables(run, local_run)
     again = slurm_snakemake(cluster, run, "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.fixture(scope="module")
+def long_local_run(tmp_path_factory, model_dir) -> Path:
+    """One 5-prompt shard of long prompts (tests/long_prompts.py), traced locally up to the merged tables. One
+    row per batch and 4 noise draws make each prompt take seconds, so the requeue lands inside the shard."""
+    d = tmp_path_factory.mktemp("long-local")
+    cfg = tiny_config(model_dir, data={"source": str(write_facts_csv(d / "facts.csv")), "limit": None},
+                      trace={"max_prompts": None, "shard_size": 5, "max_prompt_tokens": None, "max_rows": 1,
+                             "noise": {"samples": 4}})
+    write_config(d / "config.yaml", cfg)
+    r = snakemake(d, "--cores", "2", str(T2T / "ie_per_prompt.parquet"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    return d
+
+
+def test_a_requeued_trace_job_resumes_after_its_finished_prompts(cluster, long_local_run, tmp_path):
+    """`scontrol requeue` of the running trace job (what a preemption with PreemptMode=REQUEUE does): Slurm
+    stops it (SIGTERM) and runs it again under the same job id; the job's checkpoint (crosstrace.resume)
+    keeps the prompts it had finished, the rerun traces only the others, and Snakemake, still running,
+    takes the job's completion as it comes."""
+    run = tmp_path / "run"
+    shutil.copytree(long_local_run, run, ignore=shutil.ignore_patterns(".snakemake"))
+    shutil.rmtree(run / T2T / "shards")
+    for name in ("ie_per_prompt", "category_ie", "aie", "quarantine"):
+        (run / T2T / f"{name}.parquet").unlink()
+    (run / T2T / "summary.json").unlink()
+    log = run / "results" / "logs" / "trace" / "tiny_t2t_0.log"
+    log.unlink()
+    ids = pd.read_parquet(run / T2T / "known.parquet")["known_id"].tolist()
+
+    # trace=2 threads, as the local run's (--cores 2): the thread count can change the last bits of a product.
+    cmd = snakemake_cmd(run, "--profile", str(PROFILE), str(T2T / "ie_per_prompt.parquet"), *FAST_STATUS,
+                        "--set-threads", "trace=2")
+    proc = subprocess.Popen(cmd, cwd=run, env=slurm_env(cluster), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    requeued = None
+    try:
+        end = time.monotonic() + 900
+        while requeued is None and time.monotonic() < end and proc.poll() is None:
+            running = [j for j in cluster.jobs() if j["comment"].startswith("rule_trace") and j["state"] == "RUNNING"]
+            if running and len(checkpoint_entries(run / T2T / "shards")) >= 2:  # two prompts done, the third under way
+                requeued = running[0]
+                cluster.run_client(["scontrol", "requeue", requeued["id"]])
+            time.sleep(0.2)
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert requeued is not None, f"no trace job was seen running with two prompts finished:\n{out[-3000:]}"
+    assert proc.returncode == 0, f"{out[-4000:]}\n{debug_logs(run)}"
+    history = cluster.run_client(["sacct", "-D", "-X", "-n", "-P", "-j", requeued["id"], "-o", "State"]).stdout.split()
+    assert "REQUEUED" in history and history[-1] == "COMPLETED", history
+
+    text = log.read_text()
+    m = re.search(r"resuming from \S+: (\d) of 5 prompts finished before \(known_id \[([\d, ]+)\]\)", text)
+    assert m, text[-3000:]
+    finished = [int(i) for i in m.group(2).split(",")]
+    assert 2 <= int(m.group(1)) < 5 and finished == sorted(ids[: len(finished)]), "requeued inside the shard"
+    after = [int(i) for i in re.findall(r"known_id (\d+): answer ", text[m.end():])]
+    assert after == ids[len(finished):], "the requeued job traced only the prompts not finished before"
+    for name in ("ie_per_prompt", "aie"):
+        pd.testing.assert_frame_equal(pd.read_parquet(run / T2T / f"{name}.parquet"),
+                                      pd.read_parquet(long_local_run / T2T / f"{name}.parquet"), check_exact=True)

@@ -3,7 +3,8 @@
 The fixture (tests/fixtures/fairseq_hubert/, made by make_fairseq_fixture.py beside it in a scratch
 environment) is a random-weight HuBERT that fairseq built and saved in SpiritLM's checkpoint format, with the
 25 Hz conv stack, plus fairseq's ``extract_features(output_layer=11)`` for two fixed clips and the units of a
-random linear quantizer applied to them.
+random linear quantizer applied to them. Measured with the pinned torch (1 or 2 threads): layer-11 features
+differ from fairseq's by at most 1.8e-6 (clip32) and 1.7e-6 (clip49), on values up to 4.9; the test allows 5e-6.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def test_features_match_fairseq(tok, name):
     ref = REF[f"{name}_features"]
     ours = tok.features(wav).numpy()
     assert ours.shape == ref.shape == (tok.n_frames(len(wav)), 64)
-    assert float(np.max(np.abs(ours - ref))) <= 1e-5
+    assert float(np.max(np.abs(ours - ref))) <= 5e-6
 
 
 @pytest.mark.parametrize("name", sorted(waveforms()))

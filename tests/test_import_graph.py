@@ -19,13 +19,16 @@ PACKAGE = SRC / "crosstrace"
 
 #: Lower numbers sit lower: a module may import from its own layer or any layer below.
 LAYERS = {
-    "crosstrace": 0,  # the package root: version and thread policy only
+    "crosstrace": 0,  # the package root: version, thread policy and a GPU job's device slot
     "crosstrace.vocabulary": 0,  # kinds, categories, modalities, labels
     "crosstrace.answers": 0,  # what P[o] reads (trace.answer) and its labels
+    "crosstrace.devices": 0,  # GPU slots of a local run's jobs (the package root claims one, before torch)
     "crosstrace.spans": 1,  # subject spans and token categories
+    "crosstrace.grids": 1,  # the long IE table ↔ per-prompt grids
     "crosstrace.audio": 1,  # 16 kHz resampling, WAV I/O
     "crosstrace.io": 1,  # atomic writes, typed tables, the per-shard loop
     "crosstrace.shards": 1,  # shard blocks of known_ids (trace and speech alike)
+    "crosstrace.resume": 1,  # a shard's checkpoint of finished prompts
     "crosstrace.data": 1,  # the Known dataset and its validation
     "crosstrace.sources": 1,  # the researcher's own fact files
     "crosstrace.filtering": 1,  # Known-t2t / Known-s2t labels and the traced selection

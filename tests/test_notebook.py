@@ -21,7 +21,7 @@ def test_example_notebook_executes(tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
-    assert "PromptTrace(known_id=0: 'The capital of Roman Republic is'" in text
+    assert "PromptTrace(free prompt: 'The capital of Roman Republic is'" in text
     assert "answer o = ' Rome'" in text  # the offline model knows this fact
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # res.plot() shown once, inline
     assert "first_subject" in text and "p_restored" in text  # res.categories(), res.to_frame()

@@ -49,7 +49,7 @@ def test_figures_module_does_not_import_torch():
 
 
 def test_ci_zero_mask_and_hatching():
-    aie = aie_table(category_ie(), n_boot=200, seed=0)
+    aie = aie_table(category_ie(), n_boot=200, seed=0, category_mean="per_prompt")
     sub = aie[aie["kind"] == "mlp"]
     mask = F.ci_zero_mask(sub)
     mat = F.aie_matrix(sub)[0]
@@ -77,7 +77,7 @@ def test_ci_zero_mask_and_hatching():
 @pytest.mark.parametrize("answer,text", [(None, "o = clean top-1 token"), ("attribute_first", "attribute's first token"),
                                          ("attribute_full", "whole attribute (joint P")])
 def test_titles_name_the_answer(answer, text):
-    aie = aie_table(category_ie(n_prompts=3), n_boot=20, seed=0)
+    aie = aie_table(category_ie(n_prompts=3), n_boot=20, seed=0, category_mean="per_prompt")
     meta = {"model": "m", "modality": "t2t", "noise_scale": 0.35, "samples": 10, **({"answer": answer} if answer else {})}
     fig = F.heatmap_figure(aie, "mlp", meta)
     assert text in fig.axes[0].get_title()
@@ -90,7 +90,7 @@ def test_titles_name_the_answer(answer, text):
 
 def test_panel_figure_shares_scale_per_column(tmp_path):
     cat = pd.concat([category_ie("a"), category_ie("b", shift=0.5, seed=1)])
-    aie = aie_table(cat, n_boot=50)
+    aie = aie_table(cat, n_boot=50, category_mean="per_prompt")
     rows = [("a", "t2t"), ("b", "t2t")]
     fig = F.panel_figure(aie, rows, KINDS, meta={("a", "t2t"): {"noise_scale": 0.1}})
     axes = np.array([ax for ax in fig.axes if ax.get_images()]).reshape(2, 3)  # colour bars hold no image
@@ -109,7 +109,7 @@ def test_panel_figure_shares_scale_per_column(tmp_path):
 def test_difference_figure_marks_significant_cells():
     cat = pd.concat([category_ie("a", n_prompts=12), category_ie("b", n_prompts=12, seed=1)])
     cat.loc[(cat["model"] == "a") & (cat["kind"] == "attn") & (cat["category"] == "last"), "ie"] += 1.0
-    comp = paired_comparison(cat, ("a", "t2t"), ("b", "t2t"), n_perm=2000, seed=0)
+    comp = paired_comparison(cat, ("a", "t2t"), ("b", "t2t"), n_perm=2000, seed=0, category_mean="per_prompt")
     fig = F.difference_figure(comp, KINDS, 0.05, "a − b")
     axes = [ax for ax in fig.axes if ax.get_images() and ax.get_title()]
     for ax, kind in zip(axes, KINDS, strict=True):

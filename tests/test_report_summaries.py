@@ -19,7 +19,7 @@ from crosstrace.report.similarity import (
 )
 from crosstrace.report.stats import aie_table
 
-STATS = {"n_perm": 200, "seed": 0, "alpha": 0.05, "n_boot": 50, "level": 0.9}
+STATS = {"n_perm": 200, "seed": 0, "alpha": 0.05, "n_boot": 50, "level": 0.9, "category_mean": "per_prompt"}
 A, B = {"model": "m", "modality": "t2t"}, {"model": "m", "modality": "s2t"}
 # per run and kind: the IE of every prompt at (last, layer 0) and (last, layer 1)
 IE = {"t2t": {"hidden": (0.2, 0.2), "mlp": (0.1, 0.4), "attn": (0.1, 0.1)},
@@ -35,7 +35,7 @@ def run_tables(tmp_path, ids_a, ids_b):
         paths[f"cat_{modality}"] = tmp_path / f"cat_{modality}.parquet"
         paths[f"aie_{modality}"] = tmp_path / f"aie_{modality}.parquet"
         cat.to_parquet(paths[f"cat_{modality}"])
-        aie_table(cat, n_boot=20).to_parquet(paths[f"aie_{modality}"])
+        aie_table(cat, n_boot=20, category_mean="per_prompt").to_parquet(paths[f"aie_{modality}"])
     return paths
 
 
@@ -86,7 +86,7 @@ def states(n, skipped=()):
     text = {p: rng.normal(size=(n, 3, 4)) for p in ("subject", "last")}
     return SimpleNamespace(
         known_ids=list(range(n)), text=text, speech={p: x + rng.normal(size=x.shape) for p, x in text.items()},
-        positions=pd.DataFrame({"known_id": range(n), "t2t_subject": 1}), skipped=list(skipped))
+        positions=pd.DataFrame({"known_id": range(n), "t2t_subject": 1}), skipped=list(skipped), token_rows="spoken")
 
 
 def test_similarity_table_is_the_statistics_of_each_position(tmp_path):
@@ -98,9 +98,10 @@ def test_similarity_table_is_the_statistics_of_each_position(tmp_path):
                                                    n_random=3, n_boot=40, level=0.9)
                             for i, p in enumerate(("subject", "last"))})
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "sim.parquet"), table)
-    pd.testing.assert_frame_equal(table.drop(columns="model"), want)
-    assert (table["model"] == "spirit").all() and len(table) == 2 * 2 * 3
+    pd.testing.assert_frame_equal(table.drop(columns=["model", "token_rows"]), want)
+    assert (table["model"] == "spirit").all() and (table["token_rows"] == "spoken").all() and len(table) == 2 * 2 * 3
     page = (tmp_path / "sim.html").read_text()
+    assert "last spoken text token (speech.token_rows: spoken" in page
     assert "Prompts in both Known sets: 6; used: 5" in page and "<h2>Skipped prompts</h2><p class=\"note\">none" in page
     assert figures[0].read_bytes()[:4] == b"\x89PNG" and figures[1].read_bytes()[:5] == b"%PDF-"
 
@@ -110,7 +111,8 @@ def test_similarity_with_one_prompt_says_why_it_is_empty(tmp_path):
     st = {"seed": 0, "n_random": 3, "n_boot": 40, "level": 0.9}
     figures = [tmp_path / "sim.png"]
     table = write_similarity("spirit", s, 2, st, tmp_path / "sim.parquet", tmp_path / "sim.html", figures)
-    assert table.empty and list(pd.read_parquet(tmp_path / "sim.parquet").columns) == ["model", *SIMILARITY_COLUMNS]
+    assert table.empty and list(pd.read_parquet(tmp_path / "sim.parquet").columns) == ["model", "token_rows",
+                                                                                         *SIMILARITY_COLUMNS]
     page = (tmp_path / "sim.html").read_text()
     assert "1 prompt(s) in both sets with a subject span; the random baseline needs at least 2" in page
     assert "known_id=4: subject not found" in page

@@ -31,9 +31,9 @@ def test_aie_has_bootstrap_cis(run):
     for m, mod in RUNS:
         d = run / "results" / m / mod
         aie = pd.read_parquet(d / "aie.parquet")
-        assert list(aie.columns) == ["model", "modality", "kind", "category", "layer", "aie", "n", "ci_low", "ci_high",
-                                     "answer_mode"]
-        assert set(aie["answer_mode"]) == {"top1"}  # the default, recorded
+        assert list(aie.columns) == ["model", "modality", "kind", "category", "layer", "aie", "n", "n_positions",
+                                     "ci_low", "ci_high", "answer_mode", "category_mean"]
+        assert set(aie["answer_mode"]) == {"top1"} and set(aie["category_mean"]) == {"rome"}  # the defaults, recorded
         assert len(aie) > 0 and aie[["aie", "ci_low", "ci_high"]].notna().all().all()
         tol = 1e-12
         assert (aie["ci_low"] <= aie["aie"] + tol).all() and (aie["aie"] <= aie["ci_high"] + tol).all()

@@ -1,7 +1,9 @@
 """S→T traces aggregated by text tokens (paper §2.4, App. A): word times → token times → units → IE.
 
 The hand-built example is checked number for number; every expected value below was worked out by hand
-(see the comments), not computed by the code under test.
+(see the comments), not computed by the code under test. The word-time cases here use the preceding-word
+rule for pauses (``pause_owner="preceding"``, the option); the default (pauses belong to no token) and the
+spoken text tokens are checked in tests/test_spoken_rows.py.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ RUNS = [2, 1, 3, 2, 1, 4, 3, 2, 2, 3, 2, 1, 4]
 
 
 def test_token_times_by_character_share():
-    starts, ends = token_times(PROMPT, OFFSETS, WORDS)
+    starts, ends = token_times(PROMPT, OFFSETS, WORDS, pause_owner="preceding")
     # Eiffel lasts until Tower starts: [0.10, 0.46), 6 characters -> E 1/6, iff 3/6, el 2/6 of 0.36 s
     # Tower [0.46, 0.84) (until "is" starts), is [0.84, 1.00) (its own end: trailing silence is no token's)
     assert starts == pytest.approx([0.10, 0.16, 0.34, 0.46, 0.84])
@@ -47,7 +49,7 @@ def test_token_times_ctc_anchors_put_boundaries_on_character_frames():
     # CTC segments start: E 0.10, i 0.12, f 0.20, f 0.24, e 0.30, l 0.38 -> boundaries at "i" and "e"
     anchors = ((0, 0.10), (1, 0.12), (2, 0.20), (3, 0.24), (4, 0.30), (5, 0.38))
     words = [WORDS[0].__class__("Eiffel", 0, 6, 0.10, 0.40, anchors=anchors), *WORDS[1:]]
-    starts, ends = token_times(PROMPT, OFFSETS, words)
+    starts, ends = token_times(PROMPT, OFFSETS, words, pause_owner="preceding")
     assert starts[:4] == pytest.approx([0.10, 0.12, 0.30, 0.46]) and ends[2] == pytest.approx(0.46)
 
 
@@ -83,7 +85,7 @@ def test_prompt_words_json_roundtrip():
 
 
 def test_token_unit_ranges_hand_computed():
-    starts, ends = token_times(PROMPT, OFFSETS, WORDS)
+    starts, ends = token_times(PROMPT, OFFSETS, WORDS, pause_owner="preceding")
     tu = token_unit_ranges(starts, ends, RUNS, names=TOKENS)
     # eq. 2 frames -> units: E [2,4)->[1,3); iff [4,9)->[2,5); el [8,12)->[4,6); Tower [11,21)->[5,10); is [21,25)->[9,11)
     assert list(zip(tu.eq2_start, tu.eq2_end, strict=True)) == [(1, 3), (2, 5), (4, 6), (5, 10), (9, 11)]

@@ -41,32 +41,39 @@ def test_s2t_rows_are_text_tokens_and_six_categories(run):
     for kid, g in ie.groupby("known_id"):
         r = ok.loc[kid].to_dict()  # integer columns are floats here: quarantined rows hold None
         for c in ("subject_token_start", "subject_token_end", "unit_offset", "n_units", "lead_silence_units",
-                  "trail_silence_units", "pos_start", "pos_end"):
+                  "trail_silence_units", "pause_units", "pos_start", "pos_end"):
             r[c] = int(r[c])
+        assert (r["token_rows"], r["pause_owner"]) == ("spoken", "none")  # the paper's rows and pauses by default
         toks = g.drop_duplicates("token_index").sort_values("token_index")
-        assert toks["token"].tolist() == [*r["text_tokens"], "[Text]"]
+        assert toks["token"].tolist() == [*r["text_tokens"], "[Text]"] and (g["token_rows"] == "spoken").all()
         assert (g["subject_start"] == r["subject_token_start"]).all() and (g["subject_end"] == r["subject_token_end"]).all()
-        # every text token owns its own units: consecutive LM ranges inside [unit_offset, unit_offset + n_units)
+        # every text token owns its own units: ordered, disjoint LM ranges inside [unit_offset, unit_offset + n_units);
+        # the units between them are the pause units, which no token owns
         spans = list(zip(toks["pos_start"], toks["pos_end"], strict=True))[:-1]
         assert spans[0][0] == r["unit_offset"] + r["lead_silence_units"]
-        assert all(a < b for a, b in spans) and all(b == c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))
+        assert all(a < b for a, b in spans) and all(b <= c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))
+        assert sum(c - b for (_, b), (c, _) in zip(spans, spans[1:], strict=False)) == r["pause_units"]
         assert spans[-1][1] == r["unit_offset"] + r["n_units"] - r["trail_silence_units"]
         assert (r["pos_start"], r["pos_end"]) == (spans[r["subject_token_start"]][0], spans[r["subject_token_end"] - 1][1])
-        # the same text tokens as the T→T prompt after [BOS, ▁, [Text]]
+        # the spoken text tokens; these prompts have no digit, symbol or punctuation, so they are the T→T prompt's
+        # text tokens after [BOS, ▁, [Text]]
+        assert "".join(r["text_tokens"]).replace("▁", " ") == r["spoken_text"] == r["prompt"]
         if kid in set(t2t_ie["known_id"]):
             assert t2t_ie[t2t_ie["known_id"] == kid]["n_tokens"].iloc[0] == 3 + len(r["text_tokens"])
     aie = pd.read_parquet(run / "spirit" / "s2t" / "aie.parquet")
     assert set(aie["category"]) <= set(CATEGORIES) and {"first_subject", "last_subject", "last"} <= set(aie["category"])
     summary = pd.read_json(run / "spirit" / "s2t" / "summary.json", typ="series")
     assert summary["units_in_prompts"] > 0 and summary["lead_silence_units"] >= 0
+    assert summary["pause_units"] == int(ok.loc[list(ie["known_id"].unique()), "pause_units"].sum())
+    assert (summary["token_rows"], summary["pause_owner"]) == ("spoken", "none")
     noise = pd.read_json(run / "spirit" / "s2t" / "noise.json", typ="series")
-    assert noise["std"] > 0 and noise["n_tokens"] == int((ok["pos_end"] - ok["pos_start"]).sum())
+    assert noise["std"] > 0 and noise["n_tokens"] == int(ok["subject_units"].sum())  # pause units excluded
     units = pd.read_parquet(run / "spirit" / "s2t" / "units" / "0.parquet")
     assert (units["status"] == "ok").all() and (units["n_frames"] == units["run_lengths"].map(sum)).all()
     # the per-unit view: the raw unit positions, each with the text token that owns it
     view = pd.read_parquet(run / "spirit" / "s2t" / "ie_per_unit.parquet")
     one = view[(view["kind"] == "hidden") & (view["layer"] == 0)]
-    assert set(one["region"]) <= {"marker", "silence", "token", "last"} and (one["region"] == "token").sum() > 0
+    assert set(one["region"]) <= {"marker", "silence", "pause", "token", "last"} and (one["region"] == "token").sum() > 0
     assert set(view["known_id"]) == set(ie["known_id"])
     png = run / "spirit" / "s2t" / "figures" / "ie_per_unit_hidden.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -80,7 +87,7 @@ def test_similarity_table_figure_and_report(run):
     both = set(t2t["known_id"]) & set(s2t.loc[s2t["status"] == "ok", "known_id"])  # require_known: false
     assert len(both) == 2  # 6 records, 2 spoken
     n_layers = pd.read_parquet(run / "spirit" / "t2t" / "ie_per_prompt.parquet")["layer"].nunique()
-    assert list(sim.columns) == ["model", *SIMILARITY_COLUMNS]
+    assert list(sim.columns) == ["model", "token_rows", *SIMILARITY_COLUMNS] and (sim["token_rows"] == "spoken").all()
     assert len(sim) == n_layers * 2 * 2 and not sim.duplicated(["layer", "position", "metric"]).any()
     assert set(sim["position"]) == {"subject", "last"} and set(sim["metric"]) == {"cos", "l2"}
     assert set(sim["layer"]) == set(range(n_layers)) and (sim["model"] == "spirit").all()

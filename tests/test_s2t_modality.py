@@ -18,8 +18,14 @@ from crosstrace.models.loading import ModelLoadError
 from crosstrace.spans import SpanError
 from crosstrace.speech.align import PromptWord
 from crosstrace.speech.pipeline import prompt_words_to_json
-from crosstrace.speech.prompts import encode_s2t, prompt_table, subject_unit_ids, token_maps
-from crosstrace.speech.units import UnitSpanError, units_row
+from crosstrace.speech.prompts import (
+    prompt_table,
+    row_prompt,
+    subject_positions,
+    subject_unit_ids,
+    token_maps,
+)
+from crosstrace.speech.units import token_unit_ranges, units_row
 from crosstrace.trace import NoiseConfig, Tracer, TraceSettings
 from crosstrace.trace.noise import embedding_std
 
@@ -47,21 +53,23 @@ FRAMES = [5, 5, 7, 7, 7, 9, 9, 5, 5, 5]
 UNITS = Units(FRAMES, [5, 7, 9, 5], [2, 3, 2, 3], 10)
 
 
-def test_encode_s2t_hand_computed():
-    # 0.10..0.22 s: frames [floor(2.5), ceil(5.5)) = [2, 6) -> runs 1 (frames 2-4) .. 2 (frame 5) -> dedup [1, 3)
-    ids, span = encode_s2t(UNITS.dedup, UNITS.run_lengths, 0.10, 0.22, UNITS.n_frames)
+def test_row_prompt_hand_computed():
+    """A known-table row → S→T ids and subject span, the path tracing, Known-s2t and the noise basis read."""
+    # one text token at 0.10..0.22 s: eq. 2 frames [floor(2.5), ceil(5.5)) = [2, 6) -> runs 1 (frames 2-4) and
+    # 2 (frame 5) -> units [1, 3)
+    tu = token_unit_ranges([0.10], [0.22], UNITS.run_lengths)
+    assert (tu.unit_start, tu.unit_end, tu.lead, tu.trail) == ([1], [3], 1, 1)
+    row = {"status": "ok", "dedup": UNITS.dedup, "subject_token_start": 0, "subject_token_end": 1,
+           "token_unit_start": tu.unit_start, "token_unit_end": tu.unit_end, "pos_start": 4, "pos_end": 6}
+    ids, span = row_prompt(row)
     assert ids == [1, 29871, 32001, 32007, 32009, 32011, 32007, 32000]  # the reference's stray ▁ by default
-    assert (span.frame_start, span.frame_end) == (2, 6)
-    assert (span.dedup_start, span.dedup_end) == (1, 3)
-    assert span.offset == 3 and span.positions == (4, 6)
-    assert ids[4:6] == [32009, 32011]  # [Hu7][Hu9]
-    # without the stray ▁ (a deviation) everything moves back by one
-    ids, span = encode_s2t(UNITS.dedup, UNITS.run_lengths, 0.10, 0.22, UNITS.n_frames, stray_space=False)
-    assert ids[:2] == [1, 32001] and span.positions == (3, 5)
-    # a run crossing the edge counts as inside: 0.0..0.01 s -> frame [0, 1) -> dedup [0, 1)
-    assert encode_s2t(UNITS.dedup, UNITS.run_lengths, 0.0, 0.01)[1].positions == (3, 4)
-    with pytest.raises(UnitSpanError):
-        encode_s2t(UNITS.dedup, UNITS.run_lengths, 1.0, 2.0, 10)  # outside the 0.4 s utterance
+    assert span == (4, 6) and ids[4:6] == [32009, 32011]  # [Hu7][Hu9]
+    assert subject_positions(row) == [4, 5] and subject_unit_ids([row]) == [[32009, 32011]]
+    # without the stray ▁ (a deviation) everything moves back by one, and a table built with it is refused
+    ids, span = row_prompt({**row, "pos_start": 3, "pos_end": 5}, stray_space=False)
+    assert ids[:2] == [1, 32001] and span == (3, 5)
+    with pytest.raises(SpanError, match="another stray_space"):
+        row_prompt(row, stray_space=False)
 
 
 def _tables():
@@ -80,6 +88,9 @@ def _tables():
                               "subject_start_s": [0.10, 0.0, 0.0, 0.3], "subject_end_s": [0.22, 0.01, 0.1, 0.4],
                               "status": ["ok", "ok", "ok", "ok"], "reason": ["", "", "", ""],
                               "prompt_words": [prompt_words_to_json(words[k]) for k in (0, 1, 3)] + [None]})
+    # "A is" has no digit or symbol: its spoken text is the prompt itself, and the subject is character 0
+    alignment["spoken_words"] = alignment["prompt_words"]
+    alignment["spoken_subject"] = ["[0, 1]"] * 3 + [None]
     units = pd.DataFrame([units_row(0, UNITS), units_row(1, UNITS), units_row(3, error="zero units")])
     return records, speech, manifest, qc, alignment, units
 
@@ -141,10 +152,10 @@ def test_trace_s2t_row_positions_inside_units(lm, spec):
 def test_s2t_table_quarantines_tokens_with_reasons(lm, spec):
     records, speech, manifest, qc, alignment, units = _tables()
     # whisper lost "is"; the subject "B" placed after the end of the 0.4 s audio
-    alignment.loc[0, "prompt_words"] = prompt_words_to_json([PromptWord("A", 0, 1, 0.10, 0.22),
-                                                            PromptWord("is", 2, 4, math.nan, math.nan)])
-    alignment.loc[1, "prompt_words"] = prompt_words_to_json([PromptWord("B", 0, 1, 0.5, 0.6),
-                                                            PromptWord("is", 2, 4, 0.6, 0.7)])
+    for col in ("prompt_words", "spoken_words"):  # the spoken text of "A is" is the prompt itself
+        alignment.loc[0, col] = prompt_words_to_json([PromptWord("A", 0, 1, 0.10, 0.22),
+                                                      PromptWord("is", 2, 4, math.nan, math.nan)])
+        alignment.loc[1, col] = prompt_words_to_json([PromptWord("B", 0, 1, 0.5, 0.6), PromptWord("is", 2, 4, 0.6, 0.7)])
     t = prompt_table(records, speech, manifest, qc, alignment, units, "tts", lm.tokenizer).set_index("known_id")
     assert (t.loc[0, "status"], t.loc[0, "stage"]) == ("quarantined", "tokens")
     assert "could not place the word 'is'" in t.loc[0, "reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -48,16 +49,16 @@ def test_screen_traces_every_prompt_with_atp_and_the_top_one_exactly(screened_ru
         assert (screened_run / "atp" / "figures" / f"aie_{kind}.png").stat().st_size > 10_000
 
 
-def test_atp_shards_are_fixed_id_blocks_and_logs_stay_under_results(screened_run):
-    """The AtP pass has the exact trace's shard identity: shard i traces (or quarantines) the i-th block of
-    trace.shard_size selected prompts (here 1), each job logging under the results directory."""
+def test_the_atp_pass_is_one_job_by_default_and_logs_stay_under_results(screened_run):
+    """trace.screen.shard_size null: every selected prompt in one AtP job (one model load), while the exact
+    trace keeps trace.shard_size; each job logs under the results directory."""
     known = pd.read_parquet(screened_run / "known.parquet")["known_id"].tolist()[:3]
-    for i, kid in enumerate(known):
-        ie = pd.read_parquet(screened_run / "atp" / "shards" / f"{i}.parquet")
-        q = pd.read_parquet(screened_run / "atp" / "shards" / f"{i}.quarantine.parquet")
-        assert sorted(ie["known_id"].unique().tolist() + q["known_id"].tolist()) == [kid]
+    ie = pd.read_parquet(screened_run / "atp" / "shards" / "0.parquet")
+    q = pd.read_parquet(screened_run / "atp" / "shards" / "0.quarantine.parquet")
+    assert sorted(ie["known_id"].unique().tolist() + q["known_id"].tolist()) == sorted(known)
+    assert sorted(p.name for p in (screened_run / "atp" / "shards").iterdir()) == ["0.parquet", "0.quarantine.parquet"]
     logs = screened_run.parents[1] / "logs"
-    assert sorted(p.name for p in (logs / "trace_atp").glob("*.log")) == [f"tiny_t2t_{i}.log" for i in range(3)]
+    assert sorted(p.name for p in (logs / "trace_atp").glob("*.log")) == ["tiny_t2t_0.log"]
     assert (logs / "screen" / "tiny_t2t.log").exists() and (logs / "merge_atp" / "tiny_t2t.log").exists()
     assert not (screened_run.parents[2] / "logs").exists()
 
@@ -74,6 +75,23 @@ def test_screen_settings_rerun_the_screen_not_the_atp_pass(screened_run, model_d
     jobs, out = screened_dry_run(screened_run, model_dir, screen={**SCREENED["screen"], "top_n": 2})
     assert jobs.get("screen") == 1, out[-3000:]
     assert not {"trace_atp", "merge_atp", "figures_atp", "filter_known", "noise_std"} & set(jobs), out[-3000:]
+
+
+def test_screen_shard_size_splits_the_atp_pass_into_fixed_blocks(screened_run, model_dir):
+    jobs, out = screened_dry_run(screened_run, model_dir, screen={**SCREENED["screen"], "shard_size": 1})
+    assert jobs.get("trace_atp") == 3 and {"merge_atp", "figures_atp", "screen"} <= set(jobs), out[-3000:]
+    assert sorted(int(i) for i in re.findall(r"rule trace_atp:.*?shard=(\d+)", out, re.S)) == [0, 1, 2]
+    assert not {"filter_known", "noise_std", "trace"} & set(jobs), out[-3000:]
+
+
+def test_exact_shard_size_leaves_the_atp_pass_alone(screened_run, model_dir):
+    jobs, out = screened_dry_run(screened_run, model_dir, shard_size=2)
+    assert not {"trace_atp", "merge_atp", "screen"} & set(jobs), out[-3000:]
+
+
+def test_raising_max_prompts_reruns_the_one_atp_job(screened_run, model_dir):
+    jobs, out = screened_dry_run(screened_run, model_dir, max_prompts=4)
+    assert jobs.get("trace_atp") == 1 and "shard=0" in out, out[-3000:]
 
 
 def test_speed_settings_rerun_nothing_in_a_screened_run(screened_run, model_dir):

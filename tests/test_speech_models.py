@@ -163,6 +163,9 @@ def test_tiny_hubert_ctc_aligner_end_to_end(tiny_ctc, vinson):
     # text-token boundaries inside "Vinson" fall on those anchors (CTC character frames)
     starts, ends = token_times(VINSON, [(0, 1), (1, 6), (6, 13)] + [(13 + 0, len(VINSON))], a.prompt_words)
     assert starts[1] == dict(a.prompt_words[0].anchors)[1] and ends == sorted(ends)
+    # the spoken text (here the prompt itself) with an anchor at every letter, the subject its first 13 characters
+    assert a.spoken_text == VINSON and a.spoken_subject == (0, 13)
+    assert [w.anchors for w in a.spoken_words[:2]] == [w.anchors for w in a.prompt_words[:2]]
 
 
 def test_ctc_aligner_from_saved_folder(tmp_path, vinson):

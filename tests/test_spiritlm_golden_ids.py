@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from spiritlm_fixture import build_tokenizer_model
 
-from crosstrace.models.spiritlm import load_spiritlm_tokenizer, s2t_ids, t2t_ids
+from crosstrace.models.spiritlm import load_spiritlm_tokenizer, s2t_ids, t2t_encode
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = json.loads((HERE / "fixtures" / "spiritlm_ids" / "golden_ids.json").read_text(encoding="utf-8"))
@@ -48,17 +48,17 @@ def test_t2t_ids_equal_reference(tok):
     for case in shown:
         want = ids_of(case["ids"])
         assert want[:3] == [1, 29871, 32000]
-        assert t2t_ids(tok, case["prompt"]) == want, case["prompt"]
+        assert t2t_encode(tok, case["prompt"]).input_ids == want, case["prompt"]
     # every prompt of the dataset, through the digest of their ids
     assert len(PROMPTS) == GOLDEN["t2t_count"]
-    lines = "\n".join(" ".join(map(str, t2t_ids(tok, p))) for p in PROMPTS)
+    lines = "\n".join(" ".join(map(str, t2t_encode(tok, p).input_ids)) for p in PROMPTS)
     assert hashlib.sha256(lines.encode()).hexdigest() == GOLDEN["t2t_all_sha256"]
 
 
 def test_dropping_the_stray_space_is_a_one_token_shift(tok):
     case = GOLDEN["t2t"][0]
     want = ids_of(case["ids"])
-    assert t2t_ids(tok, case["prompt"], stray_space=False) == [want[0]] + want[2:]
+    assert t2t_encode(tok, case["prompt"], stray_space=False).input_ids == [want[0]] + want[2:]
     assert s2t_ids([7, 338], stray_space=False) == [1, 32001, 32009, 32340, 32000]
 
 

@@ -16,12 +16,10 @@ from crosstrace.models.spiritlm import (
     load_spiritlm_bundle,
     load_spiritlm_tokenizer,
     s2t_ids,
-    s2t_prompt,
-    s2t_unit_offset,
     t2t_encode,
-    t2t_ids,
     text_bad_words,
 )
+from crosstrace.speech.units import unit_offset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,26 +54,27 @@ def test_s2t_ids_built_directly(tok):
     units = [99, 49, 38, 361, 0, 500]
     ids = s2t_ids(units)
     assert ids == [1, 29871, 32001, 32101, 32051, 32040, 32363, 32002, 32502, 32000]  # the reference's ids
-    assert s2t_unit_offset() == 3 and ids[3] == 32002 + 99
-    # without the stray ▁ (a deviation): what the transformers-5 tokenizer gives for the prompt string
-    assert s2t_ids(units, stray_space=False) == tok(s2t_prompt(units))["input_ids"]
-    assert s2t_ids(units, stray_space=False)[:2] == [1, 32001] and s2t_unit_offset(False) == 2
+    assert unit_offset(ids) == 3 and ids[3] == 32002 + 99
+    # without the stray ▁ (a deviation): what the transformers-5 tokenizer gives for SpiritLM's prompt string
+    prompt = "[Speech]" + "".join(f"[Hu{u}]" for u in units) + "[Text]"
+    assert s2t_ids(units, stray_space=False) == tok(prompt)["input_ids"]
+    assert s2t_ids(units, stray_space=False)[:2] == [1, 32001] and unit_offset(s2t_ids(units, stray_space=False)) == 2
     with pytest.raises(ValueError, match="0..500"):
         s2t_ids([501])
 
 
 def test_t2t_convention(tok):
-    ids = t2t_ids(tok, "The capital of France is")
+    ids = t2t_encode(tok, "The capital of France is").input_ids
     text = tok.convert_ids_to_tokens(ids)
     # default (the reference): the stray ▁ after BOS, no ▁ on the first word after [Text] (SentencePiece-native)
     assert ids[:3] == [1, 29871, 32000] and text[3:6] == ["T", "h", "e"] and text[6] == "▁capital"
     assert ids == [1, 29871] + tok("[Text]The capital of France is")["input_ids"][1:]
-    alt = tok.convert_ids_to_tokens(t2t_ids(tok, "The capital of France is", first_word_space=True))
+    alt = tok.convert_ids_to_tokens(t2t_encode(tok, "The capital of France is", first_word_space=True).input_ids)
     assert alt[:5] == ["<s>", "▁", "[Text]", "▁The", "▁capital"]
-    dropped = t2t_ids(tok, "The capital of France is", stray_space=False)
+    dropped = t2t_encode(tok, "The capital of France is", stray_space=False).input_ids
     assert dropped[:2] == [1, 32000] and dropped[2:] == ids[3:]
     with pytest.raises(ValueError, match="marker"):
-        t2t_ids(tok, "a [Text] b")
+        t2t_encode(tok, "a [Text] b")
 
 
 @pytest.mark.parametrize("first_word_space", [False, True])
@@ -158,4 +157,4 @@ def test_convention_does_not_depend_on_tokenizer_config_legacy(tmp_path, ckpt, t
     cfg["legacy"] = legacy
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
     other = load_spiritlm_tokenizer(folder)
-    assert t2t_ids(other, "The capital of France is") == t2t_ids(tok, "The capital of France is")
+    assert t2t_encode(other, "The capital of France is").input_ids == t2t_encode(tok, "The capital of France is").input_ids

@@ -7,13 +7,13 @@ import pytest
 from crosstrace.models.spiritlm import s2t_ids
 from crosstrace.spans import SpanError
 from crosstrace.speech.units import (
+    FrameGrid,
     UnitSpanError,
-    chunked_seconds_to_frames,
     dedup_units,
     frames_to_dedup_positions,
     seconds_to_frames,
+    token_unit_ranges,
     unit_offset,
-    unit_span_positions,
 )
 
 # frames:      0  1  2  3  4  5  6  7  8  9
@@ -62,48 +62,55 @@ def test_frames_out_of_range():
         frames_to_dedup_positions(0, 11, RUNS)
 
 
-def test_unit_span_positions_end_to_end():
+def test_one_span_end_to_end():
+    """A time span → eq. 2 frames → deduplicated units → LM positions, through the functions the S→T prompt
+    table uses (token_unit_ranges for the units, unit_offset on the real ids for the LM positions)."""
     ids = s2t_ids(DEDUP, stray_space=False)
     assert ids == [1, 32001, 32007, 32009, 32007, 32011, 32000]
     assert unit_offset(ids) == 2
-    sp = unit_span_positions(0.05, 0.09, RUNS, ids)  # frames [1, 3) -> runs 0, 1
-    assert (sp.frame_start, sp.frame_end, sp.dedup_start, sp.dedup_end, sp.offset) == (1, 3, 0, 2, 2)
-    assert sp.positions == (2, 4)
-    assert ids[sp.pos_start : sp.pos_end] == [32007, 32009]
-    # span at the utterance end (t_end past the audio is clipped); last token [Text] stays outside
-    sp = unit_span_positions(0.36, 0.5, RUNS, ids)
-    assert (sp.frame_start, sp.frame_end, sp.positions) == (9, 10, (5, 6))
+    assert seconds_to_frames(0.05, 0.09, sum(RUNS)) == (1, 3)  # floor(1.25), ceil(2.25)
+    tu = token_unit_ranges([0.05], [0.09], RUNS)  # frames [1, 3) -> runs 0, 1
+    assert (tu.unit_start, tu.unit_end, tu.lead, tu.trail) == ([0], [2], 0, 2)
+    off = unit_offset(ids)
+    assert ids[off + tu.unit_start[0] : off + tu.unit_end[0]] == [32007, 32009]
+    # span at the utterance end (t_end past the audio is clipped); [Text] stays outside
+    tu = token_unit_ranges([0.36], [0.5], RUNS)
+    assert (off + tu.unit_start[0], off + tu.unit_end[0]) == (5, 6)
     # span covering one unit (a frame inside the long run)
-    assert unit_span_positions(0.3, 0.31, RUNS, ids).positions == (5, 6)
+    assert token_unit_ranges([0.3], [0.31], RUNS).unit_start == [3]
     # the offset is read from the ids: the reference's stray "▁" (the default) shifts everything by one
     ids3 = s2t_ids(DEDUP)
-    assert ids3[:3] == [1, 29871, 32001]
-    assert unit_span_positions(0.05, 0.09, RUNS, ids3).positions == (3, 5)
+    assert ids3[:3] == [1, 29871, 32001] and unit_offset(ids3) == 3
     # text before the speech: the offset counts it
-    mixed = [1, 32000, 450, 451, 32001] + [32002 + u for u in DEDUP] + [32000]
-    assert unit_span_positions(0.0, 0.4, RUNS, mixed).positions == (5, 9)
+    assert unit_offset([1, 32000, 450, 451, 32001] + [32002 + u for u in DEDUP] + [32000]) == 5
 
 
 def test_zero_unit_span_errors():
-    ids = s2t_ids(DEDUP)
     with pytest.raises(UnitSpanError, match="zero frames"):
-        unit_span_positions(0.5, 0.6, RUNS, ids)  # after the utterance (10 frames = 0.4 s)
+        seconds_to_frames(0.5, 0.6, sum(RUNS))  # after the utterance (10 frames = 0.4 s)
     with pytest.raises(UnitSpanError, match="empty time span"):
-        unit_span_positions(0.2, 0.2, RUNS, ids)
+        seconds_to_frames(0.2, 0.2, sum(RUNS))
     with pytest.raises(UnitSpanError, match="no speech-unit token"):
-        unit_span_positions(0.0, 0.1, RUNS, [1, 32000, 450])
-    with pytest.raises(UnitSpanError, match="3 runs|4 runs"):
-        unit_span_positions(0.0, 0.1, RUNS[:3], ids)
+        unit_offset([1, 32000, 450])
+    with pytest.raises(UnitSpanError, match="past the end of the audio"):
+        token_unit_ranges([0.5], [0.6], RUNS)
     assert issubclass(UnitSpanError, SpanError)  # callers catch one error type for all span problems
 
 
-def test_chunked_seconds_to_frames():
-    # one chunk: identical to eq. 2
-    assert chunked_seconds_to_frames(0.05, 0.09, [10]) == seconds_to_frames(0.05, 0.09, 10) == (1, 3)
-    # 100 s chunks of 2499 frames each (one frame lost per boundary): frames restart at 100 s
-    cf = [2499, 2499, 40]
-    assert chunked_seconds_to_frames(99.9, 100.1, cf) == (2497, 2499 + 3)
-    assert chunked_seconds_to_frames(200.0, 200.04, cf) == (4998, 4999)
-    assert chunked_seconds_to_frames(201.0, 205.0, cf) == (4998 + 25, 4998 + 40)  # clipped to the last chunk
+def test_eq2_across_hubert_chunks():
+    """Frames restart at every 100 s chunk (SpiritLM encodes each piece alone): a time maps to the frames of
+    its own chunk. Here 100 s chunks of 2499 frames each (the last 0.04 s of a chunk has no frame)."""
+    grid = FrameGrid.hubert([2499, 2499, 40])
+    assert grid.chunk_seconds == 100.0 and grid.n_frames == 5038
+    # one chunk: identical to eq. 2 on the frame count
+    assert seconds_to_frames(0.05, 0.09, FrameGrid.hubert([10])) == seconds_to_frames(0.05, 0.09, 10) == (1, 3)
+    assert seconds_to_frames(99.9, 100.1, grid) == (2497, 2499 + 3)  # floor(2497.5); chunk 1 frame ceil(2.5)
+    assert seconds_to_frames(200.0, 200.04, grid) == (4998, 4999)
+    assert seconds_to_frames(201.0, 205.0, grid) == (4998 + 25, 4998 + 40)  # clipped to the last chunk
     with pytest.raises(UnitSpanError, match="zero frames"):
-        chunked_seconds_to_frames(99.99, 100.0, cf)  # inside the frames lost at the boundary
+        seconds_to_frames(99.99, 100.0, grid)  # inside the frames lost at the boundary
+    # frame times: frame 2499 is the first of chunk 1, at 100 s (not at 2499/25 = 99.96 s)
+    assert grid.frame_start_s(2498) == pytest.approx(99.92) and grid.frame_start_s(2499) == 100.0
+    assert grid.frame_start_s(4998 + 3) == pytest.approx(200.12)
+    with pytest.raises(UnitSpanError, match="do not add up"):
+        FrameGrid.hubert([2499, 10], n_frames=2500)

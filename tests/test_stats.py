@@ -63,9 +63,10 @@ def normal_table(rng, n_models=1, n_prompts=30, cells=(("mlp", "last", 0),), loc
 
 
 def test_exact_aie_and_n_per_category():
-    t = aie_table(tiny_table(), n_boot=50, seed=0)
+    t = aie_table(tiny_table(), n_boot=50, seed=0, category_mean="per_prompt")
     assert list(t.columns) == ["model", "modality", "kind", "category", "layer", "aie", "n",
-                               "ci_low", "ci_high"]
+                               "ci_low", "ci_high", "category_mean"]
+    assert set(t["category_mean"]) == {"per_prompt"}
     got = {(r.category, r.layer): (r.aie, r.n) for r in t.itertuples()}
     assert got[("first_subject", 0)] == pytest.approx((0.2, 2))
     assert got[("first_subject", 1)] == pytest.approx((0.4, 2))
@@ -85,7 +86,7 @@ def test_exact_aie_and_n_per_category():
 def test_nan_ie_counts_as_absent():
     d = tiny_table()
     d.loc[(d.known_id == 2) & (d.category == "last") & (d.layer == 0), "ie"] = np.nan
-    t = aie_table(d, n_boot=20)
+    t = aie_table(d, n_boot=20, category_mean="per_prompt")
     r = t[(t.category == "last") & (t.layer == 0)].iloc[0]
     assert (r.aie, r.n) == (1.0, 1)
 
@@ -93,14 +94,14 @@ def test_nan_ie_counts_as_absent():
 def test_duplicates_rejected():
     d = tiny_table()
     with pytest.raises(ValueError, match="duplicate"):
-        aie_table(pd.concat([d, d.iloc[:1]]), n_boot=10)
+        aie_table(pd.concat([d, d.iloc[:1]]), n_boot=10, category_mean="per_prompt")
 
 
 def test_bootstrap_ci_coverage():
     """400 independent groups of n=30 N(2, 1) prompts: the 95% CI covers 2 about 95% of the time."""
     rng = np.random.default_rng(123)
     d = normal_table(rng, n_models=400, n_prompts=30, loc=2.0)
-    t = aie_table(d, n_boot=400, seed=1)
+    t = aie_table(d, n_boot=400, seed=1, category_mean="per_prompt")
     assert len(t) == 400
     cover = ((t.ci_low <= 2.0) & (t.ci_high >= 2.0)).mean()
     assert 0.90 <= cover <= 0.99, cover
@@ -114,7 +115,7 @@ def test_cells_resampled_jointly():
     x = rng.normal(size=25)
     d = pd.DataFrame([rows("m", "s2t", k, kind, "last", 3, x[k])
                       for k in range(25) for kind in ("mlp", "attn")])
-    t = aie_table(d, n_boot=200, seed=5)
+    t = aie_table(d, n_boot=200, seed=5, category_mean="per_prompt")
     a, b = t[t.kind == "mlp"].iloc[0], t[t.kind == "attn"].iloc[0]
     assert a.ci_low == b.ci_low and a.ci_high == b.ci_high
     assert list(t.kind) == ["mlp", "attn"]
@@ -142,14 +143,15 @@ def test_determinism_and_seed_dependence():
     cells = tuple(itertools.product(("mlp", "attn"), ("last",), range(3)))
     d = pd.concat([normal_table(rng, n_models=2, cells=cells),
                    normal_table(rng, n_models=2, cells=cells, modality="s2t")])
-    t1 = aie_table(d, n_boot=200, seed=3)
-    t2 = aie_table(d.sample(frac=1.0, random_state=1), n_boot=200, seed=3)  # row order irrelevant
+    t1 = aie_table(d, n_boot=200, seed=3, category_mean="per_prompt")
+    # row order irrelevant
+    t2 = aie_table(d.sample(frac=1.0, random_state=1), n_boot=200, seed=3, category_mean="per_prompt")
     pd.testing.assert_frame_equal(t1, t2)
-    t3 = aie_table(d, n_boot=200, seed=4)
+    t3 = aie_table(d, n_boot=200, seed=4, category_mean="per_prompt")
     assert np.array_equal(t1.aie, t3.aie)
     assert not np.array_equal(t1.ci_low, t3.ci_low)
     # a group's CIs do not depend on which other groups are in the table
-    alone = aie_table(d[(d.model == "m0") & (d.modality == "t2t")], n_boot=200, seed=3)
+    alone = aie_table(d[(d.model == "m0") & (d.modality == "t2t")], n_boot=200, seed=3, category_mean="per_prompt")
     pd.testing.assert_frame_equal(alone, t1.iloc[: len(alone)].reset_index(drop=True))
 
 
@@ -175,7 +177,7 @@ A, B = ("spiritlm", "t2t"), ("spiritlm", "s2t")
 def test_permutation_rejects_planted_difference():
     rng = np.random.default_rng(1)
     d = paired_frame(rng.normal(1.0, 1.0, size=(30, 1)), base=rng.normal(size=(30, 1)))
-    res = paired_comparison(d, A, B, n_perm=2000, seed=0)
+    res = paired_comparison(d, A, B, n_perm=2000, seed=0, category_mean="per_prompt")
     r = res.iloc[0]
     assert r.n == 30 and r.p < 0.01 and r.significant
     assert r["diff"] == pytest.approx(r.mean_a - r.mean_b)
@@ -184,7 +186,8 @@ def test_permutation_rejects_planted_difference():
 
 def test_permutation_null_rate():
     rng = np.random.default_rng(2)
-    res = paired_comparison(paired_frame(rng.normal(size=(30, 500))), A, B, n_perm=2000, seed=0)
+    res = paired_comparison(paired_frame(rng.normal(size=(30, 500))), A, B, n_perm=2000, seed=0,
+                            category_mean="per_prompt")
     assert len(res) == 500
     frac = (res.p < 0.05).mean()
     assert 0.02 <= frac <= 0.09, frac
@@ -196,7 +199,7 @@ def test_permutation_p_matches_exact_enumeration():
     x = np.array([0.9, 0.4, -0.2, 1.3, 0.7, 0.1, 0.5, -0.6])
     signs = np.array(list(itertools.product((-1, 1), repeat=8)))
     exact = np.mean(np.abs(signs @ x) >= abs(x.sum()) - 1e-12)
-    res = paired_comparison(paired_frame(x[:, None]), A, B, n_perm=40000, seed=0)
+    res = paired_comparison(paired_frame(x[:, None]), A, B, n_perm=40000, seed=0, category_mean="per_prompt")
     assert res.p.iloc[0] == pytest.approx(exact, abs=0.006)
 
 
@@ -204,7 +207,7 @@ def test_zero_differences_give_p_one_and_inner_join():
     d = paired_frame(np.zeros((10, 2)))
     d = d[~((d.modality == "s2t") & (d.known_id == 9))]  # b lacks prompt 9
     extra = pd.DataFrame([rows("spiritlm", "s2t", 99, "mlp", "last", 0, 5.0)])  # a lacks 99
-    res = paired_comparison(pd.concat([d, extra]), A, B, n_perm=500, seed=0)
+    res = paired_comparison(pd.concat([d, extra]), A, B, n_perm=500, seed=0, category_mean="per_prompt")
     assert (res.n == 9).all() and (res.p == 1.0).all() and (res["diff"] == 0).all()
 
 
@@ -261,7 +264,7 @@ def test_peak_ratio_ci_brackets_truth():
         for layer in range(3):
             r.append(rows("x", "t2t", k, "mlp", "last", layer, rng.normal(3.0 if layer == 1 else 1.0, 0.3)))
             r.append(rows("x", "s2t", k, "mlp", "last", layer, rng.normal(0.5, 0.3)))
-    ratio, lo, hi = peak_ratio_ci(pd.DataFrame(r), ("x", "t2t"), ("x", "s2t"), n_boot=300)
+    ratio, lo, hi = peak_ratio_ci(pd.DataFrame(r), ("x", "t2t"), ("x", "s2t"), n_boot=300, category_mean="per_prompt")
     assert lo < ratio < hi and lo < 6.0 < hi and hi - lo < 2.5
 
 

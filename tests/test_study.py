@@ -35,15 +35,49 @@ def test_committed_study_is_complete_and_small():
 
 
 def test_tables_agree(aie):
-    """AIE is the mean over prompts of the committed per-prompt category table, in dataset order."""
+    """AIE is ROME's pooled mean over the committed category table: per cell, the positions of every prompt
+    pooled (n_positions × mean P_restored), minus the mean P_corrupted of all 100 prompts; the tables say so."""
     cats = pd.read_parquet(STUDY / "category_ie.parquet")
     prompts = pd.read_csv(STUDY / "prompts.csv")
     assert cats["known_id"].nunique() == len(prompts) == aie["n"].max()
-    mean = cats.groupby(["kind", "category", "layer"])["ie"].mean()
-    got = aie.set_index(["kind", "category", "layer"])["aie"]
-    np.testing.assert_allclose(got.sort_index(), mean.reindex(got.index).sort_index(), atol=1e-6)
+    assert set(aie["category_mean"]) == {"rome"} and set(aie["answer_mode"]) == {"top1"}
+    assert set(cats["answer_mode"]) == {"top1"}
+    cells = cats.assign(total=cats["n_positions"] * cats["p_restored"]).groupby(["kind", "category", "layer"])
+    pooled = cells["total"].sum() / cells["n_positions"].sum() - prompts["p_corrupted"].mean()
+    got = aie.set_index(["kind", "category", "layer"])
+    np.testing.assert_allclose(got["aie"].sort_index(), pooled.reindex(got.index).sort_index(), atol=1e-6)
+    assert (got["n_positions"] == cells["n_positions"].sum().reindex(got.index)).all()
+    # the P_corrupted and span behind the pooled columns are those of prompts.csv
+    per = cats.drop_duplicates("known_id").set_index("known_id")["p_corrupted"]
+    np.testing.assert_allclose(per.sort_index(), prompts.set_index("known_id")["p_corrupted"].sort_index())
     assert (aie["ci_low"] <= aie["aie"] + 1e-9).all() and (aie["aie"] <= aie["ci_high"] + 1e-9).all()
     assert prompts["known_id"].is_monotonic_increasing
+
+
+def test_regenerating_reproduces_the_committed_tables(tmp_path):
+    """`python -m crosstrace.report.study --regenerate` on a copy of the study rewrites the same AIE table;
+    per_prompt averaging gives the old per-prompt means (the first and last subject, first subsequent and last
+    token rows agree with rome, the middle-subject and further rows move)."""
+    import shutil
+
+    from crosstrace.report.study import regenerate_study
+
+    copy = tmp_path / "study"
+    shutil.copytree(STUDY, copy)
+    checks = regenerate_study(copy, "rome", commit="test")
+    assert all(c.holds for c in checks)
+    pd.testing.assert_frame_equal(pd.read_csv(copy / "aie.csv"), pd.read_csv(STUDY / "aie.csv"))
+    regenerate_study(copy, "per_prompt", commit="test")
+    per = pd.read_csv(copy / "aie.csv").set_index(["kind", "category", "layer"])
+    cats = pd.read_parquet(STUDY / "category_ie.parquet")
+    np.testing.assert_allclose(per["aie"].sort_index(),
+                               cats.groupby(["kind", "category", "layer"])["ie"].mean().reindex(per.index).sort_index(),
+                               atol=1e-6)
+    rome = pd.read_csv(STUDY / "aie.csv").set_index(["kind", "category", "layer"])
+    moved = (per["aie"] - rome["aie"]).abs().groupby("category").max()
+    assert (moved[["first_subject", "last_subject", "first_subsequent", "last"]] < 1e-6).all()
+    assert (moved[["middle_subject", "further"]] > 1e-3).all()
+    assert json.loads((copy / "provenance.json").read_text())["regenerated"]["category_mean"] == "per_prompt"
 
 
 @pytest.mark.parametrize("name", ["mlp_last_subject_peaks_early", "hidden_moves_subject_to_last",

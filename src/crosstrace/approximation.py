@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from .spans import category_means
+from .grids import ie_grid
+from .report.stats import CATEGORY_MEANS, aie_table
+from .trace.tables import category_table, merge_shards
 from .vocabulary import KINDS
 
 KIND_ORDER = KINDS
@@ -103,10 +105,7 @@ def prompt_scores(ie: pd.DataFrame) -> pd.DataFrame:
         h = g[g["kind"] == "hidden"]
         gap = float("nan")
         if len(h):
-            T, L = int(h["n_tokens"].iloc[0]), int(h["layer"].max()) + 1
-            mat = np.zeros((T, L))
-            mat[h["token_index"].to_numpy(), h["layer"].to_numpy()] = h["ie"].to_numpy()
-            gap = completeness_gap(mat, float(h["p_clean"].iloc[0]), float(h["p_corrupted"].iloc[0]))
+            gap = completeness_gap(ie_grid(h, fill=0.0), float(h["p_clean"].iloc[0]), float(h["p_corrupted"].iloc[0]))
         first = g.iloc[0]
         rows.append({"known_id": int(kid), "total_effect": float(first["p_clean"] - first["p_corrupted"]),
                      "atp_peak": float(g["ie"].max()), "gap": gap})
@@ -136,30 +135,30 @@ def _grids(ie: pd.DataFrame) -> dict[tuple[int, str], dict]:
     """(known_id, kind) → IE grid and the prompt's run values, from an IE table."""
     out = {}
     for (kid, kind), g in ie.groupby(["known_id", "kind"], sort=False):
-        T, L = int(g["n_tokens"].iloc[0]), int(g["layer"].max()) + 1
-        mat = np.zeros((T, L))
-        mat[g["token_index"].to_numpy(), g["layer"].to_numpy()] = g["ie"].to_numpy()
         first = g.iloc[0]
-        out[(int(kid), kind)] = {"ie": mat, "span": (int(first["subject_start"]), int(first["subject_end"])),
+        out[(int(kid), kind)] = {"ie": ie_grid(g, fill=0.0),
+                                 "span": (int(first["subject_start"]), int(first["subject_end"])),
                                  "p_clean": float(first["p_clean"]), "p_corrupted": float(first["p_corrupted"]),
                                  "answer_id": int(first["answer_id"])}
     return out
 
 
-def aie_maps(grids: dict[tuple[int, str], dict], kind: str) -> dict[str, np.ndarray]:
-    """Category → AIE over layers (mean of per-prompt category IE) for one kind."""
-    acc: dict[str, list[np.ndarray]] = {}
-    for (_, k), g in grids.items():
-        if k == kind:
-            for cat, v in category_means(g["ie"], g["span"]).items():
-                acc.setdefault(cat, []).append(v)
-    return {c: np.mean(v, axis=0) for c, v in acc.items()}
+def aie_maps(ie: pd.DataFrame, kind: str, category_mean: str = "rome") -> dict[str, np.ndarray]:
+    """Category → AIE over layers for one kind of an IE table, averaged as the workflow does
+    (:func:`crosstrace.report.stats.aie_table`; ``rome``: ROME's pooled positions). P_restored is taken as
+    P_corrupted + IE, so an approximate table (AtP estimates IE only) and an unsigned one (|IE|) are averaged
+    alike."""
+    g = ie[ie["kind"] == kind]
+    g = g.assign(model="", modality="", answer_mode="", p_restored=g["p_corrupted"] + g["ie"])
+    aie = aie_table(category_table(g), n_boot=0, category_mean=category_mean)
+    return {c: a.sort_values("layer")["aie"].to_numpy() for c, a in aie.groupby("category")}
 
 
-def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10,
+            category_mean: str = "rome") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per (prompt, kind): Spearman ρ, top-k overlap, completeness gap and run values; and per
     (kind, category): the largest |ΔAIE| over layers, relative to the exact map's peak, and the
-    layers of both peaks."""
+    layers of both peaks (AIE averaged as ``category_mean`` says)."""
     ge, ga = _grids(exact), _grids(approx)
     rows = []
     for key, e in ge.items():
@@ -173,11 +172,11 @@ def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10) -> tuple[pd.
                      "n_tokens": e["ie"].shape[0], "exact_peak": float(e["ie"].max()),
                      "approx_peak": float(a["ie"].max()), "same_answer": e["answer_id"] == a["answer_id"]})
     per_prompt = pd.DataFrame(rows)
-    common = {key for key in ge if key in ga}
+    common = pd.DataFrame([key for key in ge if key in ga], columns=["known_id", "kind"])
+    exact, approx = (t.merge(common, on=["known_id", "kind"]) for t in (exact, approx))
     cats = []
     for kind in KIND_ORDER:
-        me = aie_maps({key: ge[key] for key in common}, kind)
-        ma = aie_maps({key: ga[key] for key in common}, kind)
+        me, ma = aie_maps(exact, kind, category_mean), aie_maps(approx, kind, category_mean)
         peak = max((float(np.max(v)) for v in me.values()), default=float("nan"))
         for cat, v in me.items():
             d = np.abs(ma[cat] - v)
@@ -189,12 +188,12 @@ def compare(exact: pd.DataFrame, approx: pd.DataFrame, k: int = 10) -> tuple[pd.
 
 
 def read_exact(run_dir: Path, max_prompts: int | None = None) -> pd.DataFrame:
-    """The exact shards of a run, in shard order (complete files only)."""
-    paths = [p for p in (run_dir / "shards").glob("[0-9]*.parquet") if p.stem.isdigit()]
-    frames = [pd.read_parquet(p) for p in sorted(paths, key=lambda p: int(p.stem))]
-    if not frames:
+    """The exact shards of a run, in shard order, through the workflow's checked merge
+    (:func:`~crosstrace.trace.tables.merge_shards`: an unreadable or overlapping shard is an error)."""
+    paths = sorted((p for p in (run_dir / "shards").glob("[0-9]*.parquet") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    if not paths:
         raise FileNotFoundError(f"no exact shards in {run_dir / 'shards'}")
-    ie = pd.concat(frames, ignore_index=True)
+    ie, _ = merge_shards(paths)
     if max_prompts is not None:
         ie = ie[ie["known_id"].isin(ie["known_id"].drop_duplicates().iloc[:max_prompts])]
     return ie
@@ -293,9 +292,11 @@ def saturation(per_prompt: pd.DataFrame) -> dict:
 
 def validate(run_dir: Path, max_prompts: int | None, out: Path, graddrop_prompts: int, threads: int,
              variants: Sequence[str] = tuple(VARIANTS), subset_prompts: int = 10, top_n: int = 10,
-             max_gap: float = ScreenRule.max_gap) -> dict:  # the screen's own default, so the doc measures it
+             max_gap: float = ScreenRule.max_gap,  # the screen's own default, so the doc measures it
+             category_mean: str = "rome") -> dict:
     """Plain AtP on every exactly traced prompt of ``run_dir``; the other variants on the first
-    ``subset_prompts``, GradDrop on the first ``graddrop_prompts`` (L + 1 passes each)."""
+    ``subset_prompts``, GradDrop on the first ``graddrop_prompts`` (L + 1 passes each). AIE maps are
+    averaged as ``category_mean`` says (``stats.category_mean``)."""
     from .trace.atp import AtpConfig
 
     exact = read_exact(run_dir, max_prompts)
@@ -309,11 +310,13 @@ def validate(run_dir: Path, max_prompts: int | None, out: Path, graddrop_prompts
         t0 = time.perf_counter()
         tables[name] = atp_table(tracer, recs)
         seconds[name] = (time.perf_counter() - t0) / len(recs)
-        results[name] = compare(exact[exact["known_id"].isin(recs["known_id"])], tables[name])
+        results[name] = compare(exact[exact["known_id"].isin(recs["known_id"])], tables[name],
+                                category_mean=category_mean)
     if len(results) > 1:  # plain AtP on the variants' subset, for a like-for-like row
         sub = known["known_id"].iloc[:subset_prompts]
         results[f"AtP, first {len(sub)}"] = compare(exact[exact["known_id"].isin(sub)],
-                                                   tables["AtP"][tables["AtP"]["known_id"].isin(sub)])
+                                                   tables["AtP"][tables["AtP"]["known_id"].isin(sub)],
+                                                   category_mean=category_mean)
         seconds[f"AtP, first {len(sub)}"] = seconds["AtP"]
     plain = tables["AtP"]
     magnitude = {}
@@ -330,7 +333,8 @@ def validate(run_dir: Path, max_prompts: int | None, out: Path, graddrop_prompts
     summary["saturation"] = saturation(results["AtP"][0])
     summary["aie_categories"] = results["AtP"][1].round(4).to_dict("records")
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure(exact, plain, results["AtP"][0], out.with_suffix(".png"))
+    summary["category_mean"] = category_mean
+    figure(exact, plain, results["AtP"][0], out.with_suffix(".png"), category_mean)
     results["AtP"][0].to_csv(out.with_name(out.stem + "_per_prompt.csv"), index=False, float_format="%.5g")
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -365,17 +369,17 @@ def summarize(results: dict, magnitude: dict, seconds: dict, n: int, load: str) 
     return out
 
 
-def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, path: Path) -> None:
+def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, path: Path,
+           category_mean: str = "rome") -> None:
     """Per kind: exact AIE map, AtP AIE map (same colour scale) and the per-prompt ρ histogram."""
-    from .report.figures import KIND_CMAPS, KIND_TITLES, new_figure, save
+    from .report.figures import KIND_CMAPS, KIND_TITLES, category_mean_label, new_figure, save
     from .vocabulary import CATEGORIES, CATEGORY_LABELS
 
-    ge, ga = _grids(exact), _grids(approx)
     n = per_prompt["known_id"].nunique()
     fig = new_figure((16, 10))  # off-screen: no pyplot, no backend chosen
     axes = fig.subplots(3, 3, gridspec_kw={"width_ratios": [1, 1, 0.6]})
     for i, kind in enumerate(KIND_ORDER):
-        me, ma = aie_maps(ge, kind), aie_maps(ga, kind)
+        me, ma = aie_maps(exact, kind, category_mean), aie_maps(approx, kind, category_mean)
         L = len(next(iter(me.values())))
         mats = [np.array([m.get(c, np.full(L, np.nan)) for c in CATEGORIES]) for m in (me, ma)]
         vmax = np.nanmax(mats[0])
@@ -393,7 +397,7 @@ def figure(exact: pd.DataFrame, approx: pd.DataFrame, per_prompt: pd.DataFrame, 
         axes[i, 2].set_xticks([-1, -0.5, 0, 0.5, 1])
         axes[i, 2].set_xlabel("ρ over the (token, layer) grid")
     fig.suptitle(f"SmolLM2-135M T→T, {n} Known prompts: exact causal tracing vs attribution patching\n"
-                 "(approximate), same prompts and noise")
+                 f"(approximate), same prompts and noise; {category_mean_label(category_mean)}")
     save(fig, [path])
 
 
@@ -426,12 +430,14 @@ def main(argv=None) -> None:
     ap.add_argument("--subset-prompts", type=int, default=10, help="prompts for the variants other than plain AtP")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--category-mean", default="rome", choices=CATEGORY_MEANS,
+                    help="how the AIE maps average a category's positions (stats.category_mean)")
     ap.add_argument("--out", type=Path, default=Path("docs/approximation.md"),
                     help="validate: the figure, JSON and per-prompt CSV are written beside this path")
     a = ap.parse_args(argv)
     if a.command == "validate":
         print(json.dumps(validate(a.exact, a.prompts, a.out, a.graddrop_prompts, a.threads, a.variants,
-                                  a.subset_prompts)), flush=True)
+                                  a.subset_prompts, category_mean=a.category_mean)), flush=True)
     else:
         print(json.dumps(time_all(a.exact, KIND_ORDER, a.threads, a.prompts)), flush=True)
 

@@ -4,6 +4,7 @@
     python -m crosstrace.bench --scaling       # also time prompt lengths 8..128 → docs/scaling.{md,png}
     python -m crosstrace.bench --answer attribute_full   # P[o] of the whole attribute (default top1)
     python -m crosstrace.bench --paper-scale   # SpiritLM-7B's shape on CUDA (--tiny: on CPU); see bench_paper
+    python -m crosstrace.bench --estimate      # Qwen2-Audio-7B vs SpiritLM-7B by MAC counts (no GPU)
 
 The reference is ROME's algorithm exactly (2 + T·L full forward passes of batch samples + 1 per
 kind, the clean prompt in row 0 as the source of restored states). Both engines get identical noise.
@@ -246,7 +247,14 @@ def main(argv=None) -> None:
     g.add_argument("--s2t-quantiles", type=float, nargs="+", default=[0.5, 0.9])
     g.add_argument("--tokenizer", default=None,
                    help="a local Llama-2 tokenizer folder: recount T→T lengths instead of the committed table")
+    g.add_argument("--estimate", action="store_true",
+                   help="Qwen2-Audio-7B beside SpiritLM-7B: weight memory and PFLOP / hours by MAC counts (no GPU)")
     a = ap.parse_args(argv)
+    if a.estimate:
+        from . import bench_paper
+
+        print(json.dumps(bench_paper.qwen2_audio_estimate(a.paper_prompts), indent=1), flush=True)
+        return
     if a.paper_scale:
         from . import bench_paper
 

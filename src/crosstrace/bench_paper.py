@@ -282,6 +282,84 @@ def project(rows: list[dict], lengths: dict, L: int, S: int, window: int, macs, 
     return out
 
 
+# Qwen2-Audio-7B (the hub's config.json; transformers' Qwen2AudioConfig): a Qwen2 LM of Llama-2-7B's shape with
+# q/k/v biases and a 156032-token vocabulary, and Whisper-large-v3's encoder (32 layers of width 1280).
+QWEN2_AUDIO_7B = dict(SPIRITLM_7B, vocab_size=156032, max_position_embeddings=8192)
+QWEN2_AUDIO_7B_ENCODER = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
+                              num_mel_bins=128, max_source_positions=1500)
+QWEN2_AUDIO_S2T_EXTRA = 2  # <|audio_bos|> positions… <|audio_eos|> (the base model's template)
+#: sustained bf16 throughput of the estimate (TFLOP/s): an H200's dense peak, and a realistic fraction of it
+TFLOPS = {"peak": 790.0, "realistic": 400.0}
+
+
+def qwen2_audio_lengths(lengths: dict | None = None) -> dict:
+    """Qwen2-Audio-7B's prompt lengths, derived from the paper-scale table (:func:`prompt_lengths`): S→T = one
+    position per 25 Hz encoder frame of the piper audio (the same 25/s as the table's S→T, never deduplicated)
+    + ``<|audio_bos|>`` and ``<|audio_eos|>``; T→T = the Llama-2 counts without BOS (Qwen2's tokenizer adds
+    none; its larger vocabulary writes English in about as many tokens or fewer, so this is an upper bound)."""
+    lengths = lengths or prompt_lengths()
+    shift = np.array([S2T_EXTRA - QWEN2_AUDIO_S2T_EXTRA] * 3)
+    return {"t2t": lengths["llama2"] - 1, "s2t": lengths["s2t"] - shift}
+
+
+def weight_gib(family: str = "qwen2-audio") -> dict:
+    """Parameters and bf16 weight memory of a model shape, counted on the meta device (nothing allocated)."""
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+    )
+
+    with torch.device("meta"):
+        if family == "qwen2-audio":
+            text = dict(QWEN2_AUDIO_7B, model_type="qwen2")
+            model = Qwen2AudioForConditionalGeneration(Qwen2AudioConfig(audio_config=QWEN2_AUDIO_7B_ENCODER,
+                                                                        text_config=text))
+            encoder = sum(p.numel() for p in model.model.audio_tower.parameters())
+        else:
+            model, encoder = LlamaForCausalLM(LlamaConfig(**SPIRITLM_7B)), 0
+    n = sum(p.numel() for p in model.parameters())
+    return {"params": n, "encoder_params": encoder, "bf16_gib": 2 * n / 2**30}
+
+
+def mac_estimate(config: dict, lengths: np.ndarray, samples: int = 10, window: int = 10, prompts: int = PAPER_PROMPTS,
+                 kinds=KINDS) -> dict:
+    """The paper-scale bench's estimate without a GPU: weight MACs of every prompt length
+    (:func:`crosstrace.trace.cost.matmul_macs`, all ``kinds``), as PFLOP per prompt (2 FLOP per MAC) and hours
+    for ``prompts`` prompts at the :data:`TFLOPS` throughputs, for the fast and the reference engine."""
+    from types import SimpleNamespace
+
+    from .trace.cost import Macs, matmul_macs
+
+    m, L = Macs.of(SimpleNamespace(**config)), config["num_hidden_layers"]
+    totals = np.zeros(2)
+    for T, b, _ in lengths:
+        for kind in kinds:
+            totals += matmul_macs(kind, int(T), int(b), L, samples, window, m)
+    out = {"prompts": prompts, "mean_tokens": float(np.mean(lengths[:, 0]))}
+    for i, engine in enumerate(("reference", "fast")):
+        pflop = 2 * totals[i] / len(lengths) / 1e15
+        out[engine] = {"pflop_per_prompt": pflop,
+                       **{f"hours_{k}": pflop * 1e15 * prompts / (v * 1e12) / 3600 for k, v in TFLOPS.items()}}
+    return out
+
+
+def qwen2_audio_estimate(prompts: int = PAPER_PROMPTS) -> dict:
+    """GPU memory and time of a Qwen2-Audio-7B run (T→T and S→T, all three kinds, 10 draws, window 10), by the
+    MAC method beside SpiritLM-7B's: an estimate from shapes and prompt lengths, nothing measured on a GPU."""
+    qwen = qwen2_audio_lengths()
+    base = prompt_lengths()
+    return {
+        "qwen2_audio_t2t": mac_estimate(QWEN2_AUDIO_7B, qwen["t2t"], prompts=prompts),
+        "qwen2_audio_s2t": mac_estimate(QWEN2_AUDIO_7B, qwen["s2t"], prompts=prompts),
+        "spiritlm_t2t": mac_estimate(SPIRITLM_7B, base["t2t"], prompts=prompts),
+        "spiritlm_s2t": mac_estimate(SPIRITLM_7B, base["s2t"], prompts=prompts),
+        "weights": {"qwen2-audio-7b": weight_gib("qwen2-audio"), "spiritlm-7b": weight_gib("spiritlm")},
+        "tflops": TFLOPS,
+    }
+
+
 def markdown(res: dict, command: str) -> str:
     """The table for docs/performance.md (between the paper-scale markers)."""
     lines = [BEGIN, "", f"Written by `{command}` on {res['device']} ({res['model']}; {res['dtype']}, "

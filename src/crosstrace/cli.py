@@ -40,6 +40,7 @@ def _trace(a: argparse.Namespace) -> int:
     from .report.figures import prompt_trace_figure, save
     from .trace import NoiseConfig, TraceSettings, trace_prompt
     from .trace.api import PromptTooLongError
+    from .trace.backoff import OutOfMemoryAtOneRow
     from .trace.tokens import SpanError
 
     torch.set_num_threads(a.threads)
@@ -62,16 +63,20 @@ def _trace(a: argparse.Namespace) -> int:
                            attribute=a.attribute)
     except PromptTooLongError as e:
         return _error(f"{e}; raise --max-prompt-tokens to trace it anyway")
+    except OutOfMemoryAtOneRow as e:
+        return _error(f"{e}; try --device cpu, a smaller --dtype or fewer --samples")
     except SpanError as e:
         return _error(str(e))
     a.out.mkdir(parents=True, exist_ok=True)
+    approximate = a.engine == "atp"
     # the expect check only means something when o is the model's own greedy token (top1)
     answer_ok = answer_matches(res.answer, a.attribute) if a.attribute and res.answer_mode == "top1" else None
     written = []
     for kind, kt in res.kinds.items():
         paths = [a.out / f"trace_{kind}.{ext}" for ext in a.formats]
+        title = f"APPROXIMATE (AtP): {a.prompt}" if approximate else a.prompt
         save(prompt_trace_figure(res.tokens, res.subject_span, {kind: kt.p_restored}, res.answer, res.p_clean,
-                                 res.p_corrupted, window=a.window, title=a.prompt, attribute=a.attribute,
+                                 res.p_corrupted, window=a.window, title=title, attribute=a.attribute,
                                  answer_ok=answer_ok, answer_mode=res.answer_mode), paths)
         written += [str(p) for p in paths]
     table = a.out / f"ie.{a.table_format}"
@@ -81,7 +86,7 @@ def _trace(a: argparse.Namespace) -> int:
     else:
         frame.to_parquet(table, index=False)
     summary = {
-        "answer": res.answer, "answer_id": res.answer_id, "answer_mode": res.answer_mode,
+        "engine": a.engine, "answer": res.answer, "answer_id": res.answer_id, "answer_mode": res.answer_mode,
         "answer_ids": list(res.answer_ids), "p_clean": res.p_clean, "p_corrupted": res.p_corrupted,
         "noise_scale": res.noise_scale, "subject_tokens": res.tokens[res.subject_span[0] : res.subject_span[1]],
         "subject_span": list(res.subject_span),
@@ -90,7 +95,13 @@ def _trace(a: argparse.Namespace) -> int:
     print(f"answer {res.answer!r} ({answer_label(res.answer_mode)}): P_clean = {res.p_clean:.4f}, P_corrupted = {res.p_corrupted:.4f} (ν = {res.noise_scale:.4f})")
     for k, kt in res.kinds.items():
         t, layer = divmod(int(kt.ie.argmax()), kt.ie.shape[1])
-        print(f"  {k:6s} peak IE {kt.ie.max():+.4f} at token {t} {res.tokens[t]!r}, layer {layer}")
+        print(f"  {k:6s} peak IE {kt.ie.max():+.4f} at token {t} {res.tokens[t]!r}, layer {layer}"
+              + ("  (approximate: attribution patching)" if approximate else ""))
+    if res.p_corrupted >= res.p_clean:
+        # the workflow flags the same prompts (traced-prompts table, figure titles)
+        print(f"warning: corruption does not lower P(o): P_corrupted = {res.p_corrupted:.4f} >= P_clean = "
+              f"{res.p_clean:.4f}, so no restoration can show an effect; a larger noise scale (--noise-multiple, "
+              f"now ν = {res.noise_scale:.4f}) or another subject span may", file=sys.stderr)
     print(f"wrote {len(written)} figure(s) and {table} ({len(frame)} rows: kind, token, layer, IE, P_restored)")
     print(json.dumps(summary))
     return 0
@@ -120,6 +131,7 @@ def _noise_std(value: str) -> float | str:
 def build_parser() -> argparse.ArgumentParser:
     from .answers import ANSWER_MODES
     from .models.loading import OFFLINE_DEFAULT
+    from .trace.api import ENGINES
 
     ap = argparse.ArgumentParser(prog="crosstrace", description="Causal tracing of factual recall (text and speech).")
     ap.add_argument("--version", action="version", version=f"crosstrace {__version__}")
@@ -139,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="std of subject embeddings: a number, or 'dataset' for the workflow's value (all Known "
                         "subjects, as the workflow computes it); default: over this subject's tokens only")
     t.add_argument("--noise-abs", type=float, default=None, help="absolute ν (overrides --noise-multiple)")
-    t.add_argument("--engine", default="auto", choices=["auto", "fast", "reference"])
+    t.add_argument("--engine", default="auto", choices=list(ENGINES),
+                   help="auto: fast where the model supports it, else reference (both exact); atp: attribution "
+                        "patching, an approximation from one backward pass (figures say APPROXIMATE)")
     t.add_argument("--max-prompt-tokens", type=_positive, default=256,
                    help="refuse longer prompts (tracing cost grows with the square of the length); "
                         "long ones get a time estimate first")

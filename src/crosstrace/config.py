@@ -8,11 +8,18 @@ same configs with the same one-line message. Torch-free: the Snakefile imports i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from .vocabulary import MODALITIES
 
-FAMILIES = ("hf", "spiritlm")
+#: every model family: ``hf`` (any causal LM, text only) and the speech families, each a module
+#: ``crosstrace.models.<family>`` (``-`` written ``_``; crosstrace.models.speech_family); the schema's enum
+#: lists the same names
+FAMILIES = ("hf", "spiritlm", "qwen2-audio")
+SPEECH_FAMILIES = tuple(f for f in FAMILIES if f != "hf")  # the families that can run S→T
+#: model-entry keys that only some families read
+FAMILY_KEYS = {"stray_space": ("spiritlm",), "template": ("qwen2-audio",)}
+TEMPLATE_SLOT = "{prompt}"
 
 
 class ConfigError(ValueError):
@@ -34,6 +41,8 @@ class ModelSpec:
     device: str = "cpu"
     dtype: str = "float32"
     stray_space: bool | None = None  # SpiritLM only; None = the reference's choice (models.spiritlm)
+    # Qwen2-Audio only: {text, audio, chat} of crosstrace.models.qwen2_audio.Template; None = the base layout
+    template: Mapping | None = field(default=None, hash=False)
     resolved: str | None = None
 
     @classmethod
@@ -62,6 +71,11 @@ class ModelSpec:
     @property
     def spiritlm(self) -> bool:
         return self.family == "spiritlm"
+
+    @property
+    def speech(self) -> bool:
+        """A speech family: the entry can run S→T."""
+        return self.family in SPEECH_FAMILIES
 
     @property
     def cuda(self) -> bool:
@@ -96,10 +110,14 @@ def check(config: Mapping) -> dict[str, ModelSpec]:
     speech = config["speech"]
     align = speech["align"]
     for s in specs.values():
-        if "s2t" in s.modalities and not s.spiritlm:
-            raise ConfigError(f"config: model {s.name!r} lists modality s2t, which needs family: spiritlm")
-        if s.stray_space is not None and not s.spiritlm:
-            raise ConfigError(f"config: model {s.name!r}: stray_space applies to family spiritlm only")
+        if "s2t" in s.modalities and not s.speech:
+            raise ConfigError(f"config: model {s.name!r} lists modality s2t, which needs "
+                              f"{' or '.join(f'family: {f}' for f in SPEECH_FAMILIES)} (a speech family)")
+        for key, families in FAMILY_KEYS.items():
+            if getattr(s, key) is not None and s.family not in families:
+                raise ConfigError(f"config: model {s.name!r}: {key} applies to family {' or '.join(families)} only")
+        if s.template is not None:
+            check_template(s.name, s.template)
         if "s2t" in s.modalities and not speech["enabled"]:
             raise ConfigError(f"config: model {s.name!r} lists modality s2t, which needs speech.enabled: true")
     if any("s2t" in s.modalities for s in specs.values()) and align["use"] not in align["aligners"]:
@@ -136,4 +154,18 @@ def check(config: Mapping) -> dict[str, ModelSpec]:
     return specs
 
 
-__all__ = ["FAMILIES", "ConfigError", "ModelSpec", "check", "model_specs", "runs"]
+def check_template(model: str, template: Mapping) -> None:
+    """A model entry's ``template``: one ``{prompt}`` slot in its text, and no audio block with ``chat: true``
+    (the chat template writes the audio itself). The audio block's token is checked against the processor
+    when the model loads (crosstrace.models.qwen2_audio.Template)."""
+    text = template.get("text", TEMPLATE_SLOT)
+    if text.count(TEMPLATE_SLOT) != 1:
+        raise ConfigError(f"config: model {model!r}: template.text must hold {TEMPLATE_SLOT} exactly once (where the "
+                          f"audio goes for S→T and the prompt text for T→T), got {text!r}")
+    if template.get("chat") and template.get("audio") is not None:
+        raise ConfigError(f"config: model {model!r}: template.chat: true writes the audio with the processor's chat "
+                          "template; leave template.audio unset")
+
+
+__all__ = ["FAMILIES", "FAMILY_KEYS", "SPEECH_FAMILIES", "ConfigError", "ModelSpec", "check", "check_template",
+           "model_specs", "runs"]

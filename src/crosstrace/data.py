@@ -14,8 +14,11 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from dataclasses import field as dataclass_field
 from pathlib import Path
+
+from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,9 @@ class KnownRecord:
     template: str = ""
     prediction: str = ""
     relation_id: str = ""
+    # known_id of the first record with the same prompt, subject and attribute (:func:`mark_duplicates`);
+    # None until marked, and a record's own id when its fact is unique.
+    duplicate_group: int | None = dataclass_field(default=None, compare=False)
 
     @property
     def subject_chars(self) -> tuple[int, int]:
@@ -85,22 +91,17 @@ def fetch_known(dest: str | Path, url: str = KNOWN_URL, fallback: str | Path = B
     a downloaded file is an error, not a reason to fall back: it means the source changed.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            tmp.write_bytes(r.read())
-        source = "download"
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        log.warning("could not download %s (%s); using the bundled copy %s", url, e, fallback)
-        tmp.write_bytes(Path(fallback).read_bytes())
-        source = "bundled"
-    try:
+    dest.with_suffix(dest.suffix + ".part").unlink(missing_ok=True)  # a leftover of versions before 2026-12
+    with atomic_path(dest) as tmp:  # removed on any failure; a full disk is named as such
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                data = r.read()
+            source = "download"
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            log.warning("could not download %s (%s); using the bundled copy %s", url, e, fallback)
+            data, source = Path(fallback).read_bytes(), "bundled"
+        tmp.write_bytes(data)
         verify_sha256(tmp, expected)
-    except DataError:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(dest)
     return source
 
 
@@ -128,9 +129,11 @@ def validate_record(index: int, raw: object) -> KnownRecord | Quarantined:
     return KnownRecord(**fields)
 
 
-def parse_known(raw: object, source: str = "<input>", limit: int | None = None) -> tuple[list[KnownRecord], list[Quarantined]]:
+def parse_known(raw: object, source: str = "<input>", limit: int | None = None, warn_duplicates: bool = True,
+                ) -> tuple[list[KnownRecord], list[Quarantined]]:
     """Validate every record. ``limit``: only the first N input records, valid or not (``data.limit``),
-    so that each of them is either kept or quarantined."""
+    so that each of them is either kept or quarantined. Repeated facts are marked (:func:`mark_duplicates`)
+    and, with ``warn_duplicates``, warned about."""
     if not isinstance(raw, list):
         raise DataError(f"{source}: expected a JSON list of records, got {type(raw).__name__}")
     if limit is not None:
@@ -148,10 +151,30 @@ def parse_known(raw: object, source: str = "<input>", limit: int | None = None) 
         seen[r.known_id] = seen.get(r.known_id, 0) + 1
     if dups:
         raise DataError(f"{source}: duplicate known_id {sorted(set(dups))[:10]}; ids must be unique to join results")
-    return records, quarantined
+    return mark_duplicates(records, source, warn_duplicates), quarantined
 
 
-def load_known(path: str | Path, limit: int | None = None) -> tuple[list[KnownRecord], list[Quarantined]]:
+def mark_duplicates(records: list[KnownRecord], source: str = "<input>", warn: bool = True) -> list[KnownRecord]:
+    """Set ``duplicate_group`` on every record: the known_id of the first record (in input order) with the
+    same prompt, subject and attribute. A repeated fact is kept and traced like any other (ROME's Known has
+    one pair: 446 and 762, two relations with the same text); a warning lists the repeats, and the column
+    in ``records.parquet`` lets an analysis count each fact once."""
+    first: dict[tuple[str, str, str], int] = {}
+    out, repeats = [], []
+    for r in records:
+        group = first.setdefault((r.prompt, r.subject, r.attribute), r.known_id)
+        if group != r.known_id:
+            repeats.append(f"{r.known_id} repeats {group}")
+        out.append(replace(r, duplicate_group=group))
+    if repeats and warn:
+        log.warning("%s: %d record(s) repeat an earlier record's prompt, subject and attribute (kept and traced; "
+                    "records.parquet column duplicate_group): known_id %s", source, len(repeats),
+                    ", ".join(repeats[:10]) + (", ..." if len(repeats) > 10 else ""), extra={"console": True})
+    return out
+
+
+def load_known(path: str | Path, limit: int | None = None, warn_duplicates: bool = True,
+               ) -> tuple[list[KnownRecord], list[Quarantined]]:
     """Load and validate a Known-format JSON file (``limit``: its first N records, see :func:`parse_known`)."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -159,11 +182,13 @@ def load_known(path: str | Path, limit: int | None = None) -> tuple[list[KnownRe
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start})") from e
-    return parse_known(raw, str(path), limit)
+    return parse_known(raw, str(path), limit, warn_duplicates)
 
 
 def records_to_rows(records: Iterable[KnownRecord]) -> list[dict]:
-    return [asdict(r) for r in records]
+    """Rows of ``records.parquet``; an unmarked record is its own duplicate group."""
+    return [{**asdict(r), "duplicate_group": r.known_id if r.duplicate_group is None else r.duplicate_group}
+            for r in records]
 
 
 def quarantine_rows(items: Iterable[Quarantined]) -> list[dict]:
@@ -171,7 +196,7 @@ def quarantine_rows(items: Iterable[Quarantined]) -> list[dict]:
 
 
 # Column types of records.parquet and quarantine.parquet (io.write_parquet keeps them when a table is empty).
-RECORD_TYPES: dict[str, type] = {**REQUIRED_FIELDS, **OPTIONAL_FIELDS}
+RECORD_TYPES: dict[str, type] = {**REQUIRED_FIELDS, **OPTIONAL_FIELDS, "duplicate_group": int}
 QUARANTINE_TYPES: dict[str, type] = {"index": int, "known_id": str, "stage": str, "reason": str}
 
 

@@ -10,8 +10,13 @@ For every prompt in both sets, one clean forward pass per modality, without nois
 stream after every block at two matched positions (``POSITIONS``):
 
 - ``subject``: the last subject token (T→T) ↔ the last unit of the subject span (S→T), i.e. the last unit
-  of the subject's last text token (the text-token mapping of :func:`crosstrace.speech.prompts.prompt_table`);
-- ``last``: the last prompt token (T→T) ↔ the last S→T token, the ``[Text]`` marker the answer follows.
+  of the subject's last text token (the text-token mapping of :func:`crosstrace.speech.prompts.prompt_table`).
+  With ``speech.token_rows: spoken`` (the paper) that token is the last spoken text token of the subject, the
+  end of the same subject where the spoken text writes it differently ("Yakuza 2" → "Yakuza two"); with
+  ``prompt`` it is the same text token as T→T's. The S→T known table records which (``token_rows``), and so
+  do the similarity table and page;
+- ``last``: the last prompt token (T→T) ↔ the last S→T token, the one the answer follows (SpiritLM's ``[Text]``
+  marker; Qwen2-Audio's last template token, ``<|audio_eos|>`` by default).
 
 Prompt ids and subject spans are built exactly as the tracer builds them: by the
 :class:`~crosstrace.modality.T2T` and :class:`~crosstrace.modality.S2T` objects (S→T checks the span
@@ -61,8 +66,10 @@ def shared_prompts(
 
 
 @torch.no_grad()
-def block_states(model, input_ids: Sequence[int], positions: Sequence[int]) -> np.ndarray:
-    """(len(positions), layers, hidden) float32: the output of every block at ``positions``, one clean pass."""
+def block_states(model, input_ids: Sequence[int], positions: Sequence[int],
+                 inputs_embeds: torch.Tensor | None = None) -> np.ndarray:
+    """(len(positions), layers, hidden) float32: the output of every block at ``positions``, one clean pass
+    (from ``inputs_embeds``, (T, hidden), when the input is not the ids' own embeddings: Qwen2-Audio's audio)."""
     adapter = get_adapter(model)
     n_layers = adapter.num_layers
     pos = [int(p) for p in positions]
@@ -74,9 +81,11 @@ def block_states(model, input_ids: Sequence[int], positions: Sequence[int]) -> n
 
         return fn
 
-    ids = torch.tensor([list(input_ids)], device=adapter.embed.weight.device)
+    dev = adapter.embed.weight.device
+    feed = ({"inputs_embeds": inputs_embeds.to(dev)[None]} if inputs_embeds is not None
+            else {"input_ids": torch.tensor([list(input_ids)], device=dev)})
     with hooks(adapter, {site_name("hidden", layer): keep(layer) for layer in range(n_layers)}):
-        model(input_ids=ids, use_cache=False)
+        model(**feed, use_cache=False)
     return torch.stack([got[layer] for layer in range(n_layers)], dim=1).numpy()
 
 
@@ -90,15 +99,17 @@ class MatchedStates:
     positions: pd.DataFrame  # known_id, {t2t,s2t}_{subject,last}, n_{t2t,s2t}: token positions used
     # (known_id, reason) of the prompts without a subject span in one modality
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    token_rows: str | None = None  # the S→T rows the subject's units come from (speech.token_rows)
 
 
-def matched_states(model, tokenizer, spec: ModelSpec, pairs: Sequence[tuple[dict, dict]]) -> MatchedStates:
+def matched_states(model, lm, spec: ModelSpec, pairs: Sequence[tuple[dict, dict]]) -> MatchedStates:
     """Block outputs at the matched positions of each (T→T row, S→T row) pair (see :func:`shared_prompts`).
 
-    ``spec`` is the model entry. A prompt whose subject cannot be
-    located in one of the modalities is listed in ``skipped`` with the reason, never silently dropped.
+    ``spec`` is the model entry, ``lm`` the loaded model (or, for SpiritLM, its tokenizer; :func:`for_run`).
+    A prompt whose subject cannot be located in one of the modalities is listed in ``skipped`` with the
+    reason, never silently dropped.
     """
-    t2t, s2t = for_run(spec, "t2t", tokenizer), for_run(spec, "s2t", tokenizer)
+    t2t, s2t = for_run(spec, "t2t", lm), for_run(spec, "s2t", lm)
     adapter = get_adapter(model)
     kept, rows, skipped = [], [], []
     text: list[np.ndarray] = []
@@ -106,15 +117,16 @@ def matched_states(model, tokenizer, spec: ModelSpec, pairs: Sequence[tuple[dict
     for t_row, s_row in pairs:
         kid = int(t_row["known_id"])
         try:
-            t_ids, (_, t_end) = t2t.prompt(t_row)
-            s_ids, (_, s_end) = s2t.prompt(s_row)
+            t_inp, (_, t_end) = t2t.lm_input(t_row)
+            s_inp, (_, s_end) = s2t.lm_input(s_row)
         except SpanError as e:  # as the tracer: a prompt without a subject span is quarantined
             skipped.append((kid, f"known_id={kid}: {e}"))
             continue
+        t_ids, s_ids = t_inp.input_ids, s_inp.input_ids
         t_pos = {"subject": t_end - 1, "last": len(t_ids) - 1}
         s_pos = {"subject": s_end - 1, "last": len(s_ids) - 1}
-        text.append(block_states(model, t_ids, [t_pos[p] for p in POSITIONS]))
-        speech.append(block_states(model, s_ids, [s_pos[p] for p in POSITIONS]))
+        text.append(block_states(model, t_ids, [t_pos[p] for p in POSITIONS], t2t.inputs_embeds(t_inp)))
+        speech.append(block_states(model, s_ids, [s_pos[p] for p in POSITIONS], s2t.inputs_embeds(s_inp)))
         kept.append(kid)
         rows.append(
             {
@@ -130,7 +142,11 @@ def matched_states(model, tokenizer, spec: ModelSpec, pairs: Sequence[tuple[dict
     t_all = np.stack(text) if text else empty
     s_all = np.stack(speech) if speech else empty
     cols = ["known_id", *(f"t2t_{p}" for p in POSITIONS), "n_t2t", *(f"s2t_{p}" for p in POSITIONS), "n_s2t"]
+    modes = sorted({str(r["token_rows"]) for _, r in pairs if isinstance(r.get("token_rows"), str)})
+    if len(modes) > 1:
+        raise ValueError(f"the S→T known table mixes token rows {modes}")
     return MatchedStates(
+        token_rows=modes[0] if modes else None,
         known_ids=kept,
         text={p: t_all[:, i] for i, p in enumerate(POSITIONS)},
         speech={p: s_all[:, i] for i, p in enumerate(POSITIONS)},
@@ -152,7 +168,7 @@ def similarity_run(spec: ModelSpec | dict, t2t: str | Path, s2t: str | Path, req
     lm = load(spec)
     pairs = shared_prompts(pd.read_parquet(t2t), pd.read_parquet(s2t), require_known)
     log.info("%s: %d prompts in both sets (require_known=%s)", spec.name, len(pairs), require_known)
-    states = matched_states(lm.model, lm.tokenizer, spec, pairs)
+    states = matched_states(lm.model, lm, spec, pairs)
     for _kid, reason in states.skipped:
         log.warning("skipped %s", reason)
     log.info("token positions used:\n%s", states.positions.to_string())

@@ -30,7 +30,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .data import DataError, KnownRecord, Quarantined, sha256_file, validate_record
+from .data import DataError, KnownRecord, Quarantined, mark_duplicates, sha256_file, validate_record
 
 log = logging.getLogger(__name__)
 
@@ -92,41 +92,97 @@ def _read_json(path: Path, limit: int | None) -> list[object]:
 
 
 def _read_jsonl(path: Path, limit: int | None) -> list[object]:
+    text = _Text(path, "utf-8")
     out: list[object] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if limit is not None and len(out) >= limit:
-                break
-            if not line.strip():
-                continue  # blank lines are not records
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                out.append(_Unreadable(f"line {lineno} is not valid JSON ({e.msg} at column {e.colno})"))
+    for lineno, (line, start) in enumerate(text.lines(), 1):
+        if limit is not None and len(out) >= limit:
+            break
+        if not line.strip():
+            continue  # blank lines are not records
+        bad = text.bad_byte(start, start + len(line))
+        if bad:
+            out.append(_Unreadable(f"line {lineno} is not UTF-8 text ({bad})"))
+            continue
+        try:
+            out.append(json.loads(line.rstrip("\r\n")))
+        except json.JSONDecodeError as e:
+            out.append(_Unreadable(f"line {lineno} is not valid JSON ({json_problem(e)})"))
     return out
 
 
+def json_problem(e: json.JSONDecodeError) -> str:
+    """json's message as one readable phrase: "Unterminated string starting at column 12", "invalid control
+    character '\\t' at column 9" (json's own messages end in " at" when it adds the position itself)."""
+    msg = e.msg.removesuffix(" at")
+    if msg == "Invalid control character" and e.pos < len(e.doc):
+        msg = f"{msg} {e.doc[e.pos]!r}"
+    return f"{msg} at column {e.colno}"
+
+
+class _Text:
+    """A text file decoded so that one invalid UTF-8 byte spoils only its own record: each such byte becomes
+    a lone surrogate (``surrogateescape``), found again by :meth:`bad_byte` with its offset in the file."""
+
+    _BAD = re.compile("[\udc80-\udcff]")
+
+    def __init__(self, path: Path, encoding: str):
+        data = path.read_bytes()
+        self.bom = 3 if encoding == "utf-8-sig" and data.startswith(b"\xef\xbb\xbf") else 0
+        self.text = data.decode(encoding, errors="surrogateescape")
+
+    def lines(self):
+        """(line with its ending, offset of its first character) for each line, as csv wants them."""
+        import io
+
+        start = 0
+        for line in io.StringIO(self.text, newline=""):
+            yield line, start
+            start += len(line)
+
+    def bad_byte(self, start: int, end: int) -> str | None:
+        """The first invalid byte in characters [start, end), as "byte b'\\xff' at offset N", or None."""
+        m = self._BAD.search(self.text, start, end)
+        if m is None:
+            return None
+        offset = self.bom + len(self.text[: m.start()].encode("utf-8", errors="surrogateescape"))
+        return f"byte {bytes([ord(m.group()) - 0xDC00])!r} at offset {offset}"
+
+
 def _read_csv(path: Path, limit: int | None) -> list[object]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-        reader = csv.reader(f, dialect)
-        header = next(reader, None)
-        if not header or not any(h.strip() for h in header):
-            raise DataError(f"{path}: no header row")
-        header = [h.strip() for h in header]
-        dups = sorted({h for h in header if header.count(h) > 1})
-        if dups:
-            raise DataError(f"{path}: duplicate column names {dups} in the header")
-        out: list[object] = []
-        for row in reader:
-            if limit is not None and len(out) >= limit:
-                break
-            if not row:
-                continue  # blank lines are not records
-            if len(row) != len(header):
-                out.append(_Unreadable(f"line {reader.line_num} has {len(row)} fields, the header has {len(header)}"))
-            else:
-                out.append(_CsvRow(zip(header, row, strict=True)))
+    text = _Text(path, "utf-8-sig")
+    ends = [0]  # character offset after each line the reader has taken, so a row's text is known
+
+    def lines():
+        for line, start in text.lines():
+            ends.append(start + len(line))
+            yield line
+
+    reader = csv.reader(lines(), "excel-tab" if path.suffix.lower() == ".tsv" else "excel")
+    header = next(reader, None)
+    if not header or not any(h.strip() for h in header):
+        raise DataError(f"{path}: no header row")
+    bad = text.bad_byte(0, ends[-1])
+    if bad:
+        raise DataError(f"{path}: the header row is not UTF-8 text ({bad})")
+    header = [h.strip() for h in header]
+    dups = sorted({h for h in header if header.count(h) > 1})
+    if dups:
+        raise DataError(f"{path}: duplicate column names {dups} in the header")
+    out: list[object] = []
+    row_start = ends[-1]
+    for row in reader:
+        span, row_start = (row_start, ends[-1]), ends[-1]
+        if limit is not None and len(out) >= limit:
+            break
+        if not row:
+            continue  # blank lines are not records
+        bad = text.bad_byte(*span)
+        if bad:
+            out.append(_Unreadable(f"line {reader.line_num} is not UTF-8 text ({bad})"))
+        elif len(row) != len(header):
+            out.append(_Unreadable(f"line {reader.line_num} has {len(row)} fields, the header has {len(header)}"))
+        else:
+            out.append(_CsvRow(zip(header, row, strict=True)))
     return out
 
 
@@ -164,15 +220,34 @@ def get_path(record: Mapping, column: str) -> object:
     return value
 
 
-def detect_layout(raw: list[object]) -> str:
-    """counterfact if records have ``requested_rewrite``, popqa if they have subj/prop/obj and no prompt,
-    else facts (judged on the first record that is an object)."""
-    first = next((r for r in raw if isinstance(r, Mapping)), {})
-    if "requested_rewrite" in first:
+def record_layout(record: object) -> str | None:
+    """The layout one record's columns point to: counterfact (``requested_rewrite``), popqa (``subj``,
+    ``prop``, ``obj`` and no ``prompt``), facts (``prompt``), or None (none of these, or not an object)."""
+    if not isinstance(record, Mapping):
+        return None
+    if "requested_rewrite" in record:
         return "counterfact"
-    if {"subj", "prop", "obj"} <= first.keys() and "prompt" not in first:
+    if {"subj", "prop", "obj"} <= record.keys() and "prompt" not in record:
         return "popqa"
-    return "facts"
+    return "facts" if "prompt" in record else None
+
+
+def detect_layout(raw: list[object]) -> tuple[str, str]:
+    """``data.format: auto``: the layout most records point to (:func:`record_layout`), and a phrase saying
+    how it was decided. No record points anywhere: facts. A tie is a DataError (set data.format)."""
+    votes: dict[str, int] = {}
+    for r in raw:
+        layout = record_layout(r)
+        if layout:
+            votes[layout] = votes.get(layout, 0) + 1
+    if not votes:
+        return "facts", "data.format: auto; no record has a prompt, requested_rewrite or subj/prop/obj column"
+    ranked = sorted(votes.items(), key=lambda kv: -kv[1])
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        counts = ", ".join(f"{n} look like {layout}" for layout, n in ranked)
+        raise DataError(f"data.format: auto cannot decide the layout ({counts}); set data.format to one of {list(LAYOUTS)}")
+    layout, n = ranked[0]
+    return layout, f"data.format: auto, {n} of {len(raw)} records look like {layout}"
 
 
 def resolve_columns(raw: list[object], layout: str, columns: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
@@ -195,8 +270,10 @@ def required_fields(layout: str) -> tuple[str, ...]:
             "popqa": ("relation", "subject", "attribute")}[layout]
 
 
-def check_columns(raw: list[object], cols: Mapping[str, str | None], layout: str, source: str) -> None:
-    """A DataError if a column the layout needs (or a configured id) is in none of the records."""
+def check_columns(raw: list[object], cols: Mapping[str, str | None], layout: str, source: str,
+                  how: str | None = None) -> None:
+    """A DataError if a column the layout needs (or a configured id) is in none of the records; it names the
+    layout and ``how`` it was chosen, since a wrong layout is the other way to get there."""
     dicts = [r for r in raw if isinstance(r, Mapping)]
     if not dicts:
         return  # every record is quarantined on its own
@@ -205,8 +282,10 @@ def check_columns(raw: list[object], cols: Mapping[str, str | None], layout: str
         col = cols[field]
         if all(get_path(r, col) is _MISSING for r in dicts):
             keys = sorted({k for r in dicts[:100] for k in r})
+            others = " or ".join(x for x in LAYOUTS if x != layout)
             raise DataError(f"{source}: no record has column {col!r} ({field}; set data.columns.{field}); "
-                            f"the columns are {keys}")
+                            f"the columns are {keys}; the file is read in the {layout} layout "
+                            f"({how or 'data.format: ' + layout}; data.format: {others} reads it otherwise)")
 
 
 # ---------------------------------------------------------------------------------------- records
@@ -266,10 +345,11 @@ def _fields(raw: Mapping, kid: int, layout: str, cols: Mapping[str, str | None],
 def convert_record(index: int, raw: object, layout: str, cols: Mapping[str, str | None],
                    templates: Mapping[str, str] | None = None) -> KnownRecord | Quarantined:
     """One input record → a validated KnownRecord, or a Quarantined row (stage ``load``) with the reason."""
+    position = None if cols["id"] else index  # without an id column the id is the position, known even here
     if isinstance(raw, _Unreadable):
-        return Quarantined(index, None, "load", str(raw))
+        return Quarantined(index, position, "load", str(raw))
     if not isinstance(raw, Mapping):
-        return Quarantined(index, None, "load", f"record #{index} is a {type(raw).__name__}, not an object")
+        return Quarantined(index, position, "load", f"record #{index} is a {type(raw).__name__}, not an object")
     kid = None
     try:
         kid = _id(raw, cols["id"]) if cols["id"] else index
@@ -289,19 +369,33 @@ def read_facts(path: str | Path, layout: str = "auto", columns: Mapping[str, str
     layout used). Every one of those input records is in exactly one of the two lists."""
     source = str(path)
     raw, _ = read_raw(path, limit)
+    how = None
     if layout == "auto":
-        layout = detect_layout(raw)
+        layout, how = detect_layout(raw)
+        log.info("%s: read as %s (%s)", source, layout, how)
     cols = resolve_columns(raw, layout, columns)
     if layout == "popqa" and not templates:
         props = sorted({str(get_path(r, cols["relation"])) for r in raw if isinstance(r, Mapping)})[:20]
         raise DataError(f"{source}: a PopQA-style table needs data.templates, a cloze template with {{}} for the "
                         f"subject per {cols['relation']!r}; values in the file: {props}")
-    check_columns(raw, cols, layout, source)
+    check_columns(raw, cols, layout, source, how)
     records: list[KnownRecord] = []
     quarantined: list[Quarantined] = []
     first: dict[int, int] = {}  # id -> input index of its first record
     dups: list[str] = []
     for i, item in enumerate(raw):
+        other = record_layout(item) if how else None
+        if other not in (None, layout):
+            # auto: a record of another layout than most (a minority) is quarantined, not misread
+            kid = i
+            if cols["id"]:
+                try:
+                    kid = _id(item, cols["id"])
+                except _Bad:
+                    kid = None
+            quarantined.append(Quarantined(i, kid, "load", f"record #{i} looks like the {other} layout, the file is "
+                                                           f"read as {layout} ({how}); set data.format to choose"))
+            continue
         r = convert_record(i, item, layout, cols, templates)
         if isinstance(r, Quarantined):
             quarantined.append(r)
@@ -312,7 +406,7 @@ def read_facts(path: str | Path, layout: str = "auto", columns: Mapping[str, str
         records.append(r)
     if dups:
         raise DataError(f"{source}: duplicate id {', '.join(dups[:10])}; ids must be unique to join results")
-    return records, quarantined, layout
+    return mark_duplicates(records, source), quarantined, layout
 
 
 def check_sha256(path: str | Path, expected: str | None) -> str:

@@ -7,6 +7,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from crosstrace.config import check, runs
+from crosstrace.devices import share_devices_in
 from crosstrace.filtering import select_for_trace
 from crosstrace.offline import hub_models
 from crosstrace.shards import shard_blocks
@@ -31,6 +32,13 @@ def workflow_path(p):
 # engine, stats.compare runs) is checked once, by the package: crosstrace.config.check.
 SPECS = check(config)
 MODELS = {m["name"]: m for m in config["models"]}
+# A local run with cuda models: each GPU job takes its own device for its lifetime, so `--resources gpu=N`
+# on a machine with N GPUs runs N jobs on N devices (crosstrace.devices: lock-file slots over
+# CROSSTRACE_GPUS / CUDA_VISIBLE_DEVICES / nvidia-smi). Cluster jobs keep the devices Slurm gives them. A
+# model pinned to a device (`device: cuda:1`) keeps its pin: then the jobs share no slots.
+CUDA_DEVICES = {spec.device for spec in SPECS.values() if spec.cuda}
+if CUDA_DEVICES == {"cuda"}:
+    share_devices_in(workflow)
 # Offline when every model is on this machine, so nothing reaches for the network; with a hub model the hub is
 # allowed (an explicit HF_HUB_OFFLINE=1 still wins: hub models then load from the HF cache). Jobs inherit it.
 if not hub_models(config, workflow_path):
@@ -38,7 +46,7 @@ if not hub_models(config, workflow_path):
 RUNS = runs(config)
 # Models traced on S→T: their per-unit view (rule unit_view, workflow/rules/unit_view.smk).
 S2T_MODELS = [name for name, spec in SPECS.items() if "s2t" in spec.modalities]
-# Models traced on both T→T and S→T (s2t implies family spiritlm): their text and speech states are compared
+# Models traced on both T→T and S→T (s2t implies a speech family): their text and speech states are compared
 # layer by layer (rule similarity, workflow/rules/similarity.smk).
 SIMILARITY_MODELS = (
     [name for name, spec in SPECS.items() if {"t2t", "s2t"} <= set(spec.modalities)]
@@ -110,11 +118,10 @@ def trace_params(engine=None):
     }
 
 
-def trace_shards(wildcards, screened=SCREEN):
-    """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts (the
-    package's selection: known ones, filter.expect_answer, capped by trace.max_prompts, in dataset order;
-    read after the filter checkpoint). With ``screened``, only those the screen selected for exact tracing
-    (read after the screen checkpoint)."""
+def selected_ids(wildcards, screened=SCREEN):
+    """known_ids of the prompts a run traces: the package's selection (known ones, filter.expect_answer,
+    capped by trace.max_prompts, in dataset order; read after the filter checkpoint). With ``screened``,
+    only those the screen selected for exact tracing (read after the screen checkpoint)."""
     known = checkpoints.filter_known.get(model=wildcards.model, modality=wildcards.modality).output.table
     f = config["filter"]
     selected = select_for_trace(
@@ -127,7 +134,20 @@ def trace_shards(wildcards, screened=SCREEN):
         table = checkpoints.screen.get(model=wildcards.model, modality=wildcards.modality).output.table
         screen = pd.read_parquet(table, columns=["known_id", "selected"])
         selected = selected[selected["known_id"].isin(screen.loc[screen["selected"], "known_id"])]
-    return shard_blocks(selected["known_id"], config["trace"]["shard_size"])
+    return selected["known_id"]
+
+
+def trace_shards(wildcards, screened=SCREEN):
+    """known_ids of each trace shard: fixed blocks of trace.shard_size over the selected prompts."""
+    return shard_blocks(selected_ids(wildcards, screened), config["trace"]["shard_size"])
+
+
+def atp_shards(wildcards):
+    """known_ids of each shard of the screen's AtP pass (every selected prompt): blocks of
+    trace.screen.shard_size; null, all in one job, so the model loads once for a pass of about a second
+    per prompt (the job's checkpoint keeps it resumable, crosstrace.resume)."""
+    ids = selected_ids(wildcards, screened=False)
+    return shard_blocks(ids, config["trace"]["screen"]["shard_size"] or max(1, len(ids)))
 
 
 def trace_shard_ids(wildcards):
@@ -137,7 +157,7 @@ def trace_shard_ids(wildcards):
 
 def atp_shard_ids(wildcards):
     """The trace_atp rule's known_ids param: the screen's approximate pass covers every selected prompt."""
-    return shard_ids(trace_shards(wildcards, screened=False), wildcards.shard)
+    return shard_ids(atp_shards(wildcards), wildcards.shard)
 
 
 def shard_ids(shards, shard):
@@ -149,11 +169,12 @@ def shard_ids(shards, shard):
 
 def shard_outputs(wildcards, stage=""):
     """The shard tables of a run; ``stage`` "atp/": the screen's approximate pass over every prompt."""
+    shards = atp_shards(wildcards) if stage else trace_shards(wildcards)
     return expand(
         f"{R}/{{model}}/{{modality}}/{stage}shards/{{shard}}.parquet",
         model=wildcards.model,
         modality=wildcards.modality,
-        shard=range(len(trace_shards(wildcards, screened=SCREEN and not stage))),
+        shard=range(len(shards)),
     )
 
 
@@ -238,7 +259,8 @@ def manifest_shards(wildcards):
 
 
 def filter_inputs(wildcards):
-    """T→T: the validated records. S→T also: speech selection, manifests, QC, alignment, units."""
+    """T→T: the validated records. S→T also: speech selection, manifests, QC, alignment, and the model's
+    speech input step (units: SpiritLM's speech units, Qwen2-Audio's audio positions)."""
     inp = {
         "records": f"{R}/data/records.parquet",
         "validation": f"{R}/data/quarantine.parquet",
@@ -255,8 +277,22 @@ def filter_inputs(wildcards):
     return inp
 
 
+def filter_aligner(wildcards):
+    """The filter_known rule's aligner param: S→T prompts take their spans from speech.align.use; T→T has
+    none, so changing the aligner reruns no T→T job."""
+    return SPEECH["align"]["use"] if wildcards.modality == "s2t" else None
+
+
+def filter_rows(wildcards):
+    """The filter_known rule's S→T row settings (speech.token_rows, speech.pause_owner); T→T has none."""
+    if wildcards.modality != "s2t":
+        return None
+    return {k: SPEECH[k] for k in ("token_rows", "pause_owner")}
+
+
 def noise_inputs(wildcards):
-    """T→T: std over the dataset's subjects; S→T: over the unit tokens in the S→T subject spans (known table)."""
+    """T→T: std over the dataset's subjects; S→T: over the input embeddings at the subjects' audio positions
+    (known table)."""
     records = (
         f"{R}/{wildcards.model}/s2t/known.parquet"
         if wildcards.modality == "s2t"

@@ -13,6 +13,7 @@ checkpoint filter_known:
     params:
         spec=model_spec,
         max_new_tokens=config["filter"]["max_new_tokens"],
-        aligner=lambda wc: config["speech"]["align"]["use"] if wc.modality == "s2t" else None,
+        aligner=filter_aligner,
+        rows=filter_rows,
     script:
         "../../scripts/filter_known.py"

@@ -166,7 +166,7 @@ rule compare:
     params:
         pair=lambda wc: PAIRS[wc.pair],
         kinds=KINDS,
-        stats={k: config["stats"][k] for k in ("n_perm", "seed", "alpha", "n_boot", "level")},
+        stats={k: config["stats"][k] for k in ("n_perm", "seed", "alpha", "n_boot", "level", "category_mean")},
     script:
         "../../scripts/compare.py"
 

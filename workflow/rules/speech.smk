@@ -1,6 +1,6 @@
 # Speech side: synthesise the prompts (TTS), check them with Whisper (WER), find the subject's time span in
-# each clip (CTC forced alignment, TTS timings, Whisper timestamps), and encode the clips into SpiritLM's
-# speech units per model. Engine: crosstrace.speech.
+# each clip (CTC forced alignment, TTS timings, Whisper timestamps), and run each speech model's input step
+# on the clips (SpiritLM's speech units; Qwen2-Audio's audio positions). Engine: crosstrace.speech.
 # Its helper functions (SPEECH, speech_shard_ids, ...) live in common.smk (snakemake --lint: no functions
 # among rules). Shard jobs read the validated records and get their known_ids as a param (a fixed block of
 # the speech selection), so raising speech.max_prompts adds shards and leaves finished ones alone.
@@ -167,8 +167,9 @@ rule speech:
         SPEECH_TARGETS,
 
 
-# Speech → text for SpiritLM: WAVs → speech units per model (HuBERT 25 Hz + quantizer, deduplicated), read
-# by the modality-aware rules filter_known and noise_std.
+# Speech → text: each speech family's input step per model, read by the modality-aware rules filter_known and
+# noise_std. SpiritLM: WAVs → speech units (HuBERT 25 Hz + quantizer, deduplicated); Qwen2-Audio: the count
+# of audio positions of each clip (processor and the encoder's length rule, no model run).
 rule speech_units:
     input:
         manifest=f"{R}/speech/manifest/{{shard}}.parquet",

@@ -40,7 +40,7 @@ rule merge:
         "../../envs/crosstrace.yaml"
     params:
         trace=trace_params(),
-        stats={k: config["stats"][k] for k in ("n_boot", "seed", "level")},
+        stats={k: config["stats"][k] for k in ("n_boot", "seed", "level", "category_mean")},
         select={
             "require_known": config["filter"]["require_known"],
             "expect_answer": config["filter"]["expect_answer"],

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from crosstrace.audio import resample
+from crosstrace.audio import check_rate, resample_to_16k
 from crosstrace.models.loading import ModelLoadError, load_error_text, refused_pickle
 
 SAMPLE_RATE = 16000
@@ -34,7 +34,6 @@ CHUNK_SAMPLES = 1_600_000  # 100 s
 MIN_CHUNK_SAMPLES = 1280  # 80 ms
 HUBERT_LAYER = 11  # 1-based
 MAX_BLANK_PASSES = 10_000
-MIN_INPUT_RATE = 1000  # Hz; anything lower is not speech audio
 
 HUBERT_FILE = Path("speech_tokenizer") / "hubert_25hz" / "mhubert_base_25hz.pt"
 QUANTIZER_FILE = Path("speech_tokenizer") / "hubert_25hz" / "L11_quantizer_500.pt"
@@ -434,21 +433,6 @@ def to_mono_float(audio, channel_id: int | None = None) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def resample_to_16k(wav: np.ndarray, sr) -> np.ndarray:
-    """Check the sample rate, then resample to 16 kHz with SpiritLM's resampler
-    (:func:`crosstrace.audio.resample_to_16k`); identity at 16 kHz."""
-    if isinstance(sr, float) and sr.is_integer():
-        sr = int(sr)
-    if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool):
-        raise SpeechTokenizerError(f"sample rate must be a whole number of Hz, got {sr!r}")
-    sr = int(sr)
-    if sr < MIN_INPUT_RATE:
-        raise SpeechTokenizerError(f"cannot handle audio at {sr} Hz (need at least {MIN_INPUT_RATE} Hz)")
-    if sr == SAMPLE_RATE:
-        return wav
-    return resample(wav, sr, SAMPLE_RATE)
-
-
 def dedup_units(units: Sequence[int]) -> tuple[list[int], list[int]]:
     """Collapse runs of equal consecutive units, keeping the first of each run; also the run lengths.
 
@@ -520,6 +504,10 @@ class SpeechTokenizer:
         return fill_blanks(raw, self.quantizer.blank)
 
     def encode(self, audio: np.ndarray, sr: int, channel_id: int | None = None) -> Units:
+        try:
+            sr = check_rate(sr)
+        except ValueError as e:
+            raise SpeechTokenizerError(str(e)) from None
         wav = resample_to_16k(to_mono_float(audio, channel_id), sr)
         units: list[int] = []
         chunk_frames: list[int] = []

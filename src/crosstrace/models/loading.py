@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ..io import NO_SPACE
+
 log = logging.getLogger(__name__)
 
 OFFLINE_DEFAULT = "smollm2-135m-offline"
@@ -164,6 +166,8 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32", cache_dir
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], weights_only=True)
     except _weight_errors() as e:
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            raise  # a full disk somewhere (a log, a cache) is not a broken model: the job's hook names it
         refused = refused_pickle(f"the weights file in {path}", e, safetensors_hint(path))
         if refused:
             raise ModelLoadError(refused) from None

@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -32,14 +34,15 @@ from crosstrace.models.loading import (
     LoadedModel,
     ModelLoadError,
     _weight_errors,
+    own_memory,
     refused_pickle,
     resolve_device,
     safetensors_hint,
 )
+from crosstrace.models.speech_family import AudioGrid, LMInput, SpokenPrompt
 from crosstrace.spans import Encoded, SpanError, token_span_from_offsets
 
 BOS_ID = 1
-EOS_ID = 2
 TEXT_ID = 32000
 SPEECH_ID = 32001
 HU0_ID = 32002
@@ -188,20 +191,6 @@ def load_spiritlm_bundle(folder: str | Path, device: str = "cpu", dtype: str = "
 # -------------------------------------------------------------------------------------------- prompts
 
 
-def units_to_string(dedup_units: Sequence[int]) -> str:
-    """``[Hu99][Hu49]…`` (no separators, plain decimal)."""
-    return "".join(f"[Hu{int(u)}]" for u in dedup_units)
-
-
-def s2t_prompt(dedup_units: Sequence[int]) -> str:
-    """SpiritLM's S→T prompt string: ``[Speech][Hu..]…[Text]`` (nothing after the final marker)."""
-    return SPEECH_MARKER + units_to_string(dedup_units) + TEXT_MARKER
-
-
-def t2t_prompt(text: str) -> str:
-    return TEXT_MARKER + text
-
-
 def _space_id(tokenizer) -> int:
     sid = tokenizer.convert_tokens_to_ids(SPACE_PIECE)
     if sid is None or sid == getattr(tokenizer, "unk_token_id", None):
@@ -221,11 +210,6 @@ def s2t_ids(dedup_units: Sequence[int], stray_space: bool = STRAY_SPACE_DEFAULT,
         raise ValueError(f"speech units must be in 0..{N_HU - 1}, got {bad[:5]}")
     head = [BOS_ID, space_id] if stray_space else [BOS_ID]
     return head + [SPEECH_ID] + [HU0_ID + u for u in units] + [TEXT_ID]
-
-
-def s2t_unit_offset(stray_space: bool = STRAY_SPACE_DEFAULT) -> int:
-    """Position of the first unit in :func:`s2t_ids` (2, or 3 with the stray ``▁``)."""
-    return 3 if stray_space else 2
 
 
 def t2t_encode(tokenizer, prompt: str, subject: str | None = None, stray_space: bool = STRAY_SPACE_DEFAULT,
@@ -265,7 +249,120 @@ def t2t_encode(tokenizer, prompt: str, subject: str | None = None, stray_space: 
     return Encoded(ids, offsets, span)
 
 
-def t2t_ids(tokenizer, text: str, stray_space: bool = STRAY_SPACE_DEFAULT, first_word_space: bool = False) -> list[int]:
-    """Token ids of the T→T prompt ``[Text]`` + text (see the module docstring for the ▁ convention)."""
-    return t2t_encode(tokenizer, text, None, stray_space, first_word_space).input_ids
+# ------------------------------------------------------------------------------- the speech-family contract
 
+#: speech tokenizer files under a SpiritLM checkpoint root (docs/spiritlm.md, "Checkpoint layout")
+HUBERT_FILES = (
+    Path("speech_tokenizer") / "hubert_25hz" / "mhubert_base_25hz.pt",
+    Path("speech_tokenizer") / "hubert_25hz" / "L11_quantizer_500.pt",
+)
+#: HuBERT 25 Hz: one frame per 640 samples at 16 kHz (docs/spiritlm.md, "Speech tokenizer"); paper eq. 2's 25
+UNIT_RATE = 16000 / 640
+
+
+def check_spiritlm_root(root: str | Path, modalities: Sequence[str] = ("t2t",)) -> Path:
+    """The SpiritLM LM folder; with ``s2t`` also the speech tokenizer files. Errors name expected paths."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ModelLoadError(
+            f"SpiritLM checkpoint root {root} does not exist; expected {root / LM_SUBDIR} "
+            "(the $SPIRITLM_CHECKPOINTS_DIR layout, see docs/paper-run.md)"
+        )
+    folder = resolve_spiritlm_folder(root)
+    if "s2t" in modalities:
+        base = root if folder != root else root.parent.parent
+        missing = [str(base / f) for f in HUBERT_FILES if not (base / f).is_file()]
+        if missing:
+            raise ModelLoadError(f"SpiritLM speech tokenizer file(s) missing (needed for s2t): {', '.join(missing)}")
+    return folder
+
+
+def speech_root(spec) -> Path:
+    """The SpiritLM checkpoint root (holding speech_tokenizer/) of a spiritlm entry."""
+    root = Path(spec.path).expanduser()
+    if (root / "config.json").exists():  # the LM folder itself was given
+        root = root.parent.parent
+    return root
+
+
+@dataclass
+class SpiritLMSpeech(LoadedModel):
+    """A loaded SpiritLM as a speech family (:mod:`crosstrace.models.speech_family`): discrete units in the
+    vocabulary, so the input embeddings are those of the ids."""
+
+    stray_space: bool = STRAY_SPACE_DEFAULT
+    family: ClassVar[str] = "spiritlm"
+    speech_input: ClassVar[str] = "units"
+    last_token: ClassVar[dict[str, str]] = {"t2t": "the prompt's last text token", "s2t": TEXT_MARKER}
+
+    def t2t(self, prompt: str, subject: str | None = None) -> Encoded:
+        return t2t_encode(self.tokenizer, prompt, subject, stray_space=self.stray_space)
+
+    def text_tokens(self, prompt: str, subject: str | None = None) -> Encoded:
+        """The tokens after ``[Text]`` in the T→T prompt, with the subject among them (no subject: (0, 0))."""
+        enc = self.t2t(prompt, subject)
+        head = enc.input_ids.index(TEXT_ID) + 1
+        b, e = enc.subject_span
+        span = (b - head, e - head) if subject is not None else (0, 0)
+        return Encoded(enc.input_ids[head:], enc.offsets[head:], span)
+
+    def s2t(self, spoken: SpokenPrompt) -> LMInput:
+        """``[BOS] (▁) [Speech] units… [Text]``; position i of the grid is unit i with its run of 25 Hz frames."""
+        if spoken.units is None or spoken.run_lengths is None:
+            raise SpanError("SpiritLM S→T needs the clip's deduplicated units and run lengths (the units step)")
+        if len(spoken.units) != len(spoken.run_lengths):
+            raise SpanError(f"{len(spoken.units)} units but {len(spoken.run_lengths)} run lengths")
+        ids = s2t_ids(spoken.units, self.stray_space)
+        return LMInput(ids, AudioGrid(UNIT_RATE, tuple(int(r) for r in spoken.run_lengths),
+                                      ids.index(SPEECH_ID) + 1))  # the first unit follows [Speech]
+
+    def inputs_embeds(self, inp: LMInput) -> None:
+        return None  # units are tokens: the engines embed the ids
+
+    def text_bad_words(self) -> list[list[int]]:
+        """The markers and every unit (and the expressive model's pitch and style tokens)."""
+        vocab = self.model.get_input_embeddings().weight.shape[0] if self.model is not None else 32512
+        return text_bad_words(vocab)
+
+    def token_labels(self, input_ids: Sequence[int], tokens: Sequence[str]) -> list[str]:
+        """Units as ``[Hu17]``, the markers as ``[Text]`` / ``[Speech]``."""
+        return [unit_label(int(i)) or str(t) for i, t in zip(input_ids, tokens, strict=True)]
+
+
+def unit_label(i: int) -> str | None:
+    """``[Hu123]`` for unit ids, ``[Text]``/``[Speech]`` for markers, else None."""
+    if HU0_ID <= i <= HU_LAST_ID:
+        return f"[Hu{i - HU0_ID}]"
+    return {TEXT_ID: TEXT_MARKER, SPEECH_ID: SPEECH_MARKER}.get(i)
+
+
+class _Family:
+    """``family: spiritlm``: a checkpoint root (``$SPIRITLM_CHECKPOINTS_DIR``) or the LM folder itself."""
+
+    name = "spiritlm"
+
+    def prepare(self, spec) -> str:
+        return str(check_spiritlm_root(spec.path, spec.modalities))
+
+    def load(self, spec) -> SpiritLMSpeech:
+        lm = load_spiritlm_bundle(spec.load_path, spec.device, spec.dtype, name=spec.name or "spiritlm")
+        if lm.device.type == "cpu":
+            own_memory(lm.model)
+        return SpiritLMSpeech(lm.name, lm.model, lm.tokenizer, lm.device, lm.dtype, stray_space=_stray(spec))
+
+    def with_tokenizer(self, spec, tokenizer) -> SpiritLMSpeech:
+        """Prompts without weights: SpiritLM's ids need only its tokenizer."""
+        return SpiritLMSpeech(spec.name, None, tokenizer, torch.device("cpu"), torch.float32, stray_space=_stray(spec))
+
+    def speech_encoder(self, spec):
+        """HuBERT 25 Hz + the quantizer from the checkpoint root (:class:`crosstrace.models.hubert.SpeechTokenizer`)."""
+        from .hubert import SpeechTokenizer
+
+        return SpeechTokenizer.from_checkpoints(speech_root(spec), device=resolve_device(spec.device))
+
+
+def _stray(spec) -> bool:
+    return STRAY_SPACE_DEFAULT if spec.stray_space is None else spec.stray_space
+
+
+FAMILY = _Family()

@@ -3,6 +3,14 @@
 One run is a (model, modality) pair. :func:`compare_runs` computes everything ``results/compare/{a}_vs_{b}/``
 holds from the two runs' ``category_ie`` and ``aie`` tables; :func:`write_comparison` writes it (table,
 summary JSON, difference figure, HTML page). The statistics themselves live in :mod:`.stats`.
+
+Pairs are (prompt, kind, category, layer) cells present in both runs. An S→T run's rows are text tokens
+(``token_rows`` in its tables, from ``speech.token_rows``): with ``prompt`` they are the prompt's own T→T
+tokens, so a T→T/S→T pair compares the same tokens in each subject category (S→T's last token is the
+``[Text]`` marker, after every spoken token); with ``spoken`` (the paper) they are the
+spoken text tokens, so a category pairs the same part of the prompt (its subject's first, middle and last
+tokens, …) as each modality tokenizes it, and a prompt enters a category's cells only where both runs have
+that category. :func:`token_rows_note` says which, on the page, in the figure title and in the summary.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from matplotlib.figure import Figure
 from ..answers import answer_label
 from ..io import write_json, write_parquet
 from . import html
-from .figures import difference_figure, run_label, save
+from .figures import category_mean_label, difference_figure, run_label, save
 from .stats import Model, paired_comparison, peak_ratio_ci, peak_summary, quote_peak_ratio
 
 __all__ = [
@@ -32,14 +40,16 @@ __all__ = [
     "comparison_table",
     "peak_ratios",
     "significant_by_kind",
+    "token_rows_note",
     "write_comparison",
 ]
 
 #: The comparison table's columns (those of :func:`.stats.paired_comparison`), also when it is empty.
 COLUMNS = ["a_model", "a_modality", "b_model", "b_modality", "kind", "category", "layer", "n", "mean_a", "mean_b",
            "diff", "p", "q", "significant"]
-TEST = ("two-sided sign-flip permutation test of the mean paired IE difference (a − b) per "
-        "(kind, category, layer); Benjamini–Hochberg across all cells")
+TEST = ("two-sided permutation test of the AIE difference (a − b) over the paired prompts per (kind, category, "
+        "layer), each permutation swapping the two sides of a random half of the prompts (all their positions); "
+        "Benjamini–Hochberg across all cells")
 
 _log = logging.getLogger("crosstrace")
 
@@ -56,17 +66,19 @@ class Comparison:
     n_pairs: int  # prompts traced in both runs
     peak_ratios: dict[str, dict]  # kind → sentence, ratio, ci_low, ci_high (or None and why_not)
     by_kind: dict[str, dict]  # kind → cells, significant, n_pairs_max
-    stats: Mapping  # the config's stats section: n_perm, seed, alpha, n_boot, level
+    stats: Mapping  # the config's stats section: n_perm, seed, alpha, n_boot, level, category_mean
     answer_modes: tuple[str, ...] = ("top1",)  # trace.answer of the compared runs (figure title)
+    token_rows: tuple[str | None, str | None] = (None, None)  # a's and b's S→T rows (None: a T→T run)
 
     def summary(self) -> dict:
         """The summary JSON."""
         return {
-            "a": {"model": self.a[0], "modality": self.a[1]},
-            "b": {"model": self.b[0], "modality": self.b[1]},
+            "a": {"model": self.a[0], "modality": self.a[1], "token_rows": self.token_rows[0]},
+            "b": {"model": self.b[0], "modality": self.b[1], "token_rows": self.token_rows[1]},
+            "pairing": token_rows_note(self.token_rows),
             "n_pairs": self.n_pairs,
             "test": TEST,
-            **{k: self.stats[k] for k in ("n_perm", "alpha", "seed")},
+            **{k: self.stats[k] for k in ("n_perm", "alpha", "seed", "category_mean")},
             "by_kind": self.by_kind,
             "peaks": self.peaks.replace({np.nan: None}).to_dict("records"),
             "peak_ratios": self.peak_ratios,
@@ -77,12 +89,39 @@ def _run(cat: pd.DataFrame, m: Model) -> pd.Series:
     return (cat["model"] == m[0]) & (cat["modality"] == m[1])
 
 
+def run_token_rows(cat: pd.DataFrame, m: Model) -> str | None:
+    """Which text tokens an S→T run's rows are (``spoken`` | ``prompt``; the ``token_rows`` column of its
+    category table), or None for a T→T run (its rows are its own tokens)."""
+    if "token_rows" not in cat:
+        return None
+    rows = sorted(set(cat.loc[_run(cat, m), "token_rows"].dropna()))
+    if len(rows) > 1:
+        raise ValueError(f"run {m} mixes S→T token rows {rows} (tables built with different speech.token_rows)")
+    return rows[0] if rows else None
+
+
+def token_rows_note(token_rows: Sequence[str | None]) -> str:
+    """One sentence on what a cell pairs, given each run's S→T rows (None: T→T)."""
+    rows = {r for r in token_rows if r}
+    if not rows:
+        return "each run's rows are its own prompt tokens; cells pair prompts by category"
+    if rows == {"prompt"}:
+        return ("S→T rows are the prompt's own T→T tokens (speech.token_rows: prompt): the subject categories "
+                "hold the same tokens in both runs (token-for-token pairing; S→T's last token is the template's token after the audio, SpiritLM's [Text])")
+    if rows == {"spoken"}:
+        return ("S→T rows are the spoken text tokens (speech.token_rows: spoken, the paper): a category pairs the "
+                "same part of the prompt as each modality tokenizes it; prompts enter a cell where both runs "
+                "have the category")
+    return f"S→T rows differ between the runs ({' vs '.join(str(r) for r in token_rows)}): categories pair only loosely"
+
+
 def comparison_table(cat: pd.DataFrame, a: Model, b: Model, stats: Mapping,
                      log: logging.Logger = _log) -> pd.DataFrame:
     """:func:`.stats.paired_comparison`, or an empty table with ``COLUMNS`` (reason logged) when no prompt
     was traced in both runs: an empty comparison is a result, not a failed job."""
     try:
-        return paired_comparison(cat, a, b, n_perm=stats["n_perm"], seed=stats["seed"], alpha=stats["alpha"])
+        return paired_comparison(cat, a, b, n_perm=stats["n_perm"], seed=stats["seed"], alpha=stats["alpha"],
+                                 category_mean=stats["category_mean"])
     except ValueError as e:
         log.warning("no comparison: %s", e)
         return pd.DataFrame(columns=COLUMNS)
@@ -99,7 +138,7 @@ def peak_ratios(cat: pd.DataFrame, peaks: pd.DataFrame, a: Model, b: Model, kind
         try:
             sentence = quote_peak_ratio(peaks, a, b, kind)
             r, lo, hi = peak_ratio_ci(cat, a, b, kind, n_boot=stats["n_boot"], seed=stats["seed"],
-                                      level=stats["level"])
+                                      level=stats["level"], category_mean=stats["category_mean"])
             out[kind] = {"sentence": f"{sentence} ({stats['level']:.0%} CI {lo:.1f}–{hi:.1f})", "ratio": r,
                          "ci_low": lo, "ci_high": hi}
         except (ValueError, KeyError) as e:
@@ -130,16 +169,20 @@ def compare_runs(cat: pd.DataFrame, aie: pd.DataFrame, a: Model, b: Model, kinds
     for kind, quote in ratios.items():
         log.info("%s: %s", kind, quote)
     modes = tuple(sorted(set(cat.get("answer_mode", pd.Series(["top1"])).dropna())))
+    rows = (run_token_rows(cat, a), run_token_rows(cat, b))
+    log.info("pairing: %s", token_rows_note(rows))
     return Comparison(a, b, tuple(kinds), table, peaks, n_pairs, ratios, significant_by_kind(table, kinds), stats,
-                      modes)
+                      modes, rows)
 
 
 def comparison_figure(c: Comparison) -> Figure:
     """Heatmaps of the mean paired difference per kind, significant cells marked."""
     a, b = run_label(*c.a), run_label(*c.b)
-    title = (f"{a} − {b}: mean paired IE difference\n"
+    rows = sorted({r for r in c.token_rows if r})
+    title = (f"{a} − {b}: AIE difference over the paired prompts ({category_mean_label(c.stats['category_mean'])})\n"
              f"red: {a} larger, blue: {b} larger; {c.n_pairs} prompts in both"
-             + "".join(f"; {answer_label(m)}" for m in c.answer_modes))
+             + "".join(f"; {answer_label(m)}" for m in c.answer_modes)
+             + "".join(f"; S→T rows: {r} text tokens" for r in rows))
     return difference_figure(c.table, c.kinds, c.stats["alpha"], title)
 
 
@@ -151,8 +194,10 @@ def comparison_page(c: Comparison) -> str:
     top = c.table.sort_values("q").head(15)[["kind", "category", "layer", "n", "mean_a", "mean_b", "diff", "p", "q"]]
     a, b = run_label(*c.a), run_label(*c.b)
     sections = [
-        ("", html.note(f"a = {a}, b = {b}; {c.n_pairs} prompts traced in both. "
-                       f"{TEST}; {st['n_perm']} permutations, significant: q < {st['alpha']:g}.")),
+        ("", html.note(f"a = {a}, b = {b}; {c.n_pairs} prompts traced in both; both sides averaged alike "
+                       f"({category_mean_label(st['category_mean'])}, stats.category_mean). "
+                       f"{TEST}; {st['n_perm']} permutations, significant: q < {st['alpha']:g}. "
+                       f"Pairing: {token_rows_note(c.token_rows)}.")),
         ("Peak ratios (quotable)", html.bullets(sentences)),
         ("Significant cells per kind", html.table(sig)),
         ("Peaks", html.table(c.peaks)),

@@ -133,6 +133,17 @@ def approximate_text(meta: Mapping) -> str:
     return " — APPROXIMATE (AtP)" if meta.get("engine") == "atp" else ""
 
 
+#: how a figure names stats.category_mean (summary.json ``category_mean``)
+CATEGORY_MEAN_LABELS = {"rome": "category positions pooled (ROME)", "per_prompt": "per-prompt category means"}
+
+
+def category_mean_label(mode: str | None) -> str:
+    """How the AIE averaged a category's positions, for titles (None: a run from before the setting, which
+    averaged per prompt)."""
+    mode = mode or "per_prompt"
+    return CATEGORY_MEAN_LABELS.get(mode, f"category mean {mode}")
+
+
 def noise_text(meta: Mapping) -> str:
     """'noise ν = 0.35 × 10 draws' from a run's summary.json (ν unknown when nothing was traced)."""
     nu = meta.get("noise_scale")
@@ -257,7 +268,8 @@ def heatmap_figure(aie: pd.DataFrame, kind: str, meta: dict, mask_ci_zero: bool 
     n = int(sub["n"].max()) if len(sub) else 0
     title = (f"{run_label(meta['model'], meta['modality'])}: log AIE, {KIND_TITLES[kind]}{approximate_text(meta)}"
              + (f" (window {meta['window']})" if kind != "hidden" and "window" in meta else "")
-             + f"\nn = {n} prompts, {noise_text(meta)}; {answer_label(meta.get('answer'))}")
+             + f"\nn = {n} prompts, {noise_text(meta)}; {answer_label(meta.get('answer'))}; "
+             + category_mean_label(meta.get("category_mean")))
     im = draw_heatmap(axes[0, 0], mat, labels, norm, KIND_CMAPS[kind], title, mask)
     fig.colorbar(im, ax=axes[0, 0], label="AIE (log scale)")
     if n == 0:
@@ -319,6 +331,16 @@ def panel_figure(aie: pd.DataFrame, rows: Sequence[tuple[str, str]], kinds: Sequ
         _note(fig, "cells with AIE ≤ 0 (floor colour): " + ", ".join(notes)
               + ("; hatched: CI contains 0" if mask_ci_zero else ""))
     return readable(fig)
+
+
+def panel_title(meta: Mapping[tuple[str, str], Mapping]) -> str:
+    """The panel figure's title from the runs' summaries: what it shows, then noise draws and window, the
+    answer o and how the categories were averaged (each once when the runs agree)."""
+    noise = sorted({(m.get("samples"), m.get("window")) for m in meta.values()})
+    answers = sorted({answer_label(m.get("answer")) for m in meta.values()})
+    means = sorted({category_mean_label(m.get("category_mean")) for m in meta.values()})
+    settings = [f"{s} noise draws, window {w}" for s, w in noise] + answers + means
+    return "log AIE per token category and layer\n" + "; ".join(settings)
 
 
 @styled
@@ -442,15 +464,18 @@ def prompt_trace_figure(tokens: Sequence[str], span: tuple[int, int], p_restored
 
 
 def _unit_token_label(t: str) -> str:
-    return t.replace("▁", " ").strip() or "▁"
+    """A text token's piece as a label: SentencePiece's ``▁`` and byte-level BPE's ``Ġ`` are spaces."""
+    return t.replace("▁", " ").replace("Ġ", " ").strip() or t
 
 
 @styled
 def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4) -> Figure:
-    """S→T IE per speech unit (a view the paper does not have): for the first ``max_prompts`` prompts of
-    ``view`` (:func:`crosstrace.trace.tables.unit_view`), IE by LM position (x, from the first unit to
-    ``[Text]``) and layer (y), with the text-token boundaries drawn and labelled (subject tokens in red),
-    and the silence before the first and after the last word shaded. Diverging colours centred at 0."""
+    """S→T IE per audio position (a view the paper does not have; SpiritLM: per speech unit, Qwen2-Audio: per
+    encoder frame): for the first ``max_prompts`` prompts of ``view`` (:func:`crosstrace.trace.tables.unit_view`),
+    IE by LM position (x, from the first audio position to the last token, SpiritLM's ``[Text]``) and layer (y),
+    with the text-token boundaries drawn and labelled (subject tokens in red),
+    and the silence before the first and after the last word, and pauses between words that no token owns,
+    shaded. Diverging colours centred at 0."""
     sub = view[view["kind"] == kind]
     kids = sorted(sub["known_id"].unique())[:max_prompts]
     fig = new_figure((9, 2.6 * max(1, len(kids)) + 0.6))
@@ -470,7 +495,7 @@ def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4)
         im = ax.imshow(mat, aspect="auto", origin="lower", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim),
                        interpolation="nearest", extent=(first - 0.5, T - 0.5, -0.5, L - 0.5))
         pos = g.drop_duplicates("token_index").sort_values("token_index")
-        for r in pos[pos["region"] == "silence"].itertuples():
+        for r in pos[pos["region"].isin(["silence", "pause"])].itertuples():
             ax.axvspan(r.token_index - 0.5, r.token_index + 0.5, color="#bbbbbb", alpha=0.6, lw=0)
         owned = pos[pos["region"] == "token"]
         b, e = int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0])  # LM positions of the subject's units
@@ -483,8 +508,10 @@ def unit_figure(view: pd.DataFrame, kind: str, title: str, max_prompts: int = 4)
         if len(owned):
             ax.axvline(int(owned["token_index"].max()) + 0.5, color="black", lw=0.6)
         ax.set_ylabel("layer")
-        ax.set_xlabel(f"LM position (speech units; last = [Text]) · known_id {kid}")
+        last = g.loc[g["region"] == "last", "token"]
+        ax.set_xlabel(f"LM position (speech units / audio frames; last = {last.iloc[0] if len(last) else '[Text]'}) "
+                      f"· known_id {kid}")
         fig.colorbar(im, ax=ax, label="IE", pad=0.01)
-    fig.suptitle(f"{title} · {KIND_TITLES.get(kind, kind)}: IE per speech unit; lines = text-token boundaries, "
-                 "red = subject, grey = silence (no token)", fontsize=9)
+    fig.suptitle(f"{title} · {KIND_TITLES.get(kind, kind)}: IE per audio position; lines = text-token boundaries, "
+                 "red = subject, grey = silence or pause (no token)", fontsize=9)
     return readable(fig)

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from ..answers import answer_label
 from ..filtering import greedy_answer_matches
+from ..grids import ie_grid
 from . import html
 from .figures import prompt_trace_figure, run_label, token_label
 
@@ -55,15 +56,9 @@ def traced_table(ie: pd.DataFrame, known: pd.DataFrame, figure_dir: str = "promp
 def prompt_arrays(ie: pd.DataFrame, known_id: int) -> tuple[list[str], tuple[int, int], dict[str, np.ndarray]]:
     """Tokens, subject span and P_restored (tokens × layers) per kind of one prompt, from the IE table."""
     g = ie[ie["known_id"] == known_id]
-    T, L = int(g["n_tokens"].iloc[0]), int(g["layer"].max()) + 1
     tokens = g.drop_duplicates("token_index").sort_values("token_index")["token"].astype(str).tolist()
     span = (int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0]))
-    mats = {}
-    for kind in dict.fromkeys(g["kind"]):  # traced order
-        k = g[g["kind"] == kind]
-        m = np.full((T, L), np.nan)
-        m[k["token_index"].to_numpy(int), k["layer"].to_numpy(int)] = k["p_restored"].to_numpy(float)
-        mats[kind] = m
+    mats = {kind: ie_grid(g[g["kind"] == kind], "p_restored") for kind in dict.fromkeys(g["kind"])}  # traced order
     return tokens, span, mats
 
 

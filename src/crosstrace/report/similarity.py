@@ -26,6 +26,7 @@ from .stats import bootstrap_cell_means, percentile_ci
 __all__ = [
     "POSITION_LABELS",
     "SIMILARITY_COLUMNS",
+    "TOKEN_ROWS_LABELS",
     "States",
     "cosine_and_l2",
     "plot_similarity_by_layer",
@@ -40,6 +41,14 @@ RngLike = np.random.Generator | int | None
 
 #: What each matched position (``crosstrace.representations.POSITIONS``) pairs, for captions and pages.
 POSITION_LABELS = {"subject": "last subject token ↔ last subject unit", "last": "last token ↔ last token ([Text])"}
+#: What the S→T side of the subject position is, by ``speech.token_rows`` (the known table's ``token_rows``).
+TOKEN_ROWS_LABELS = {
+    "spoken": "the last subject unit is the last unit of the subject's last spoken text token (speech.token_rows: "
+              "spoken, the paper), the end of the same subject, which the spoken text may write differently "
+              "(\"2\" → \"two\")",
+    "prompt": "the last subject unit is the last unit of the same text token as T→T's last subject token "
+              "(speech.token_rows: prompt, token-for-token)",
+}
 
 _log = logging.getLogger("crosstrace")
 
@@ -248,6 +257,12 @@ class States(Protocol):
     speech: Mapping[str, np.ndarray]  # position → the S→T block outputs at the matched positions
     positions: pd.DataFrame  # token positions used per prompt
     skipped: list[tuple[int, str]]  # (known_id, reason) of the prompts without a subject span
+    token_rows: str | None  # the S→T text tokens the subject's units come from (speech.token_rows)
+
+
+def _rows_label(states: States) -> str:
+    rows = getattr(states, "token_rows", None)
+    return TOKEN_ROWS_LABELS.get(rows, "S→T token rows not recorded")
 
 
 def similarity_page(model: str, n_shared: int, states: States, table: pd.DataFrame, why_empty: str,
@@ -260,14 +275,15 @@ def similarity_page(model: str, n_shared: int, states: States, table: pd.DataFra
             html.note(
                 f"Prompts in both Known sets: {n_shared}; used: {len(states.known_ids)} (a prompt known in one "
                 f"modality only is not used). Layer l = output of block l. Positions: subject = "
-                f"{POSITION_LABELS['subject']}; last = {POSITION_LABELS['last']}. mean: over prompts; CIs: "
+                f"{POSITION_LABELS['subject']} ({_rows_label(states)}); last = {POSITION_LABELS['last']}. "
+                f"mean: over prompts; CIs: "
                 f"{level} percentile bootstrap over prompts ({stats['n_boot']} resamples). baseline: each "
                 f"prompt's text state against the speech state of another prompt drawn at random, same layer "
                 f"and position ({stats['n_random']} draws averaged); diff = matched − baseline."
             ),
         ),
         ("Skipped prompts", html.bullets(r for _, r in states.skipped) if states.skipped else html.note("none")),
-        ("Per layer", html.table(table.drop(columns="model")) if len(table) else html.note(why_empty)),
+        ("Per layer", html.table(table.drop(columns=["model", "token_rows"])) if len(table) else html.note(why_empty)),
         ("Token positions", html.table(states.positions)),
     ]
     return html.page(f"{model}: text vs speech representations", sections)
@@ -278,13 +294,14 @@ def write_similarity(model: str, states: States, n_shared: int, stats: Mapping, 
                      log: logging.Logger = _log) -> pd.DataFrame:
     """Per-layer similarity of one model's matched states: table, line plot (one file per path) and page.
 
-    ``n_shared`` is the number of prompts in both Known sets (``states`` may hold fewer: prompts without a
+    The table starts with ``model`` and ``token_rows`` (which S→T text tokens the subject's units come
+    from, ``speech.token_rows``), then ``SIMILARITY_COLUMNS``. ``n_shared`` is the number of prompts in both Known sets (``states`` may hold fewer: prompts without a
     subject span are skipped); ``stats`` holds seed, n_random, n_boot, level. Position i draws from the
     generator seeded (seed, i). With fewer than 2 prompts (the random baseline needs two) the table is
     empty with ``SIMILARITY_COLUMNS``, and the figure and page say why. Returns the table.
     """
     n = len(states.known_ids)
-    wides = {}
+    wides: dict[str, pd.DataFrame] = {}
     if n >= 2:
         for i, pos in enumerate(states.text):
             wides[pos] = similarity_by_layer(
@@ -302,10 +319,13 @@ def write_similarity(model: str, states: States, n_shared: int, stats: Mapping, 
         log.warning("no similarity table: %s", why_empty)
         table = pd.DataFrame(columns=SIMILARITY_COLUMNS)
     table.insert(0, "model", model)
+    table.insert(1, "token_rows", getattr(states, "token_rows", None))
     write_parquet(table, out_table)
 
     figures = [Path(f) for f in out_figures]
-    title = f"{model}: T→T vs S→T block outputs, {n} prompts in both sets"
+    rows = getattr(states, "token_rows", None)
+    title = (f"{model}: T→T vs S→T block outputs, {n} prompts in both sets"
+             + (f" (S→T subject: {rows} text tokens)" if rows else ""))
     if wides:
         plot_similarity_by_layer(
             {POSITION_LABELS[pos]: w for pos, w in wides.items()},

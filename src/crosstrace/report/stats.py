@@ -1,13 +1,27 @@
 """Statistics for the causal-tracing report: AIE with bootstrap CIs, paired tests, peaks and peak ratios.
 
-Input is the long table ``category_ie`` written by the tracer, one row per
-(model, modality, known_id, kind, category, layer) with ``ie`` = that prompt's indirect effect
-(mean over the category's token positions). A missing row, or ``ie`` = NaN, means the prompt lacks
-that category (e.g. no middle subject token); such cells are left out of means and counts.
+Input is the long table ``category_ie`` written by the tracer (:func:`crosstrace.trace.tables.category_table`),
+one row per (model, modality, known_id, kind, category, layer) with ``ie`` = that prompt's indirect effect
+(mean over the category's token positions), and, for ROME's averaging, ``n_positions`` (the category's
+positions in the prompt), ``p_restored`` (their mean P_restored[o]) and ``p_corrupted`` (the prompt's
+P_corrupted[o]). A missing row, or a NaN value, means the prompt lacks that category (e.g. no middle subject
+token); such cells are left out of means and counts.
+
+How a category's positions are averaged is ``category_mean`` (the config's ``stats.category_mean``):
+
+- ``rome`` (the paper's, and ROME's ``notebooks/average_causal_effects.ipynb``, ``read_knowlege``): every
+  position of the category, of every prompt, is one sample of a pooled mean of P_restored (``add_all``: a
+  prompt with 5 middle tokens weighs 5×), and AIE = that pooled mean − the mean P_corrupted over all traced
+  prompts (``avg_ls``, which every prompt enters once, with or without that category);
+- ``per_prompt``: the mean IE over the category's positions within each prompt, then the mean over the
+  prompts that have the category (every prompt weighs 1).
+
+Both agree on categories with one position per prompt that every prompt has (first and last subject token,
+last token, and first subsequent token whenever the subject does not end the prompt).
 
 The sampling unit everywhere is the **prompt** (``known_id``): bootstraps resample prompts with
-replacement and a resampled prompt brings all of its cells, so cells (categories, layers, kinds)
-are resampled jointly, and the paired test flips the sign of a whole prompt's differences at once.
+replacement and a resampled prompt brings all of its cells and all of their positions, so cells
+(categories, layers, kinds) are resampled jointly, and the paired test swaps a whole prompt's two sides at once.
 
 All randomness goes through :class:`numpy.random.Generator`; results are deterministic for a seed.
 The module is pure numpy/pandas (no torch import), so reports can run without the tracing stack.
@@ -19,6 +33,7 @@ from __future__ import annotations
 import warnings
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,6 +41,8 @@ import pandas as pd
 from ..vocabulary import CATEGORIES, KIND_TITLES, KINDS, MODALITIES, MODALITY_LABELS
 
 __all__ = [
+    "CATEGORY_COLUMNS",
+    "CATEGORY_MEANS",
     "CATEGORY_ORDER",
     "KIND_ORDER",
     "MODALITY_ORDER",
@@ -48,6 +65,14 @@ MODALITY_ORDER = MODALITIES
 GROUP_COLS = ["model", "modality"]
 CELL_COLS = ["kind", "category", "layer"]
 REQUIRED_COLS = GROUP_COLS + ["known_id"] + CELL_COLS + ["ie"]
+
+#: stats.category_mean: how the positions of a category enter its AIE (module docstring; docs/method.md)
+CATEGORY_MEANS = ("rome", "per_prompt")
+#: what ROME's pooled mean reads besides the cell keys (written by crosstrace.trace.tables.category_table)
+POOL_COLS = ["n_positions", "p_restored", "p_corrupted"]
+#: the category table (``category_ie.parquet``), as crosstrace.trace.tables.category_table writes it
+#: (``token_rows``: which text tokens an S→T run's rows are, ``speech.token_rows``; None for T→T)
+CATEGORY_COLUMNS = GROUP_COLS + ["known_id"] + CELL_COLS + ["ie", "answer_mode"] + POOL_COLS + ["token_rows"]
 
 # Draws are generated in fixed-size blocks to bound memory; the block size is part of the
 # random stream's definition (changing it changes results for a given seed), so it is a constant.
@@ -103,11 +128,12 @@ def _group_rng(seed: int, key: Iterable[object]) -> np.random.Generator:
     return np.random.default_rng([int(seed), h])
 
 
-def _cell_matrix(g: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
-    """Prompts × cells matrix of ``ie`` (NaN where a prompt lacks a cell).
+def _cell_matrix(g: pd.DataFrame, value: str = "ie") -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """Prompts × cells matrix of ``value`` (NaN where a prompt lacks a cell).
 
     Returns (known_ids, cells, X) with ``cells`` a DataFrame of kind/category/layer whose row j
-    describes column j of X. Raises on duplicate (known_id, cell) rows.
+    describes column j of X (the same order for every ``value`` of one table). Raises on duplicate
+    (known_id, cell) rows.
     """
     pid, prompts = pd.factorize(g["known_id"], sort=True)
     cell_idx = pd.MultiIndex.from_frame(g[CELL_COLS])
@@ -121,9 +147,91 @@ def _cell_matrix(g: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]
             f"{dup.head()}"
         )
     X = np.full((n_p, n_c), np.nan)
-    X[pid, cid] = g["ie"].to_numpy(dtype=float)
+    X[pid, cid] = g[value].to_numpy(dtype=float)
     cells = cells.set_names(CELL_COLS)
     return np.asarray(prompts), cells.to_frame(index=False, name=CELL_COLS), X
+
+
+def _check_mode(category_mean: str) -> None:
+    if category_mean not in CATEGORY_MEANS:
+        raise ValueError(f"category_mean must be one of {CATEGORY_MEANS}, got {category_mean!r}")
+
+
+def _ratio(num, den, c, k) -> np.ndarray:
+    """num / den − c / k, NaN where den = 0 (no prompt with the cell), the second term 0 where k = 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        first = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        return first - np.where(k > 0, c / np.where(k > 0, k, 1.0), 0.0)
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """A table's cells as sums over prompts. With a weight w_p per prompt (1 for the point estimate, the
+    times it was drawn for a bootstrap resample), a cell's AIE is
+
+        Σ_p w_p S[p] / Σ_p w_p N[p]  −  Σ_p w_p C[p] / Σ_p w_p K[p]
+
+    ``rome``: S = n_positions · mean P_restored (the prompt's positions, summed), N = n_positions, and C =
+    P_corrupted, K = 1 for every prompt traced for the cell's kind (ROME's ``avg_ee.avg() − avg_ls.avg()``).
+    ``per_prompt``: S = the prompt's mean IE, N = 1, C = K = 0. Cells a prompt lacks have S = N = 0.
+    """
+
+    S: np.ndarray
+    N: np.ndarray
+    C: np.ndarray
+    K: np.ndarray
+
+    @classmethod
+    def per_prompt(cls, X: np.ndarray) -> _Pool:
+        M = np.isfinite(X)
+        zero = np.zeros(X.shape)
+        return cls(np.where(M, X, 0.0), M.astype(float), zero, zero)
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.N > 0
+
+    def point(self) -> np.ndarray:
+        return _ratio(self.S.sum(0), self.N.sum(0), self.C.sum(0), self.K.sum(0))
+
+    def resampled(self, W: np.ndarray) -> np.ndarray:
+        """B × cells AIE for the B weight vectors in the rows of W (NaN where no drawn prompt has the cell)."""
+        return _ratio(W @ self.S, W @ self.N, W @ self.C, W @ self.K)
+
+    def swapped(self, other: _Pool, s: np.ndarray) -> np.ndarray:
+        """m × cells AIE of this side when the prompts marked 1 in the rows of ``s`` take ``other``'s values."""
+        return _ratio(*(x.sum(0) + s @ (y - x) for x, y in
+                        ((self.S, other.S), (self.N, other.N), (self.C, other.C), (self.K, other.K))))
+
+
+def _pool(g: pd.DataFrame, category_mean: str) -> tuple[np.ndarray, pd.DataFrame, _Pool]:
+    """(known_ids, cells, pool) of one table (one run, or two runs whose kinds are kept apart)."""
+    _check_mode(category_mean)
+    prompts, cells, X = _cell_matrix(g)
+    if category_mean == "per_prompt":
+        return prompts, cells, _Pool.per_prompt(X)
+    missing = [c for c in POOL_COLS if c not in g.columns]
+    if missing:
+        raise ValueError(f"category_ie lacks columns {missing}, which ROME's pooled mean (stats.category_mean: rome) "
+                         "needs; rerun the merge step to rewrite the table, or use category_mean: per_prompt")
+    npos, pr = _cell_matrix(g, "n_positions")[2], _cell_matrix(g, "p_restored")[2]
+    M = np.isfinite(pr) & np.isfinite(npos) & (np.nan_to_num(npos) > 0)
+    S, N = np.where(M, npos * np.where(M, pr, 0.0), 0.0), np.where(M, npos, 0.0)
+    # avg_ls: P_corrupted of every prompt traced for the kind, once, whichever categories it has
+    per = g.groupby(["known_id", "kind"], sort=False)["p_corrupted"]
+    varies = per.nunique() > 1
+    if varies.any():
+        bad = varies[varies].index[:5].tolist()
+        raise ValueError(f"p_corrupted differs between the categories of one prompt and kind (known_id, kind): {bad}")
+    pc = per.first().unstack("kind").reindex(prompts)
+    C, K = np.zeros(S.shape), np.zeros(S.shape)
+    kinds = cells["kind"].to_numpy()
+    for kind in pd.unique(kinds):
+        v = pc[kind].to_numpy(float)
+        traced = np.isfinite(v)
+        C[:, kinds == kind] = np.where(traced, v, 0.0)[:, None]
+        K[:, kinds == kind] = traced[:, None]
+    return prompts, cells, _Pool(S, N, C, K)
 
 
 def _resample_counts(rng: np.random.Generator, n_draws: int, n_units: int) -> Iterable[np.ndarray]:
@@ -141,24 +249,24 @@ def _resample_counts(rng: np.random.Generator, n_draws: int, n_units: int) -> It
         done += m
 
 
-def bootstrap_cell_means(X: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """B × cells matrix of resampled nan-means of the columns of X (rows = prompts).
+def _bootstrap(pool: _Pool, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """B × cells matrix of the pool's AIE over ``n_boot`` resamples of its prompts (with replacement).
 
     A resample in which no drawn prompt has a cell gives NaN for that cell (excluded later by
     nanquantile: the CI is conditional on the category being present in the resample).
     """
-    M = np.isfinite(X)
-    Xz = np.where(M, X, 0.0)
-    Mf = M.astype(float)
-    out = np.empty((n_boot, X.shape[1]))
+    out = np.empty((n_boot, pool.S.shape[1]))
     row = 0
-    for W in _resample_counts(rng, n_boot, X.shape[0]):
-        num = W @ Xz
-        den = W @ Mf
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[row : row + len(W)] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    for W in _resample_counts(rng, n_boot, pool.S.shape[0]):
+        out[row : row + len(W)] = pool.resampled(W)
         row += len(W)
     return out
+
+
+def bootstrap_cell_means(X: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """B × cells matrix of resampled nan-means of the columns of X (rows = prompts): the per-prompt mean's
+    bootstrap (:func:`_bootstrap` of :meth:`_Pool.per_prompt`)."""
+    return _bootstrap(_Pool.per_prompt(X), n_boot, rng)
 
 
 def percentile_ci(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -177,45 +285,55 @@ def percentile_ci(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarra
 
 
 def aie_table(
-    category_ie: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    category_ie: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95, category_mean: str = "rome"
 ) -> pd.DataFrame:
     """AIE per (model, modality, kind, category, layer) with percentile bootstrap CIs over prompts.
 
-    ``aie`` = mean of ``ie`` over the prompts that have the cell (NaN ``ie`` counts as absent);
-    ``n`` = that number of prompts. CI: within each (model, modality), known_ids are resampled
-    with replacement ``n_boot`` times; each resample recomputes every cell's mean over the drawn
-    prompts that have the cell (all cells of a drawn prompt come together), and the CI is the
-    (1−level)/2, (1+level)/2 percentiles of those means. Each (model, modality) uses its own
-    generator derived from ``seed`` and the group name, so the table is deterministic for a seed.
+    ``aie``: with ``category_mean="rome"`` (the paper's), the pooled mean of P_restored over every position
+    of the category in every prompt minus the mean P_corrupted over all prompts traced for the kind; with
+    ``"per_prompt"``, the mean of ``ie`` over the prompts that have the cell (module docstring). ``n``: the
+    prompts that have the cell; ``n_positions`` (where the table has it): their positions in all.
+    CI: within each (model, modality), known_ids are resampled with replacement ``n_boot`` times; each
+    resample recomputes every cell's AIE from the drawn prompts (all cells and positions of a drawn prompt
+    come together), and the CI is the (1−level)/2, (1+level)/2 percentiles of those AIEs. Each
+    (model, modality) uses its own generator derived from ``seed`` and the group name, so the table is
+    deterministic for a seed. ``n_boot=0``: point estimates only (NaN CIs).
 
-    Returns columns model, modality, kind, category, layer, aie, n, ci_low, ci_high (and answer_mode
-    when the category table has it: trace.answer, one per run), sorted by model, then modality t2t/s2t,
-    kinds hidden/mlp/attn, categories in the paper's order, layer.
+    Returns columns model, modality, kind, category, layer, aie, n, [n_positions,] ci_low, ci_high
+    [, answer_mode], category_mean: trace.answer when the category table has it (one per run) and the
+    averaging, so every AIE table says what it averaged. Sorted by model, then modality t2t/s2t, kinds
+    hidden/mlp/attn, categories in the paper's order, layer.
     """
     _check_columns(category_ie, REQUIRED_COLS)
-    if n_boot < 1:
-        raise ValueError("n_boot must be >= 1")
+    _check_mode(category_mean)
+    if n_boot < 0:
+        raise ValueError("n_boot must be >= 0")
+    positions = "n_positions" in category_ie.columns
     parts = []
     for (model, modality), g in category_ie.groupby(GROUP_COLS, sort=True):
-        _, cells, X = _cell_matrix(g)
-        M = np.isfinite(X)
-        n = M.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            aie = np.where(n > 0, np.where(M, X, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
-        boot = bootstrap_cell_means(X, n_boot, _group_rng(seed, (model, modality)))
-        lo, hi = percentile_ci(boot, level)
+        _, cells, pool = _pool(g, category_mean)
+        n = pool.present.sum(axis=0)
+        if n_boot:
+            lo, hi = percentile_ci(_bootstrap(pool, n_boot, _group_rng(seed, (model, modality))), level)
+        else:  # point estimates only
+            lo = hi = np.full(len(cells), np.nan)
         part = cells.copy()
         part.insert(0, "modality", modality)
         part.insert(0, "model", model)
-        part["aie"], part["n"], part["ci_low"], part["ci_high"] = aie, n.astype(int), lo, hi
+        part["aie"], part["n"], part["ci_low"], part["ci_high"] = pool.point(), n.astype(int), lo, hi
+        if positions:
+            npos = _cell_matrix(g, "n_positions")[2]
+            part["n_positions"] = np.where(pool.present, np.nan_to_num(npos), 0).sum(axis=0).astype(int)
         if "answer_mode" in g.columns:
             modes = sorted(g["answer_mode"].dropna().unique())
             if len(modes) > 1:  # an AIE averages one quantity: P[o] for one definition of o
                 raise ValueError(f"{model} {modality}: prompts traced with different trace.answer settings {modes}")
             part["answer_mode"] = modes[0] if modes else None
+        part["category_mean"] = category_mean
         parts.append(part[n > 0])
     extra = ["answer_mode"] if "answer_mode" in category_ie.columns else []
-    cols = GROUP_COLS + CELL_COLS + ["aie", "n", "ci_low", "ci_high"] + extra
+    cols = (GROUP_COLS + CELL_COLS + ["aie", "n"] + (["n_positions"] if positions else []) + ["ci_low", "ci_high"]
+            + extra + ["category_mean"])
     if not parts:
         return pd.DataFrame(columns=cols)
     out = pd.concat(parts, ignore_index=True)[cols]
@@ -253,64 +371,61 @@ def paired_comparison(
     n_perm: int = 10000,
     seed: int = 0,
     alpha: float = 0.05,
+    category_mean: str = "rome",
 ) -> pd.DataFrame:
     """Paired comparison of ``a`` = (model, modality) against ``b`` per (kind, category, layer).
 
-    Pairs are prompts present in both (inner join on known_id, kind, category, layer; pairs with a
-    NaN ``ie`` on either side are dropped), so ``n`` can differ between cells. Per cell:
-    ``diff`` = mean of (ie_a − ie_b); ``p`` = two-sided sign-flip permutation p-value
-    (1 + #{|T*| ≥ |T_obs|}) / (1 + n_perm), T = mean paired difference, using one random sign
-    per prompt per permutation shared across all cells (a prompt's differences flip together);
-    ``q`` = Benjamini–Hochberg across all cells of this comparison; ``significant`` = q < alpha.
+    Pairs are prompts present in both (inner join on known_id, kind, category, layer; pairs where either
+    side lacks the cell are dropped), so ``n`` can differ between cells. Per cell, ``mean_a`` and ``mean_b``
+    are both runs' AIEs over the paired prompts, averaged the same way (``category_mean``, as in
+    :func:`aie_table`; ``rome``: positions pooled per side, minus the mean P_corrupted of the prompts traced
+    in both runs), and ``diff`` = mean_a − mean_b. ``p``: two-sided permutation p-value
+    (1 + #{|T*| ≥ |T_obs|}) / (1 + n_perm) of T = diff, where a permutation swaps the two sides of each
+    prompt with probability 1/2, one draw per prompt shared by all cells (a prompt's cells and positions
+    move together). Per prompt this is the sign-flip test of the mean paired difference. ``q`` =
+    Benjamini–Hochberg across all cells of this comparison; ``significant`` = q < alpha.
 
     Returns columns a_model, a_modality, b_model, b_modality, kind, category, layer, n, mean_a,
     mean_b, diff, p, q, significant. Raises ValueError if no prompt is shared.
     """
     _check_columns(category_ie, REQUIRED_COLS)
+    _check_mode(category_mean)
     if n_perm < 1:
         raise ValueError("n_perm must be >= 1")
     keys = ["known_id"] + CELL_COLS
+    values = ["ie"] + (POOL_COLS if category_mean == "rome" else [])
 
     def side(m: Model) -> pd.DataFrame:
         sel = category_ie[(category_ie["model"] == m[0]) & (category_ie["modality"] == m[1])]
         if sel.duplicated(keys).any():
             raise ValueError(f"duplicate (known_id, kind, category, layer) rows for {m}")
-        return sel[keys + ["ie"]]
+        _check_columns(sel, values)
+        return sel[keys + values]
 
     j = side(a).merge(side(b), on=keys, suffixes=("_a", "_b"), how="inner")
-    j = j[np.isfinite(j["ie_a"].to_numpy(float)) & np.isfinite(j["ie_b"].to_numpy(float))]
+    need = ["p_restored", "n_positions"] if category_mean == "rome" else ["ie"]
+    j = j[np.all([np.isfinite(j[f"{c}_{s}"].to_numpy(float)) for c in need for s in "ab"], axis=0)]
     if j.empty:
         raise ValueError(f"no prompts shared by {a} and {b}")
-    j = j.assign(ie=j["ie_a"] - j["ie_b"])
-    _, cells, D = _cell_matrix(j)
-    _, _, A = _cell_matrix(j.assign(ie=j["ie_a"]))
-    _, _, B_ = _cell_matrix(j.assign(ie=j["ie_b"]))
-    M = np.isfinite(D)
-    n = M.sum(axis=0)
-    Dz = np.where(M, D, 0.0)
-    t_obs = Dz.sum(axis=0)  # sum ∝ mean within a cell (n fixed), so the test is the same
-    # Ties (e.g. the identity sign vector, all-zero differences) must count as ≥ despite rounding.
-    tol = 1e-9 * np.abs(Dz).sum(axis=0) + 1e-300
+    _, cells, pa = _pool(j.rename(columns={f"{c}_a": c for c in values}), category_mean)
+    _, _, pb = _pool(j.rename(columns={f"{c}_b": c for c in values}), category_mean)
+    n = (pa.present & pb.present).sum(axis=0)
+    mean_a, mean_b = pa.point(), pb.point()
+    t_obs = mean_a - mean_b
+    # Ties (the identity permutation, all-zero differences) must count as ≥ despite rounding.
+    scale = sum(np.abs(x).sum(0) / np.maximum(y.sum(0), 1.0) for p in (pa, pb) for x, y in ((p.S, p.N), (p.C, p.K)))
+    tol = 1e-9 * scale + 1e-300
     rng = np.random.default_rng(seed)
-    exceed = np.zeros(D.shape[1], dtype=np.int64)
+    exceed = np.zeros(len(cells), dtype=np.int64)
     done = 0
     while done < n_perm:
         m = min(_BLOCK, n_perm - done)
-        signs = np.where(rng.random((m, D.shape[0])) < 0.5, -1.0, 1.0)
-        exceed += (np.abs(signs @ Dz) >= np.abs(t_obs) - tol).sum(axis=0)
+        swap = (rng.random((m, pa.S.shape[0])) < 0.5).astype(float)
+        exceed += (np.abs(pa.swapped(pb, swap) - pb.swapped(pa, swap)) >= np.abs(t_obs) - tol).sum(axis=0)
         done += m
     p = (1.0 + exceed) / (1.0 + n_perm)
     q = bh_adjust(p)
-    with np.errstate(invalid="ignore"):
-        out = cells.assign(
-            n=n.astype(int),
-            mean_a=np.nanmean(A, axis=0),
-            mean_b=np.nanmean(B_, axis=0),
-            diff=t_obs / n,
-            p=p,
-            q=q,
-            significant=q < alpha,
-        )
+    out = cells.assign(n=n.astype(int), mean_a=mean_a, mean_b=mean_b, diff=t_obs, p=p, q=q, significant=q < alpha)
     for i, (col, val) in enumerate(
         [("a_model", a[0]), ("a_modality", a[1]), ("b_model", b[0]), ("b_modality", b[1])]
     ):
@@ -326,12 +441,12 @@ def peak_summary(aie: pd.DataFrame) -> pd.DataFrame:
     """Per (model, modality, kind): the cell with the largest AIE.
 
     ``aie`` is the output of :func:`aie_table` (needs model, modality, kind, category, layer, aie;
-    n/ci_low/ci_high/answer_mode are carried along if present). Returns model, modality, kind, peak_aie,
-    category, layer [, n, ci_low, ci_high, answer_mode]. NaN AIEs are ignored; ties go to the first cell in
-    category order then layer.
+    n/n_positions/ci_low/ci_high/answer_mode/category_mean are carried along if present). Returns model,
+    modality, kind, peak_aie, category, layer [, n, n_positions, ci_low, ci_high, answer_mode, category_mean].
+    NaN AIEs are ignored; ties go to the first cell in category order then layer.
     """
     _check_columns(aie, GROUP_COLS + CELL_COLS + ["aie"])
-    extra = [c for c in ("n", "ci_low", "ci_high", "answer_mode") if c in aie.columns]
+    extra = [c for c in ("n", "n_positions", "ci_low", "ci_high", "answer_mode", "category_mean") if c in aie.columns]
     d = _sort_cells(aie[np.isfinite(aie["aie"].to_numpy(float))], GROUP_COLS + CELL_COLS)
     if d.empty:
         return pd.DataFrame(columns=GROUP_COLS + ["kind", "peak_aie", "category", "layer"] + extra)
@@ -387,8 +502,10 @@ def peak_ratio_ci(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    category_mean: str = "rome",
 ) -> tuple[float, float, float]:
-    """(ratio, ci_low, ci_high) for peak AIE of ``a`` over peak AIE of ``b`` (one kind).
+    """(ratio, ci_low, ci_high) for peak AIE of ``a`` over peak AIE of ``b`` (one kind), both averaged as
+    ``category_mean`` says (:func:`aie_table`).
 
     Bootstrap over prompts, resampling known_ids from the union of both sides jointly (a prompt
     present in both brings its cells on both sides, so shared prompts stay paired); in each
@@ -403,18 +520,15 @@ def peak_ratio_ci(
         raise KeyError(f"no {kind!r} rows for {a if not sel_a.any() else b}")
     both = pd.concat([d[sel_a].assign(model="a", modality=""), d[sel_b].assign(model="b", modality="")])
     both = both.assign(kind=both["model"] + "|" + both["kind"])  # keep sides apart as cells
-    _, cells, X = _cell_matrix(both)
+    _, cells, pool = _pool(both, category_mean)
     is_a = cells["kind"].str.startswith("a|").to_numpy()
-    M = np.isfinite(X)
 
     def peaks(means: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmax(means[..., is_a], axis=-1) / np.nanmax(means[..., ~is_a], axis=-1)
 
-    with np.errstate(invalid="ignore", divide="ignore"):
-        point = np.where(M, X, 0.0).sum(0) / M.sum(0)
-    ratio = float(peaks(point))
-    boot = peaks(bootstrap_cell_means(X, n_boot, _group_rng(seed, ("peak_ratio",) + a + b + (kind,))))
+    ratio = float(peaks(pool.point()))
+    boot = peaks(_bootstrap(pool, n_boot, _group_rng(seed, ("peak_ratio",) + a + b + (kind,))))
     lo, hi = percentile_ci(boot, level)
     return ratio, float(lo), float(hi)

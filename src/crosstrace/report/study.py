@@ -26,7 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..spans import category_positions
 from ..vocabulary import CATEGORIES
+from .figures import panel_figure, panel_title, save
+from .stats import CATEGORY_COLUMNS, CATEGORY_MEANS, aie_table, peak_summary
 
 SUBJECT_CATEGORIES = ("first_subject", "middle_subject", "last_subject")
 #: "early-to-middle": the peak layer lies in the first EARLY_TO_MIDDLE fraction of the depth
@@ -163,6 +166,76 @@ def export_study(results: str | Path, model: str, out: str | Path, config: Mappi
     return provenance
 
 
+def complete_category_table(cats: pd.DataFrame, prompts: pd.DataFrame, answer_mode: str = "top1") -> pd.DataFrame:
+    """A category table written before it carried ``n_positions``, ``p_restored``, ``p_corrupted`` and
+    ``answer_mode`` (columns it has are kept), completed from the traced-prompts table (``prompts.csv``: subject span, ``n_tokens``,
+    P_corrupted per prompt), so that either averaging can be computed from it.
+
+    ``n_positions`` comes from the span (:func:`crosstrace.spans.category_positions`), and the mean P_restored
+    over a category's positions is its mean IE + P_corrupted (IE = P_restored − P_corrupted at every position,
+    both averaged over the same noise draws). Prompts missing from ``prompts`` are an error."""
+    per = prompts.set_index("known_id")
+    missing = sorted(set(cats["known_id"]) - set(per.index))
+    if missing:
+        raise ValueError(f"known_id {missing[:10]} of the category table are not in the prompts table")
+    n_pos = {}
+    for kid, r in per.iterrows():
+        cats_of = category_positions((int(r["subject_start"]), int(r["subject_end"])), int(r["n_tokens"]))
+        n_pos.update({(kid, c): len(v) for c, v in cats_of.items()})
+    out = cats.copy()
+    if "answer_mode" not in out:
+        out["answer_mode"] = answer_mode
+    if "n_positions" not in out:
+        out["n_positions"] = [n_pos[(k, c)] for k, c in zip(out["known_id"], out["category"], strict=True)]
+    if "p_corrupted" not in out:
+        out["p_corrupted"] = out["known_id"].map(per["p_corrupted"]).astype(float)
+    if "p_restored" not in out:
+        out["p_restored"] = out["ie"] + out["p_corrupted"]
+    if "token_rows" not in out:  # a T→T study: its rows are the prompt's own tokens
+        out["token_rows"] = None
+    return out[CATEGORY_COLUMNS]
+
+
+def regenerate_study(out: str | Path, category_mean: str = "rome", commit: str | None = None,
+                     repo: str | Path = ".") -> list[Check]:
+    """Recompute an exported study's AIE, peaks, signature and panel figure from its committed
+    ``category_ie.parquet`` and ``prompts.csv`` (no model runs), averaged as ``category_mean`` says.
+
+    The category table is completed where it predates the pooled-mean columns
+    (:func:`complete_category_table`), every table then records ``answer_mode`` and ``category_mean``,
+    the summary in ``provenance.json`` gains both, and ``provenance.json`` says what was regenerated when."""
+    out = Path(out)
+    commit = commit or _git_commit(Path(repo))  # before writing: the outputs would make the checkout dirty
+    prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    cfg, summary = prov["config"], prov["summary"]
+    answer = summary.get("answer") or cfg["trace"].get("answer") or "top1"  # top1: the only mode before the setting
+    cats = complete_category_table(pd.read_parquet(out / "category_ie.parquet"), pd.read_csv(out / "prompts.csv"),
+                                   answer)
+    st = cfg["stats"]
+    aie = aie_table(cats, n_boot=st["n_boot"], seed=st["seed"], level=st["level"], category_mean=category_mean)
+    cats.to_parquet(out / "category_ie.parquet", index=False)
+    aie.to_csv(out / "aie.csv", index=False, float_format="%.6g")
+    peak_summary(aie).to_csv(out / "peaks.csv", index=False, float_format="%.6g")
+    summary.update(answer=answer, category_mean=category_mean)
+    meta = {(summary["model"], summary["modality"]): summary}
+    fig = panel_figure(aie, list(meta), summary["kinds"], shared_scale=True, meta=meta,
+                       mask_ci_zero=cfg.get("figures", {}).get("mask_ci_zero", False))
+    fig.suptitle(panel_title(meta))
+    save(fig, [out / "aie_panels.png", out / "aie_panels.pdf"])
+    checks = recall_signature(aie)
+    (out / "signature.json").write_text(json.dumps([asdict(c) for c in checks], indent=2) + "\n", encoding="utf-8")
+    prov["regenerated"] = {
+        "commit": commit,
+        "category_mean": category_mean,
+        "files": ["category_ie.parquet", "aie.csv", "peaks.csv", "aie_panels.png", "aie_panels.pdf", "signature.json"],
+        "how": "python -m crosstrace.report.study --regenerate: AIE, CIs, peaks, signature and figure recomputed "
+               "from the committed category_ie.parquet and prompts.csv (no tracing); stats as in config",
+    }
+    (out / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True, default=str) + "\n",
+                                         encoding="utf-8")
+    return checks
+
+
 def _main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -178,7 +251,16 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wall-seconds", type=float, default=None)
     ap.add_argument("--commit", default=None, help="default: git HEAD of this checkout")
     ap.add_argument("--note", default=None, help="how the run was made (load, interruptions), kept in provenance.json")
+    ap.add_argument("--regenerate", action="store_true",
+                    help="recompute --out's AIE, peaks, signature and figure from its committed category_ie.parquet "
+                         "and prompts.csv (no --results needed)")
+    ap.add_argument("--category-mean", default="rome", choices=CATEGORY_MEANS,
+                    help="with --regenerate: how category positions are averaged (stats.category_mean)")
     a = ap.parse_args(argv)
+    if a.regenerate:
+        for c in regenerate_study(a.out, a.category_mean, a.commit):
+            print(f"{'holds' if c.holds else 'DOES NOT HOLD'}: {c.name}: {c.detail}")
+        return 0
     config: dict = {}
     for f in a.config:
         _merge(config, yaml.safe_load(Path(f).read_text(encoding="utf-8")) or {})

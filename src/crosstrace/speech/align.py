@@ -7,8 +7,10 @@ backtrack from the last label at the last frame, merging of the frames that shar
 segment with its mean probability, and grouping of label segments into words at the ``|`` boundary.
 Frames become seconds with the paper's eq. 1 (:func:`frames_to_seconds`).
 
-Every aligner also places each whitespace-separated word of the prompt in time (:class:`PromptWord`), and
-:func:`token_times` turns those into a time range for every text token of the prompt, the input of the
+Every aligner also places in time each word of the prompt's *spoken text* (the paper's preprocessed
+transcript, :attr:`crosstrace.speech.normalize.Normalized.spoken_text`; ``Alignment.spoken_words``) and each
+whitespace-separated word of the prompt itself (``Alignment.prompt_words``), both as :class:`PromptWord`;
+:func:`token_times` turns either into a time range for every text token of that text, the input of the
 text-token aggregation of S→T traces (paper §2.4; :func:`crosstrace.speech.units.token_unit_ranges`).
 """
 
@@ -27,6 +29,7 @@ from .normalize import (
     WORD_BOUNDARY,
     Normalized,
     normalize_for_ctc,
+    spoken_subject_span,
     subject_char_cut,
     subject_char_span,
     subject_word_range,
@@ -60,12 +63,13 @@ class LabelSegment:
 
 @dataclass(frozen=True)
 class PromptWord:
-    """One whitespace-separated word of the prompt (characters ``[char_start, char_end)``) placed in time.
+    """One whitespace-separated word of a text (the prompt, or its spoken text; characters
+    ``[char_start, char_end)``) placed in time.
 
     ``start_s``/``end_s`` are NaN when the aligner could not place the word; ``spoken`` is False for a word
     with nothing to pronounce (only punctuation, e.g. a lone "-"). ``anchors``: (character offset in the
-    prompt, seconds) where that character's CTC segment starts; only the ctc aligner gives them, and only
-    for words its transcript spells letter for letter.
+    text, seconds) where that character's CTC segment starts; only the ctc aligner gives them (for prompt
+    words only where its transcript spells the prompt letter for letter).
     """
 
     word: str
@@ -86,7 +90,9 @@ class Alignment:
     """Aligner output for one prompt. ``status`` is ``"ok"`` or ``"quarantined"`` (then see ``reason``).
 
     ``words`` are the aligner's own words (spoken words for ctc/whisper, prompt words for tts);
-    ``prompt_words`` the prompt's whitespace-separated words placed in time (for :func:`token_times`).
+    ``prompt_words`` the prompt's whitespace-separated words placed in time, ``spoken_words`` the words of
+    its spoken text placed in time, and ``spoken_subject`` the subject's characters in the spoken text
+    (the inputs of :func:`token_times` for ``speech.token_rows`` prompt and spoken).
     """
 
     known_id: int | str
@@ -98,6 +104,12 @@ class Alignment:
     status: str = "ok"
     reason: str = ""
     prompt_words: list[PromptWord] = field(default_factory=list)
+    spoken_words: list[PromptWord] = field(default_factory=list)
+    spoken_subject: tuple[int, int] = (0, 0)
+
+    @property
+    def spoken_text(self) -> str:
+        return " ".join(w.word for w in self.spoken_words)
 
 
 def quarantined(known_id, aligner: str, problem: str, words: Sequence[WordSegment] = ()) -> Alignment:
@@ -311,6 +323,8 @@ class CTCAligner:
         out = subject_alignment(known_id, self.name, words, w0, w1)
         if out.status == "ok":
             out.prompt_words = self._prompt_words(norm, words, segs, len(audio16k), n_frames)
+            out.spoken_words = spoken_words_placed(norm, words, self._letter_starts(norm, segs, len(audio16k), n_frames))
+            out.spoken_subject = spoken_subject_span(norm, prompt, subject)
         if self.subject_chars and out.status == "ok":
             self._cut_to_subject_chars(out, norm, prompt, subject, segs, w0, w1, len(audio16k), n_frames)
         return out
@@ -331,6 +345,17 @@ class CTCAligner:
                     t = frames_to_seconds(sg.start, sg.start, n_samples, n_frames, self.sample_rate)[0]
                     anchors.setdefault(norm.word_to_orig[i], []).append((int(o), t))
         return prompt_words_from_spoken(norm, words, anchors)
+
+    def _letter_starts(self, norm: Normalized, segs: Sequence[LabelSegment], n_samples: int,
+                       n_frames: int) -> list[list[float]]:
+        """Per spoken word, the seconds at which each letter's CTC segment starts (eq. 1)."""
+        by_index = {sg.index: sg for sg in segs}
+        out, first = [], 0
+        for w in norm.words:
+            out.append([frames_to_seconds(by_index[first + p].start, 0, n_samples, n_frames, self.sample_rate)[0]
+                        if first + p in by_index else math.nan for p in range(len(w))])
+            first += len(w) + 1
+        return out
 
     def _cut_to_subject_chars(self, out: Alignment, norm: Normalized, prompt: str, subject: str,
                               segs: Sequence[LabelSegment], w0: int, w1: int, n_samples: int, n_frames: int) -> None:
@@ -388,6 +413,8 @@ def tts_alignment(known_id, prompt: str, subject: str, word_timings: Sequence[Wo
     if out.status == "ok":
         out.prompt_words = [PromptWord(prompt[a:b], a, b, w.start_s, w.end_s, spoken=w.end_s > w.start_s)
                             for (a, b), w in zip(prompt_word_spans(prompt), word_timings, strict=True)]
+        out.spoken_words = spoken_words_placed(norm, spoken_from_prompt_words(norm, out.prompt_words))
+        out.spoken_subject = spoken_subject_span(norm, prompt, subject)
     return out
 
 
@@ -435,6 +462,8 @@ def whisper_alignment(known_id, prompt: str, subject: str,
     out = subject_alignment(known_id, name, words, w0, w1)
     if out.status == "ok":
         out.prompt_words = prompt_words_from_spoken(ref, words)
+        out.spoken_words = spoken_words_placed(ref, words)
+        out.spoken_subject = spoken_subject_span(ref, prompt, subject)
     return out
 
 
@@ -462,30 +491,69 @@ def prompt_words_from_spoken(norm: Normalized, spoken: Sequence[WordSegment],
     return out
 
 
+def spoken_from_prompt_words(norm: Normalized, words: Sequence[PromptWord]) -> list[WordSegment]:
+    """Spoken words timed from prompt words (the synthesiser times prompt words): the spoken words of one
+    prompt word share its span in proportion to their letters ("1960s" → NINETEEN NINETIES)."""
+    out: list[WordSegment] = []
+    for k, pw in enumerate(words):
+        mine = [i for i, o in enumerate(norm.word_to_orig) if o == k]
+        lens = np.array([len(norm.words[i]) for i in mine], dtype=float)
+        edges = pw.start_s + (pw.end_s - pw.start_s) * np.concatenate([[0], np.cumsum(lens)]) / max(lens.sum(), 1)
+        out += [WordSegment(norm.words[i], float(edges[n]), float(edges[n + 1]), 1.0) for n, i in enumerate(mine)]
+    return out
+
+
+def spoken_words_placed(norm: Normalized, words: Sequence[WordSegment],
+                        letter_starts: Sequence[Sequence[float]] | None = None) -> list[PromptWord]:
+    """The words of the spoken text (:attr:`Normalized.spoken_text`) placed in time, one per spoken word
+    (``words``, in order). ``letter_starts``: per spoken word, the seconds at which each CTC letter's
+    segment starts; they become anchors at the characters of the spoken text (the ctc aligner)."""
+    if len(words) != len(norm.words):
+        raise ValueError(f"{len(words)} timed words for the {len(norm.words)} spoken words {norm.words}")
+    out = []
+    for i, (c0, c1) in enumerate(norm.spoken_spans):
+        w = words[i]
+        anchors: tuple[tuple[int, float], ...] = ()
+        if letter_starts is not None:
+            anchors = tuple((c0 + n, float(letter_starts[i][p])) for n, p in enumerate(norm.written_to_letter[i])
+                            if math.isfinite(letter_starts[i][p]))
+        out.append(PromptWord(norm.written[i], c0, c1, float(w.start_s), float(w.end_s), anchors=anchors))
+    return out
+
+
 class TokenTimingError(ValueError):
     """The prompt's words cannot all be placed in time (the S→T prompt is quarantined)."""
 
 
-def token_times(prompt: str, token_offsets: Sequence[tuple[int, int]],
-                words: Sequence[PromptWord]) -> tuple[list[float], list[float]]:
-    """A time range ``[start, end)`` for every text token of ``prompt`` (paper §2.4: traces of speech units
-    are aggregated by their text tokens). Contiguous from the first word's start to the last word's end.
+PAUSE_OWNERS = ("none", "preceding")
 
-    ``token_offsets``: the character span in ``prompt`` of each text token (the model's tokenizer on the
-    prompt text, e.g. :func:`crosstrace.models.spiritlm.t2t_encode`); ``words``: the prompt's
-    whitespace-separated words placed by an aligner (:class:`PromptWord`).
 
-    1. Words: a word lasts from its start to the next word's start (the pause after a word is part of it,
-       as CTC segments run to the next word); the last word ends at its own end. Consecutive words with the
-       same span (a TTS merge, "in the") share it as one word; a word with nothing to pronounce ("-") is
-       timed as part of the next word.
+def token_times(text: str, token_offsets: Sequence[tuple[int, int]], words: Sequence[PromptWord],
+                pause_owner: str = "none") -> tuple[list[float], list[float]]:
+    """A time range ``[start, end)`` for every text token of ``text`` (paper §2.4: traces of speech units
+    are aggregated by their text tokens), in order and never overlapping.
+
+    ``text``: the spoken text (the paper's spoken text tokens) or the prompt itself; ``token_offsets``: the
+    character span in ``text`` of each token (the model's tokenizer on it, e.g.
+    :func:`crosstrace.models.spiritlm.t2t_encode`); ``words``: the whitespace-separated words of ``text``
+    placed by an aligner (:class:`PromptWord`).
+
+    1. Words: a word lasts from its start to its own end, so a pause between two words belongs to no word
+       (``pause_owner="none"``, the paper: a word's segment ends where the word separator starts), or to the
+       next word's start, so the pause after a word belongs to it (``"preceding"``); the last word ends at
+       its own end either way. Consecutive words with the same span (a TTS merge, "in the") share it as one
+       word; a word with nothing to pronounce ("-") is timed as part of the next word.
     2. Tokens inside a word share its time by character share: each token weighs its non-space characters
        (a token of spaces only, such as Llama's bare ``▁`` before digits, weighs one). Where the ctc aligner
        gives anchors (the start of each letter's CTC segment), token boundaries are interpolated between
-       the anchors instead of across the whole word, i.e. they fall on CTC character frames.
+       the anchors instead of across the whole word, i.e. they fall on CTC character frames. The tokens of
+       one word are contiguous.
 
     Raises :class:`TokenTimingError` for a word the aligner could not place, or words out of order.
     """
+    if pause_owner not in PAUSE_OWNERS:
+        raise ValueError(f"pause_owner must be one of {PAUSE_OWNERS}, got {pause_owner!r}")
+    prompt = text
     spans = prompt_word_spans(prompt)
     if [(w.char_start, w.char_end) for w in words] != spans:
         raise TokenTimingError(f"{len(words)} aligned words do not match the {len(spans)} words of {prompt!r}")
@@ -516,7 +584,10 @@ def token_times(prompt: str, token_offsets: Sequence[tuple[int, int]],
             raise TokenTimingError(f"the aligner placed {b.word!r} at {b.start_s:.3f} s, before {a.word!r} "
                                    f"at {a.start_s:.3f} s")
     g_start = [h.start_s for h in heads]
-    g_end = g_start[1:] + [max(heads[-1].end_s, heads[-1].start_s)]
+    if pause_owner == "preceding":
+        g_end = g_start[1:] + [max(heads[-1].end_s, heads[-1].start_s)]
+    else:  # a word ends at its own end (never after the next word's start: aligners can overlap words)
+        g_end = [max(g_start[g], min([h.end_s, *g_start[g + 1 : g + 2]])) for g, h in enumerate(heads)]
     word_group = {i: gi for gi, g in enumerate(groups) for i in g}
 
     def group_at(c: int) -> int:
@@ -557,12 +628,17 @@ def token_times(prompt: str, token_offsets: Sequence[tuple[int, int]],
         ts.append(g_end[gi])
         for t, x in zip(toks, cum[:-1], strict=True):
             starts[t] = float(np.interp(x, xs, ts))
-    # contiguity: each token ends where the next begins; the first token starts at the first word
+    # inside a word each token ends where the next begins; the last token of a word ends with the word, so
+    # the gap to the next word (a pause) belongs to no token; with pause_owner "preceding" every token runs
+    # to the next token's start instead
     starts[0] = g_start[0]
     for t in range(1, len(starts)):
         if math.isnan(starts[t]):
             starts[t] = starts[t - 1]
-    ends = starts[1:] + [g_end[-1]]
+    ends = [starts[t + 1] if t + 1 < len(starts) and tok_group[t + 1] == tok_group[t] else g_end[tok_group[t]]
+            for t in range(len(starts))]
+    if pause_owner == "preceding":  # contiguous: a token runs to the next token's start
+        ends = starts[1:] + [g_end[-1]]
     return starts, ends
 
 

@@ -20,6 +20,12 @@ from, so a subject's character span maps to a contiguous range of spoken words
 
 A possessive stays attached (``Apple's`` -> ``APPLE'S``) when the vocabulary has ``'``, so a subject
 that ends in a possessive token ends at the end of that spoken word, ``'S`` included.
+
+The *spoken text* (:attr:`Normalized.spoken_text`, the paper's preprocessed transcript as the language model
+reads it) is the spoken words joined by spaces, each written as the prompt writes it where it spells the
+prompt letter for letter (case and accents kept: ``Zürich``, ``Apple's``) and in lower case where digits or
+symbols were written out (``nineteen nineties``). Its tokens are the paper's *spoken text tokens*; the
+subject is found in it by :func:`spoken_subject_span`.
 """
 
 from __future__ import annotations
@@ -61,6 +67,11 @@ class Normalized:
     #: per spoken word, per character: index of the character of ``original`` it spells, or None when
     #: the token was rewritten (numbers, symbols), so characters no longer correspond
     char_to_orig: list[list[int | None]] = field(default_factory=list)
+    #: per spoken word: how the spoken text writes it (the prompt's characters, or the written-out words)
+    written: list[str] = field(default_factory=list)
+    #: per spoken word, per character of ``written[i]``: index in ``words[i]`` of the first letter it became
+    #: (``ß`` becomes ``SS``: one written character, two letters)
+    written_to_letter: list[list[int]] = field(default_factory=list)
 
     @property
     def ctc_string(self) -> str:
@@ -69,6 +80,20 @@ class Normalized:
     def word_char_span(self, i: int) -> tuple[int, int]:
         """Character span in ``original`` of the token that spoken word ``i`` came from."""
         return self.orig_spans[self.word_to_orig[i]]
+
+    @property
+    def spoken_text(self) -> str:
+        """The spoken words as the language model reads them, joined by single spaces (see module doc)."""
+        return " ".join(self.written)
+
+    @property
+    def spoken_spans(self) -> list[tuple[int, int]]:
+        """Character span ``(start, end)`` of each spoken word in :attr:`spoken_text`."""
+        out, c = [], 0
+        for w in self.written:
+            out.append((c, c + len(w)))
+            c += len(w) + 1
+        return out
 
 
 def _year_words(n: int) -> str:
@@ -119,20 +144,27 @@ def normalize_for_ctc(text: str, vocab: Iterable[str] = DEFAULT_VOCAB) -> Normal
     dropped: list[str] = []
     unmappable: list[str] = []
     char_to_orig: list[list[int | None]] = []
+    written: list[str] = []
+    written_to_letter: list[list[int]] = []
     for k, m in enumerate(re.finditer(r"\S+", text)):
         spans.append((m.start(), m.end()))
         spelled = _spell_token(m.group(0))
         verbatim = spelled == m.group(0).translate(_APOSTROPHES)  # 1:1 with the original characters
         current: list[str] = []
         origin: list[int | None] = []
+        shown: list[str] = []  # the written form of the current word
+        first_letter: list[int] = []
 
-        def flush(current: list[str] = current, origin: list[int | None] = origin, k: int = k) -> None:
+        def flush(current: list[str] = current, origin: list[int | None] = origin, shown: list[str] = shown,
+                  first_letter: list[int] = first_letter, k: int = k) -> None:
             if current:
                 words.append("".join(current))
                 word_to_orig.append(k)
                 char_to_orig.append(list(origin))
-                current.clear()
-                origin.clear()
+                written.append("".join(shown))
+                written_to_letter.append(list(first_letter))
+            for part in (current, origin, shown, first_letter):
+                part.clear()
 
         for pos, ch in enumerate(spelled):
             if ch.isspace():
@@ -146,8 +178,13 @@ def normalize_for_ctc(text: str, vocab: Iterable[str] = DEFAULT_VOCAB) -> Normal
                 ascii_form = unidecode(ch)
             else:
                 ascii_form = ch
+            shown_here = False
             for a in ascii_form.upper():
                 if a in letters:
+                    if not shown_here:  # the written form keeps the character itself, once
+                        shown.append(ch)
+                        first_letter.append(len(current))
+                        shown_here = True
                     current.append(a)
                     origin.append(m.start() + pos if verbatim else None)
                 elif a.isalnum():
@@ -156,8 +193,9 @@ def normalize_for_ctc(text: str, vocab: Iterable[str] = DEFAULT_VOCAB) -> Normal
                     # hyphens, slashes, dots, commas, quotes: word break, character dropped
                     dropped.append(ch)
                     flush()
+                    shown_here = False
         flush()
-    return Normalized(text, words, word_to_orig, spans, dropped, unmappable, char_to_orig)
+    return Normalized(text, words, word_to_orig, spans, dropped, unmappable, char_to_orig, written, written_to_letter)
 
 
 def subject_char_cut(normalized: Normalized, word: int, start: int, end: int) -> tuple[int, int] | None:
@@ -192,6 +230,32 @@ def subject_word_range(normalized: Normalized, prompt: str, subject: str) -> tup
         raise ValueError("prompt differs from the text that was normalised")
     start, end = subject_char_span(prompt, subject)
     hit = [i for i in range(len(normalized.words)) if _overlaps(normalized.word_char_span(i), (start, end))]
+    if not hit:
+        raise ValueError(f"subject {subject!r} has no spoken word in {normalized.words!r}")
+    return hit[0], hit[-1] + 1
+
+
+def spoken_subject_span(normalized: Normalized, prompt: str, subject: str) -> tuple[int, int]:
+    """Characters ``[c0, c1)`` of :attr:`Normalized.spoken_text` that speak the subject.
+
+    A word that spells the prompt letter for letter contributes the characters that spell the subject's own
+    characters ("Apple" of ``Apple's``, as T→T finds the subject on characters); a rewritten word (digits,
+    symbols) contributes all of its characters when its prompt token overlaps the subject ("1960s" →
+    ``nineteen sixties``). Raises ``ValueError`` when the subject is not in the prompt or has no spoken word.
+    """
+    if prompt != normalized.original:
+        raise ValueError("prompt differs from the text that was normalised")
+    start, end = subject_char_span(prompt, subject)
+    hit: list[int] = []
+    for i, (c0, _) in enumerate(normalized.spoken_spans):
+        origin = normalized.char_to_orig[i]
+        rewritten = any(o is None for o in origin)
+        if rewritten and not _overlaps(normalized.word_char_span(i), (start, end)):
+            continue
+        for w, letter in enumerate(normalized.written_to_letter[i]):
+            o = origin[letter]
+            if rewritten or start <= o < end:
+                hit.append(c0 + w)
     if not hit:
         raise ValueError(f"subject {subject!r} has no spoken word in {normalized.words!r}")
     return hit[0], hit[-1] + 1

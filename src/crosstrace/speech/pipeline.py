@@ -11,7 +11,9 @@ Table schemas (one parquet per shard, written by ``scripts/speech_*.py``):
 * alignment: known_id, aligner, subject_start_s, subject_end_s, words (JSON list of
   ``[word, start_s, end_s, score]``), score, status, reason, prompt_words (JSON list, one per
   whitespace-separated word of the prompt: ``[word, char_start, char_end, start_s, end_s, spoken,
-  [[char, t_s], ...]]``, times null when unplaced; see :func:`prompt_words_to_json`)
+  [[char, t_s], ...]]``, times null when unplaced; see :func:`prompt_words_to_json`), spoken_words (the same
+  for the words of the prompt's spoken text, character offsets into it), spoken_subject (JSON
+  ``[char_start, char_end]`` of the subject in the spoken text)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -166,8 +169,7 @@ def qc_record(asr, known_id, prompt: str, audio16k: np.ndarray | None, max_wer: 
     from .asr import wer
 
     if audio16k is None:
-        why = audio_error or "no audio (quarantined at synthesis)"
-        return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: {why}")
+        return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: {audio_error or 'no audio'}")
     problem = audio_problem(audio16k, 16000)
     if problem:
         return QCResult(known_id, "", math.nan, False, f"known_id={known_id}: {problem}")
@@ -186,10 +188,30 @@ def transcript_from_qc(text: str, words_json: str | None) -> Transcript:
     return Transcript(text or "", words)
 
 
+def no_audio_reason(manifest_row) -> str:
+    """Why a manifest row has no audio, in its own words: the synthesiser's failure (``TTS failed: ...``,
+    ``silent audio ...``) or the recordings loader's (``missing audio file ...``, ``no recording for this id
+    in the manifest``, ...), without the row's ``known_id=N:`` prefix, which the caller adds again."""
+    given = manifest_row.get("reason")
+    reason = re.sub(r"^known_id=[^:]*: ", "", given.strip() if isinstance(given, str) else "")
+    if not reason:
+        reason = "the recording was rejected" if manifest_row.get("backend") == "recordings" else "the synthesiser made none"
+    return f"no audio ({reason})"
+
+
+def clip_audio(manifest_row) -> tuple[np.ndarray | None, str | None]:
+    """The 16 kHz audio of a manifest row, or (None, why): the manifest's own reason for a quarantined row,
+    or the read error of a file that is gone or broken."""
+    if manifest_row["status"] != OK:
+        return None, no_audio_reason(manifest_row)
+    return try_load_audio16k(manifest_row["path"])
+
+
 def qc_clip(asr, record, manifest_row, max_wer: float) -> QCResult:
-    """QC of one shard record (``known_id``, ``prompt``) from its manifest row: a clip that was not
-    synthesised, or cannot be read, is scored as missing audio, with the reason."""
-    audio, err = try_load_audio16k(manifest_row["path"]) if manifest_row["status"] == "ok" else (None, None)
+    """QC of one shard record (``known_id``, ``prompt``) from its manifest row: a clip without audio (the
+    synthesiser or the recordings loader quarantined it, or it cannot be read) is scored as missing audio,
+    with the specific reason."""
+    audio, err = clip_audio(manifest_row)
     return qc_record(asr, record.known_id, record.prompt, audio, max_wer, audio_error=err)
 
 
@@ -201,7 +223,7 @@ def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np
     ``ctc`` is a :class:`CTCAligner`; ``tts`` needs the synthesiser's ``word_timings``; ``whisper``
     uses ``transcript`` (e.g. from the QC table) or transcribes with ``asr``."""
     if audio16k is None:
-        return quarantined(known_id, aligner, audio_error or "no audio (quarantined at synthesis)")
+        return quarantined(known_id, aligner, audio_error or "no audio")
     problem = audio_problem(audio16k, 16000)
     if problem:
         return quarantined(known_id, aligner, problem)
@@ -223,7 +245,8 @@ def align_record(aligner: str, known_id, prompt: str, subject: str, audio16k: np
 def alignment_row(a: Alignment) -> dict:
     return {"known_id": a.known_id, "aligner": a.aligner, "subject_start_s": a.subject_start_s,
             "subject_end_s": a.subject_end_s, "words": words_to_json(a.words), "score": a.score,
-            "status": a.status, "reason": a.reason, "prompt_words": prompt_words_to_json(a.prompt_words)}
+            "status": a.status, "reason": a.reason, "prompt_words": prompt_words_to_json(a.prompt_words),
+            "spoken_words": prompt_words_to_json(a.spoken_words), "spoken_subject": json.dumps(list(a.spoken_subject))}
 
 
 #: columns of an alignment table (``alignment_row``)
@@ -232,7 +255,7 @@ def align_clip(aligners: Sequence[str], record, manifest_row, qc_row, ctc=None,
     """Alignment rows of one shard record (``known_id``, ``prompt``, ``subject``), one per aligner, from its
     manifest row (audio, TTS word timings) and QC row (Whisper's words); ``spent`` accumulates seconds per
     aligner. Failures are quarantined rows (logged), never exceptions."""
-    audio, err = try_load_audio16k(manifest_row["path"]) if manifest_row["status"] == "ok" else (None, None)
+    audio, err = clip_audio(manifest_row)
     words = qc_row["words"]
     # words is missing (None, or NaN in pandas' str columns) where QC had no audio to transcribe
     transcript = transcript_from_qc(qc_row["transcript"], words) if isinstance(words, str) and words else None
@@ -251,7 +274,7 @@ def align_clip(aligners: Sequence[str], record, manifest_row, qc_row, ctc=None,
 
 
 ALIGNMENT_COLUMNS = ["known_id", "aligner", "subject_start_s", "subject_end_s", "words", "score", "status", "reason",
-                     "prompt_words"]
+                     "prompt_words", "spoken_words", "spoken_subject"]
 
 
 def row(obj) -> dict:

@@ -18,6 +18,7 @@ exact. If no matching is possible the timings are ``None``.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -224,27 +225,149 @@ class PiperBackend(TTSBackend):
 
 
 # --------------------------------------------------------------------------- MeloTTS (paper's TTS)
+#: How to install MeloTTS; docs/paper-run.md ("MeloTTS") has the commands.
+MELO_INSTALL = ("its PyPI release (melotts 0.1.1) does not build, and melo.api imports torchaudio, which has no wheel "
+                "for this environment's torch: install MeloTTS from https://github.com/myshell-ai/MeloTTS into a venv "
+                "of its own (pip install -e <clone>, then `python -m unidic download` for the dictionary its text "
+                "front end loads) and set speech.tts.options.python to that venv's python (docs/paper-run.md, MeloTTS)")
+MELO_WORKER = Path(__file__).resolve().with_name("melo_worker.py")
+
+
+def _melo_tts():
+    """``melo.api.TTS`` in this process, or a TTSError that says how to install it (or what an install lacks)."""
+    try:
+        from melo.api import TTS
+    except ImportError as e:
+        raise TTSError(f"MeloTTS is not installed here ({type(e).__name__}: {e}); {MELO_INSTALL}") from e
+    except RuntimeError as e:  # MeCab without a dictionary fails while melo.text is imported
+        raise TTSError(f"MeloTTS cannot start ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
+                       + ("; run `python -m unidic download`" if "mecab" in str(e).lower() else f"; {MELO_INSTALL}")) from e
+    return TTS
+
+
+class _MeloInProcess:
+    """``melo.api.TTS`` imported here (an environment where MeloTTS and crosstrace's torch load together)."""
+
+    def __init__(self, language: str, device: str, paths: dict):
+        self.tts = _melo_tts()(language=language, device=device, **paths)
+        spk2id = self.tts.hps.data.spk2id  # melo's HParams: keys() and [] work; a missing name is an AttributeError
+        self.speakers = {k: int(spk2id[k]) for k in spk2id.keys()}
+        self.sampling_rate = int(self.tts.hps.data.sampling_rate)
+
+    def __call__(self, text: str, speaker_id: int, speed: float, seed: int | None) -> np.ndarray:
+        if seed is not None:
+            import torch
+
+            torch.manual_seed(seed)
+        return np.asarray(self.tts.tts_to_file(text, speaker_id, None, speed=speed, quiet=True), dtype=np.float32)
+
+
+class _MeloWorker:
+    """``melo.api.TTS`` in MeloTTS's own venv: :mod:`.melo_worker` run by that venv's ``python``, kept for the
+    whole job (the voice loads once), spoken to in JSON lines; audio comes back as .npy files."""
+
+    def __init__(self, python: str, language: str, device: str, paths: dict):
+        exe = shutil.which(str(Path(python).expanduser())) or str(Path(python).expanduser())
+        if not Path(exe).is_file():
+            raise TTSError(f"speech.tts.options.python: {python!r} is not a Python interpreter; {MELO_INSTALL}")
+        self._dir = tempfile.TemporaryDirectory(prefix="melo-")
+        self._n = 0
+        self.proc = subprocess.Popen([exe, str(MELO_WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=_stderr_target(), text=True, bufsize=1)
+        info = self._ask({"language": language, "device": device, **paths})
+        if "error" in info:
+            self.close()
+            hint = "; run `python -m unidic download` with that python" if "mecab" in info["error"].lower() else ""
+            raise TTSError(f"MeloTTS in {exe} cannot start ({info['error'][:300]}){hint or '; ' + MELO_INSTALL}")
+        self.speakers = {k: int(v) for k, v in info["speakers"].items()}
+        self.sampling_rate = int(info["sampling_rate"])
+
+    def _ask(self, request: dict) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except OSError as e:
+            line, err = "", e
+        else:
+            err = None
+        if not line:
+            raise TTSError(f"the MeloTTS worker exited (code {self.proc.poll()}{', ' + str(err) if err else ''}); "
+                           "its messages are in this job's log")
+        return json.loads(line)
+
+    def __call__(self, text: str, speaker_id: int, speed: float, seed: int | None) -> np.ndarray:
+        self._n += 1
+        out = Path(self._dir.name) / f"{self._n}.npy"
+        reply = self._ask({"text": text, "speaker_id": speaker_id, "speed": speed, "seed": seed, "out": str(out)})
+        if "error" in reply:
+            raise TTSError(f"MeloTTS failed: {reply['error']}")
+        audio = np.load(out)
+        out.unlink()
+        return audio
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._dir.cleanup()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            pass
+
+
+def _stderr_target():
+    """The worker's stderr: this job's log (sys.stderr's file) where there is one, else inherited."""
+    import sys
+
+    try:
+        sys.stderr.fileno()
+        return sys.stderr
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 class MeloBackend(TTSBackend):
-    """MeloTTS English (the paper's synthesiser). Needs the ``melo`` package and its model files;
-    imported lazily; no word timings."""
+    """MeloTTS (the paper's synthesiser) through ``melo.api.TTS``; no word timings.
+
+    ``python``: the interpreter of MeloTTS's own venv (the working route, docs/paper-run.md); MeloTTS then runs
+    there (:mod:`.melo_worker`). Without it, ``melo`` is imported in this process. Either way
+    ``TTS(language, device, config_path=..., ckpt_path=...)`` loads the voice (from the hub unless both paths
+    are given), ``hps.data.spk2id`` maps speaker names (English: EN-US, EN-BR, EN_INDIA, EN-AU, EN-Default) to
+    ids, and ``tts_to_file(text, speaker_id, None, speed=..., quiet=True)`` returns float32 mono audio at
+    ``hps.data.sampling_rate`` (44.1 kHz for English), resampled here to 16 kHz. MeloTTS samples its prosody
+    (noise_scale 0.6), so each prompt is synthesised after ``torch.manual_seed(seed)``: the same seed gives the
+    same audio on the same machine.
+    """
 
     name = "melotts"
 
-    def __init__(self, language: str = "EN", speaker: str = "EN-US", speed: float = 1.0, device: str = "cpu"):
-        try:
-            from melo.api import TTS
-        except ImportError as e:  # pragma: no cover - not installed here
-            raise TTSError("MeloTTS is not installed (pip install melotts)") from e
-        self._tts = TTS(language=language, device=device)  # pragma: no cover
-        self._speaker = self._tts.hps.data.spk2id[speaker]  # pragma: no cover
-        self.voice, self.speed = speaker, speed  # pragma: no cover
+    def __init__(self, language: str = "EN", speaker: str = "EN-US", speed: float = 1.0, device: str = "cpu",
+                 seed: int | None = 0, python: str | None = None, config_path: str | None = None,
+                 ckpt_path: str | None = None):
+        paths = {k: v for k, v in (("config_path", config_path), ("ckpt_path", ckpt_path)) if v is not None}
+        self._melo = (_MeloWorker(python, language, device, paths) if python
+                      else _MeloInProcess(language, device, paths))
+        if speaker not in self._melo.speakers:
+            raise TTSError(f"MeloTTS {language} has no speaker {speaker!r}; its speakers are "
+                           f"{sorted(self._melo.speakers)} (speech.tts.options.speaker)")
+        self._speaker = self._melo.speakers[speaker]
+        self.sample_rate = self._melo.sampling_rate
+        self.voice, self.speed, self.seed = speaker, speed, seed
 
-    def synthesize(self, text: str) -> Synth:  # pragma: no cover - needs melo
-        if not text.strip():
+    def synthesize(self, text: str) -> Synth:
+        if not text or not text.strip():
             raise TTSError("empty text")
-        audio = self._tts.tts_to_file(text, self._speaker, None, speed=self.speed, quiet=True)
-        sr = int(self._tts.hps.data.sampling_rate)
-        return Synth(resample_to_16k(np.asarray(audio, dtype=np.float32), sr), TARGET_SR, self.name, self.voice)
+        audio = self._melo(text, self._speaker, self.speed, self.seed).reshape(-1)
+        if audio.size == 0:
+            raise TTSError(f"MeloTTS produced no audio for {text!r}")
+        return Synth(resample_to_16k(audio, self.sample_rate), TARGET_SR, self.name, self.voice)
 
 
 # --------------------------------------------------------------------------- espeak-ng

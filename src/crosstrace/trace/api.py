@@ -13,14 +13,16 @@ import pandas as pd
 import torch
 
 from ..answers import ANSWER_MODES, answer_label, answer_tokens
+from ..grids import grid_frame
 from ..models.adapter import Adapter, get_adapter, window_layers
 from ..spans import SpanError, category_means
 from ..vocabulary import CATEGORIES, KINDS
 from .atp import AtpConfig, trace_atp
-from .fast import supports_fast, trace_fast
+from .backoff import is_out_of_memory, with_backoff
+from .fast import auto_max_rows, supports_fast, trace_fast
 from .noise import NoiseConfig, draw_noise, embedding_std
 from .reference import trace_reference
-from .state import Corruption, KindTrace
+from .state import Corruption, KindTrace, clean_embeds
 from .tokens import attribute_token_ids, encode_prompt, encode_text, subject_token_ids, token_strings
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class TraceSettings:
     window: int = 10
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     engine: str = "auto"
-    max_rows: int | None = 512  # None: from free GPU memory (512 on CPU)
+    max_rows: int | None = 512  # rows per batch, halved on out-of-memory (backoff.py); None: from free GPU memory
     max_tokens: int | None = None  # longer prompts are refused (PromptTooLongError): cost grows with T²
     answer: str = "top1"  # what P[o] reads: top1 | attribute_first | attribute_full (crosstrace.answers)
     atp: AtpConfig = field(default_factory=AtpConfig)  # options of the approximate engine only
@@ -67,7 +69,7 @@ class PromptTrace:
     (tokens × layers).
     """
 
-    known_id: int
+    known_id: int | None  # None: a free prompt (trace_prompt without a known_id), not a dataset record
     input_ids: list[int]
     tokens: list[str]
     subject_span: tuple[int, int]
@@ -90,7 +92,8 @@ class PromptTrace:
 
     def __repr__(self) -> str:
         b, e = self.subject_span
-        lines = [f"PromptTrace(known_id={self.known_id}: {self.prompt or ''.join(self.tokens)!r}",
+        head = "free prompt" if self.known_id is None else f"known_id={self.known_id}"
+        lines = [f"PromptTrace({head}: {self.prompt or ''.join(self.tokens)!r}",
                  f"  subject {self.subject or ''.join(self.tokens[b:e])!r} = tokens {b}..{e - 1} of {len(self.tokens)}, "
                  f"{self.n_layers} layers, noise ν = {self.noise_scale:.4g}",
                  f"  answer o = {self.answer!r} ({answer_label(self.answer_mode)}): P_clean = {self.p_clean:.4f}, "
@@ -118,17 +121,10 @@ class PromptTrace:
     def to_frame(self) -> pd.DataFrame:
         """The long IE table: one row per (kind, token, layer) with P_restored, IE and the prompt's constants
         (the workflow's ``ie_per_prompt.parquet`` rows, without model / modality / settings columns)."""
-        T, L = len(self.input_ids), self.n_layers
-        tok_idx, layer = np.meshgrid(np.arange(T), np.arange(L), indexing="ij")
-        frames = [pd.DataFrame({
-            "kind": kind,
-            "token_index": tok_idx.ravel(),
-            "token": np.asarray(self.tokens, dtype=object)[tok_idx.ravel()],
-            "layer": layer.ravel(),
-            "ie": kt.ie.ravel(),
-            "p_restored": kt.p_restored.ravel(),
-        }) for kind, kt in self.kinds.items()]
-        df = pd.concat(frames, ignore_index=True)
+        T = len(self.input_ids)
+        df = pd.concat([grid_frame({"ie": kt.ie, "p_restored": kt.p_restored}, self.tokens).assign(kind=kind)
+                        for kind, kt in self.kinds.items()], ignore_index=True)
+        df.insert(0, "kind", df.pop("kind"))
         # answer_mode: what P[o] reads (trace.answer); answer_tokens: how many tokens o has (answer_id: the first)
         const = {"known_id": self.known_id, "p_clean": self.p_clean, "p_corrupted": self.p_corrupted,
                  "answer_id": self.answer_id, "answer": self.answer, "answer_mode": self.answer_mode,
@@ -136,6 +132,8 @@ class PromptTrace:
                  "subject_end": self.subject_span[1], "n_tokens": T, "noise_scale": self.noise_scale}
         for k, v in const.items():
             df[k] = v
+        if self.known_id is None:  # a free prompt: no id (nullable, so the column stays an integer column)
+            df["known_id"] = pd.array([None] * len(df), dtype="Int64")
         return df
 
     def plot(self, kinds: tuple[str, ...] | list[str] | str | None = None, attribute: str | None = None):
@@ -153,7 +151,7 @@ class PromptTrace:
         if missing:
             raise ValueError(f"kinds {missing} were not traced; traced: {list(self.kinds)}")
         attribute = attribute if attribute is not None else self.attribute
-        title = (f"known_id {self.known_id}: " if self.known_id else "") + (self.prompt or "".join(self.tokens))
+        title = (f"known_id {self.known_id}: " if self.known_id is not None else "") + (self.prompt or "".join(self.tokens))
         return prompt_trace_figure(self.tokens, self.subject_span, {k: self.kinds[k].p_restored for k in kinds},
                                    self.answer, self.p_clean, self.p_corrupted, window=self.window, title=title,
                                    attribute=attribute,
@@ -198,14 +196,22 @@ class Tracer:
             raise PromptTooLongError(f"prompt has {n_tokens} tokens, over the limit of {self.settings.max_tokens} "
                                      "(max_prompt_tokens; tracing cost grows with the square of the length)")
 
-    def estimate_seconds(self, input_ids: list[int], span: tuple[int, int]) -> float:
+    def estimate_seconds(self, input_ids: list[int], span: tuple[int, int],
+                         inputs_embeds: torch.Tensor | None = None) -> float | None:
         """Seconds to trace this prompt here: one timed forward pass of samples + 1 rows, times the number
-        of such passes the engine needs (:func:`trace_passes`). A rough guide, not a benchmark."""
+        of such passes the engine needs (:func:`trace_passes`). A rough guide, not a benchmark. None when
+        that pass runs out of memory (the trace itself then backs off, :mod:`.backoff`)."""
         s = self.settings
-        ids = torch.tensor([input_ids] * (s.noise.samples + 1), device=self.device)
+        prompt = torch.tensor(input_ids, device=self.device) if inputs_embeds is None else inputs_embeds
+        x = clean_embeds(self.adapter, prompt).repeat(s.noise.samples + 1, 1, 1)
         with torch.no_grad():
             t0 = time.perf_counter()
-            self.model(input_ids=ids)
+            try:
+                self.model(inputs_embeds=x)
+            except Exception as err:  # noqa: BLE001 - anything but out-of-memory is re-raised
+                if not is_out_of_memory(err):
+                    raise
+                return None
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             one = time.perf_counter() - t0
@@ -213,27 +219,29 @@ class Tracer:
         return one * sum(trace_passes(k, len(input_ids), span[0], L, s.window, self.engine) for k in s.kinds)
 
     def trace_ids(self, known_id: int, input_ids: list[int], span: tuple[int, int], noise: torch.Tensor | None = None,
-                  attribute_ids: list[int] | None = None) -> PromptTrace:
+                  attribute_ids: list[int] | None = None, inputs_embeds: torch.Tensor | None = None) -> PromptTrace:
         """``attribute_ids``: the attribute's tokens after the prompt (:func:`.tokens.attribute_token_ids`),
-        needed by the attribute answer modes, ignored by top1."""
+        needed by the attribute answer modes, ignored by top1. ``inputs_embeds``: the prompt's (T, hidden) input
+        embeddings when they are not those of ``input_ids`` (a continuous-input speech family, e.g. Qwen2-Audio's
+        audio frames); the noise is then added to them and ``input_ids`` only name the positions."""
         self.check_length(len(input_ids))
+        if inputs_embeds is not None and inputs_embeds.shape[0] != len(input_ids):
+            raise ValueError(f"inputs_embeds has {inputs_embeds.shape[0]} positions, input_ids {len(input_ids)}")
         if len(input_ids) >= LONG_PROMPT_TOKENS:
-            est = self.estimate_seconds(input_ids, span)
-            if est > LONG_TRACE_SECONDS:
+            est = self.estimate_seconds(input_ids, span, inputs_embeds)
+            if est is not None and est > LONG_TRACE_SECONDS:
                 log.warning("known_id %s: %d tokens; tracing it will take about %s here (%s engine, %d kinds, %d draws; "
                             "cost grows with the square of the prompt length)", known_id, len(input_ids),
                             _duration(est), self.engine, len(self.settings.kinds), self.settings.noise.samples,
                             extra={"console": True})
-        ids = torch.tensor(input_ids, device=self.device)
+        prompt = torch.tensor(input_ids, device=self.device) if inputs_embeds is None else inputs_embeds
         corruption = self.corruption(known_id, span, noise)
         s = self.settings
         answer = answer_tokens(s.answer, attribute_ids)
-        if self.engine == "fast":
-            kinds = trace_fast(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.max_rows, answer)
-        elif self.engine == "atp":
-            kinds = trace_atp(self.model, self.adapter, ids, corruption, s.kinds, s.window, s.atp, answer)
-        else:
-            kinds = trace_reference(self.model, self.adapter, ids, corruption, s.kinds, s.window, answer)
+        # Out of memory: the prompt again with half the rows per batch, down to one (backoff.py).
+        widest = self.rows_per_batch(len(input_ids) + len(answer or [0]) - 1, corruption.noise.shape[0])
+        kinds = with_backoff(lambda rows: self._run_engine(prompt, corruption, answer, rows), widest, len(input_ids),
+                             what=f"known_id {known_id}")
         first = next(iter(kinds.values()))
         tokens = token_strings(self.tokenizer, input_ids)
         # one token: decoded on its own, readably (partial UTF-8 as bytes); several: decoded together
@@ -242,6 +250,23 @@ class Tracer:
         return PromptTrace(known_id, list(input_ids), tokens, span, first.answer_id, answer_text, first.p_clean,
                            first.p_corrupted, self.noise_scale, kinds, window=s.window, answer_ids=first.answer_ids,
                            answer_mode=s.answer)
+
+    def rows_per_batch(self, n_positions: int, samples: int) -> int:
+        """The engine's widest batch in rows, capped by ``max_rows`` (None: by free GPU memory): where an
+        out-of-memory back-off starts halving. Fast: every layer's restoration × noise draw; reference: the
+        noise draws; atp: draws × steps."""
+        s = self.settings
+        widest = samples * {"fast": self.adapter.num_layers, "atp": s.atp.steps}.get(self.engine, 1)
+        cap = s.max_rows if s.max_rows is not None else auto_max_rows(self.model, n_positions, self.device)
+        return min(widest, cap)
+
+    def _run_engine(self, prompt: torch.Tensor, corruption: Corruption, answer, rows: int) -> dict[str, KindTrace]:
+        s = self.settings
+        if self.engine == "fast":
+            return trace_fast(self.model, self.adapter, prompt, corruption, s.kinds, s.window, rows, answer)
+        if self.engine == "atp":
+            return trace_atp(self.model, self.adapter, prompt, corruption, s.kinds, s.window, s.atp, answer, rows)
+        return trace_reference(self.model, self.adapter, prompt, corruption, s.kinds, s.window, answer, rows)
 
     def trace_text(self, known_id: int, prompt: str, subject: str, noise: torch.Tensor | None = None,
                    attribute: str | None = None) -> PromptTrace:
@@ -298,13 +323,13 @@ def dataset_noise_std(model, tokenizer, path: str | Path | None = None) -> float
     path = str(path or BUNDLED_KNOWN)
     cache = _DATASET_STD.setdefault(model, {})
     if path not in cache:
-        records, _ = load_known(path)
+        records, _ = load_known(path, warn_duplicates=False)  # every subject counts, a repeated one too
         cache[path] = subject_embedding_std(model, tokenizer, [r.subject for r in records])
     return cache[path]
 
 
 def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSettings | None = None,
-                 noise_std: float | str | None = None, known_id: int = 0, noise: torch.Tensor | None = None,
+                 noise_std: float | str | None = None, known_id: int | None = None, noise: torch.Tensor | None = None,
                  attribute: str | None = None) -> PromptTrace:
     """Trace one prompt with ν = ``settings.noise.multiple`` × ``noise_std``.
 
@@ -312,6 +337,8 @@ def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSet
     Known subjects' tokens, :func:`dataset_noise_std`, cached per model); or None for the std over this
     prompt's subject alone (noisier: a few tokens). Ignored when ``settings.noise.absolute`` is set.
     ``attribute``: the expected answer; needed when ``settings.answer`` is not top1 (what P[o] then reads).
+    ``known_id``: the record's id, which seeds its noise draws with ``settings.noise.seed``; None (a free
+    prompt) draws the noise of id 0 and leaves the trace without an id.
     """
     settings = settings or TraceSettings()
     if noise_std == "dataset":
@@ -320,4 +347,7 @@ def trace_prompt(model, tokenizer, prompt: str, subject: str, settings: TraceSet
         raise ValueError(f"noise_std must be a number, 'dataset' or None, got {noise_std!r}")
     if noise_std is None and settings.noise.absolute is None:
         noise_std = subject_embedding_std(model, tokenizer, [subject])
-    return Tracer(model, tokenizer, settings, noise_std).trace_text(known_id, prompt, subject, noise, attribute)
+    trace = Tracer(model, tokenizer, settings, noise_std).trace_text(0 if known_id is None else known_id, prompt,
+                                                                      subject, noise, attribute)
+    trace.known_id = known_id
+    return trace

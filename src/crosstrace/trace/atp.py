@@ -47,7 +47,7 @@ import torch
 
 from ..models.adapter import Adapter, hooks, site_name, window_layers
 from ..vocabulary import KINDS
-from .state import Corruption, KindTrace, answer_prob
+from .state import Corruption, KindTrace, answer_prob, clean_embeds
 
 LINEARIZE = ("prob", "logodds")
 
@@ -76,15 +76,13 @@ def _last_logits(model, x: torch.Tensor, n: int = 1) -> torch.Tensor:
     return model(inputs_embeds=x).logits[:, -n:]
 
 
-def _inputs(adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, steps: int,
+def _inputs(adapter: Adapter, prompt: torch.Tensor, corruption: Corruption, steps: int,
             answer_ids: Sequence[int] | None = None) -> torch.Tensor:
-    """Row 0 clean; then, for α = 1, 1 − 1/steps, …, S rows each with α·ν·ε on the subject. An answer of
-    n tokens appends its first n − 1 after the prompt (teacher forcing)."""
+    """Row 0 clean (``prompt``: token ids or input embeddings); then, for α = 1, 1 − 1/steps, …, S rows each
+    with α·ν·ε on the subject. An answer of n tokens appends its first n − 1 after the prompt (teacher forcing)."""
     b, e = corruption.span
-    if answer_ids is not None and len(answer_ids) > 1:
-        input_ids = torch.cat([input_ids, input_ids.new_tensor(list(answer_ids)[:-1])])
     with torch.no_grad():
-        clean = adapter.embed(input_ids[None])
+        clean = clean_embeds(adapter, prompt, answer_ids)
     noise = corruption.noise.to(clean.device, clean.dtype)
     rows = [clean]
     for i in range(steps):
@@ -133,6 +131,29 @@ def site_gradients(model, adapter: Adapter, x: torch.Tensor, sites: list[str],
     return answer_ids, probs, outs, grads
 
 
+def site_gradients_in_blocks(model, adapter: Adapter, x: torch.Tensor, sites: list[str],
+                             answer_ids: Sequence[int] | None = None, max_rows: int | None = None):
+    """:func:`site_gradients` over blocks of at most ``max_rows`` corrupted rows of ``x`` (the clean row 0
+    goes with each block), joined: the same values in less memory, since rows never interact (each row's
+    gradient is that of its own P[o]). None: all rows at once."""
+    n = x.shape[0] - 1
+    if max_rows is None or max_rows >= n:
+        return site_gradients(model, adapter, x, sites, answer_ids)
+    parts = []
+    for a in range(0, n, max_rows):
+        answer_ids, *part = site_gradients(model, adapter, torch.cat([x[:1], x[1 + a : 1 + a + max_rows]]), sites,
+                                           answer_ids)
+        parts.append(part)
+
+    def join(tensors):
+        return torch.cat([tensors[0][:1], *[t[1:] for t in tensors]])
+
+    probs = join([p for p, _, _ in parts])
+    outs = {s: join([o[s] for _, o, _ in parts]) for s in sites}
+    grads = {s: join([g[s] for _, _, g in parts]) for s in sites}
+    return answer_ids, probs, outs, grads
+
+
 def _contributions(outs, grads, sites: list[str], S: int, steps: int) -> torch.Tensor:
     """(S, T, len(sites)) float64: (h_clean − h_corr) · mean over α of ∂P/∂h, per draw, token, site."""
     cols = []
@@ -160,16 +181,18 @@ def _to_ie(first_order: torch.Tensor, p: torch.Tensor, linearize: str) -> torch.
     return torch.sigmoid(torch.logit(q) + first_order / (q * (1 - q))) - q
 
 
-def trace_atp(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
+def trace_atp(model, adapter: Adapter, prompt: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
               window: int, config: AtpConfig | None = None,
-              answer_ids: Sequence[int] | None = None) -> dict[str, KindTrace]:
+              answer_ids: Sequence[int] | None = None, max_rows: int | None = None) -> dict[str, KindTrace]:
     """AtP estimates of every kind's IE for one prompt, as KindTraces (p_restored = p_corrupted + IE).
-    ``answer_ids``: o's tokens (None: ROME's top-1, the clean run's greedy next token)."""
+    ``prompt``: token ids (T,) or input embeddings (T, hidden); ``answer_ids``: o's tokens (None: ROME's
+    top-1, the clean run's greedy next token). ``max_rows``: corrupted rows per forward and backward pass
+    (None: all, noise draws × steps)."""
     cfg = config or AtpConfig()
-    L, S, T = adapter.num_layers, corruption.noise.shape[0], input_ids.shape[0]
-    x = _inputs(adapter, input_ids, corruption, cfg.steps, answer_ids)
+    L, S, T = adapter.num_layers, corruption.noise.shape[0], prompt.shape[0]
+    x = _inputs(adapter, prompt, corruption, cfg.steps, answer_ids)
     sites = [site_name(kind, layer) for kind in kinds for layer in range(L)]
-    answer_ids, p, outs, grads = site_gradients(model, adapter, x, sites, answer_ids)
+    answer_ids, p, outs, grads = site_gradients_in_blocks(model, adapter, x, sites, answer_ids, max_rows)
     p_clean, p_draws = float(p[0]), p[1 : 1 + S]
     p_corr = float(p_draws.double().mean())
     out = {}
@@ -181,12 +204,12 @@ def trace_atp(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corr
     return out
 
 
-def graddrop(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
+def graddrop(model, adapter: Adapter, prompt: torch.Tensor, corruption: Corruption, kinds: tuple[str, ...],
              window: int) -> dict[str, np.ndarray]:
     """AtP*'s GradDrop: per kind, (T, L) = 1/(L−1) Σ_j |AtP with block j's sublayer gradients dropped|,
     averaged over draws. Unsigned, L backward passes; for ranking sites by magnitude."""
     L, S = adapter.num_layers, corruption.noise.shape[0]
-    x = _inputs(adapter, input_ids, corruption, 1)
+    x = _inputs(adapter, prompt, corruption, 1)
     sites = [site_name(kind, layer) for kind in kinds for layer in range(L)]
     answer_ids = None
     total = {kind: 0.0 for kind in kinds}
@@ -198,4 +221,4 @@ def graddrop(model, adapter: Adapter, input_ids: torch.Tensor, corruption: Corru
     return {kind: (v / (L - 1)).mean(0).cpu().numpy() for kind, v in total.items()}
 
 
-__all__ = ["KINDS", "LINEARIZE", "AtpConfig", "graddrop", "site_gradients", "trace_atp"]
+__all__ = ["KINDS", "LINEARIZE", "AtpConfig", "graddrop", "site_gradients", "site_gradients_in_blocks", "trace_atp"]

@@ -17,7 +17,8 @@ torch's FLOP counter). Each saving rests on a property of a causal decoder:
    an n-token answer), so the last block projects queries, attention output and MLP there only.
 4. *Batching.* All restorations at one token t (every layer, every noise draw) run together. They are
    ordered by start block and join the batch when it reaches their block, so no row computes a block
-   it would discard. Batches are split to respect ``max_rows``.
+   it would discard. Batches are split to respect ``max_rows`` (below one restoration's draws, the draws
+   are split too; an out-of-memory error halves it, :mod:`crosstrace.trace.backoff`).
 
 What stays is a floor for any exact method: each restoration changes every state of tokens t..T-1 in
 every block after a, and each of those reaches the last position's output. For the Known prompts, whose
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.adapter import Adapter, window_layers
-from .state import Corruption, KindTrace, answer_prob
+from .state import Corruption, KindTrace, answer_prob, clean_embeds
 
 FAST_MODEL_TYPES = {"llama", "mistral", "qwen2"}
 
@@ -69,6 +70,11 @@ class _Run:
     mlp: list[torch.Tensor]
     kv: list[tuple[torch.Tensor, torch.Tensor]]
     final: torch.Tensor  # output of the last block (B,T,H)
+
+    def draws(self, a: int, b: int) -> _Run:
+        """The same run restricted to noise draws a..b-1 (views, no copies)."""
+        return _Run([x[a:b] for x in self.block_in], [x[a:b] for x in self.attn], [x[a:b] for x in self.mlp],
+                    [(k[a:b], v[a:b]) for k, v in self.kv], self.final[a:b])
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +189,8 @@ def _items(kind: str, L: int, window: int) -> list[_Item]:
 
 def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int, items: list[_Item],
                 answer_ids: Sequence[int]) -> torch.Tensor:
-    """Mean P[o] over noise draws for each item (restorations at token t), one growing batch."""
+    """P[o] per item (restorations at token t) and noise draw of ``corr``, one growing batch: (L, draws)
+    float64, row l for the item of layer l (rows of layers not in ``items`` are 0)."""
     S, T = corr.final.shape[0], corr.final.shape[1]  # T: positions of the run (prompt + answer tokens but the last)
     n = len(answer_ids)  # the last n positions predict the answer
     L = len(runner.layers)
@@ -246,8 +253,8 @@ def _restore_at(runner: LlamaRunner, clean: _Run, corr: _Run, kind: str, t: int,
     join(L)
     probs = answer_prob(runner.logits(h), answer_ids)
     order = torch.tensor([it.layer for it in active])
-    out = torch.empty(L, dtype=torch.float64)
-    out[order] = probs.view(len(active), S).mean(1).cpu()
+    out = torch.zeros(L, S, dtype=torch.float64)
+    out[order] = probs.view(len(active), S).cpu()
     return out
 
 
@@ -271,25 +278,30 @@ def _chunks(items: list[_Item], per_chunk: int) -> list[list[_Item]]:
     return [items[i : i + per_chunk] for i in range(0, len(items), per_chunk)]
 
 
+def _draw_blocks(samples: int, max_rows: int) -> list[tuple[int, int]]:
+    """Noise draws per batch: all of them, or blocks of ``max_rows`` when one item's draws do not fit."""
+    return [(a, min(a + max_rows, samples)) for a in range(0, samples, max(1, max_rows))]
+
+
 @torch.no_grad()
 def trace_fast(
     model,
     adapter: Adapter,
-    input_ids: torch.Tensor,
+    prompt: torch.Tensor,
     corruption: Corruption,
     kinds: tuple[str, ...],
     window: int,
     max_rows: int | None = 512,
     answer_ids: Sequence[int] | None = None,
 ) -> dict[str, KindTrace]:
-    """All kinds for one prompt. ``max_rows`` caps sequences per forward (items × noise draws);
-    None derives it from free accelerator memory (:func:`auto_max_rows`). ``answer_ids``: o's tokens
-    (None: ROME's top-1, the clean run's greedy next token)."""
-    L, T = adapter.num_layers, input_ids.shape[0]
+    """All kinds for one prompt. ``max_rows`` caps sequences per forward (items × noise draws; below one
+    item's draws, the draws are split); None derives it from free accelerator memory (:func:`auto_max_rows`).
+    ``prompt``: token ids (T,) or input embeddings (T, hidden); ``answer_ids``: o's tokens (None: ROME's
+    top-1, the clean run's greedy next token)."""
+    L, T = adapter.num_layers, prompt.shape[0]
     b, _ = corruption.span
-    run_ids = input_ids if answer_ids is None else torch.cat([input_ids, input_ids.new_tensor(list(answer_ids)[:-1])])
     n = 1 if answer_ids is None else len(answer_ids)
-    x = adapter.embed(run_ids[None])
+    x = clean_embeds(adapter, prompt, answer_ids)
     runner = LlamaRunner(model, adapter, x.shape[1], x.device, x.dtype)
     clean = runner.full(x)
     clean_logits = runner.logits(clean.final[:, -n:])
@@ -309,7 +321,9 @@ def trace_fast(
         items = _items(kind, L, window)
         for t in range(b, T):
             for chunk in _chunks(items, max(1, max_rows // S)):
-                res = _restore_at(runner, clean, corr, kind, t, chunk, answer_ids)
+                draws = torch.cat([_restore_at(runner, clean, corr.draws(d0, d1), kind, t, chunk, answer_ids)
+                                   for d0, d1 in _draw_blocks(S, max_rows)], dim=1)
+                res = draws.mean(1)  # over the noise draws
                 for it in chunk:
                     p_restored[t, it.layer] = res[it.layer]
         out[kind] = KindTrace(kind, answer_ids[0], p_clean, p_corr, p_restored.numpy(), tuple(answer_ids))

@@ -52,8 +52,17 @@ def embedding_std(embed: torch.nn.Module, token_id_lists: Iterable[Sequence[int]
         raise ValueError("no tokens to compute the embedding std from")
     w = embed.weight
     with torch.no_grad():
-        vecs = w[torch.tensor(ids, device=w.device)].double()
-    return float(vecs.std())
+        return vectors_std([w[torch.tensor(ids, device=w.device)]])
+
+
+def vectors_std(vectors: Iterable[torch.Tensor]) -> float:
+    """Unbiased std over all elements of the given input-embedding vectors (each tensor: positions × hidden),
+    pooled: the statistic of :func:`embedding_std` for inputs that are not token rows (Qwen2-Audio's projected
+    audio frames at the subjects' positions)."""
+    vecs = [v.detach().reshape(-1, v.shape[-1]).double().cpu() for v in vectors]
+    if not vecs or not sum(v.shape[0] for v in vecs):
+        raise ValueError("no input embeddings to compute the std from")
+    return float(torch.cat(vecs).std())
 
 
 def draw_noise(seed: int, known_id: int, samples: int, n_tokens: int, hidden: int, kind: str = "gaussian") -> torch.Tensor:

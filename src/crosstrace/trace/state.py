@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..models.adapter import Adapter
+
 
 def answer_prob(logits: torch.Tensor, answer_ids: Sequence[int]) -> torch.Tensor:
     """P[o] per row, float64, from the logits (rows, n, vocab) of the n positions that predict o_1..o_n.
@@ -17,6 +19,20 @@ def answer_prob(logits: torch.Tensor, answer_ids: Sequence[int]) -> torch.Tensor
     ids = torch.as_tensor(list(answer_ids), device=logits.device)
     p = logits.float().softmax(-1).gather(-1, ids.expand(logits.shape[0], -1)[..., None])[..., 0]
     return p.double().prod(-1)
+
+
+def clean_embeds(adapter: Adapter, prompt: torch.Tensor, answer_ids: Sequence[int] | None = None) -> torch.Tensor:
+    """(1, T + n − 1, hidden): the input embeddings of the clean run.
+
+    ``prompt`` is the prompt's token ids (T,), embedded here, or its input embeddings (T, hidden) when they are
+    not those of token ids (a continuous-input family: Qwen2-Audio's projected audio frames among its text
+    embeddings). An n-token answer is teacher-forced: the embeddings of o_1..o_{n−1} follow the prompt.
+    """
+    dev = adapter.embed.weight.device
+    x = adapter.embed(prompt.to(dev)) if prompt.ndim == 1 else prompt.to(dev, adapter.embed.weight.dtype)
+    if answer_ids is not None and len(answer_ids) > 1:
+        x = torch.cat([x, adapter.embed(torch.tensor(list(answer_ids)[:-1], device=dev))])
+    return x[None]
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..spans import SpanError, category_means
+from ..grids import grid_frame, ie_grid
+from ..report.stats import CATEGORY_COLUMNS
+from ..spans import SpanError, category_positions
 from .api import PromptTooLongError, PromptTrace, Tracer
+from .backoff import OutOfMemoryAtOneRow
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,8 @@ IE_COLUMNS = [
     "n_tokens", "noise_scale", "samples", "seed", "window", "engine",
 ]
 QUARANTINE_COLUMNS = ["model", "modality", "known_id", "stage", "reason"]
-CATEGORY_COLUMNS = ["model", "modality", "known_id", "kind", "category", "layer", "ie", "answer_mode"]
+#: CATEGORY_COLUMNS (from report.stats, which reads the table): ``n_positions``, ``p_restored`` and
+#: ``p_corrupted`` let the AIE pool positions as ROME's code does (``stats.category_mean``)
 
 
 class NonFiniteError(ValueError):
@@ -52,11 +56,12 @@ def check_finite(trace: PromptTrace) -> None:
 
 
 def trace_records(tracer: Tracer, records: Iterable[dict], model: str, modality: str, trace_one=None,
-                  progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  progress: bool = True, on_prompt=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trace each record (dict with known_id, prompt, subject; attribute for the attribute answer modes).
     Failures are quarantined, not dropped.
 
     ``trace_one(record) -> PromptTrace`` overrides how a record becomes a trace (S→T builds unit ids).
+    ``on_prompt(known_id, rows=..., quarantined=...)`` is told each finished prompt (a shard's checkpoint).
     """
     trace_one = trace_one or (lambda r: tracer.trace_text(int(r["known_id"]), r["prompt"], r["subject"],
                                                           attribute=r.get("attribute")))
@@ -66,29 +71,38 @@ def trace_records(tracer: Tracer, records: Iterable[dict], model: str, modality:
         try:
             t = trace_one(r)
             check_finite(t)
-        except (SpanError, NonFiniteError, PromptTooLongError) as e:
+        except (SpanError, NonFiniteError, PromptTooLongError, OutOfMemoryAtOneRow) as e:
             log.warning("known_id %s quarantined: %s", r["known_id"], e)
             quarantined.append({"model": model, "modality": modality, "known_id": int(r["known_id"]), "stage": "trace", "reason": str(e)})
+            if on_prompt:
+                on_prompt(int(r["known_id"]), quarantined=quarantined[-1])
             continue
         frames.append(trace_rows(t, tracer, model, modality))
+        if on_prompt:
+            on_prompt(int(r["known_id"]), rows=frames[-1])
         log.info("known_id %s: answer %r p_clean %.4f p_corrupted %.4f", r["known_id"], t.answer, t.p_clean, t.p_corrupted)
     ie = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=IE_COLUMNS)
     return ie, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)
 
 
 def category_table(ie: pd.DataFrame) -> pd.DataFrame:
-    """Per prompt, kind, category and layer: the IE averaged over the category's positions."""
+    """Per prompt, kind, category and layer: what either averaging of :func:`crosstrace.report.stats.aie_table`
+    needs. ``n_positions``: the category's positions in the prompt; ``ie`` and ``p_restored``: their means
+    over those positions; ``p_corrupted``: the prompt's P_corrupted[o]. ROME's pooled mean weighs a prompt by
+    ``n_positions``; the per-prompt mean reads ``ie``."""
     out = []
-    keys = ["model", "modality", "known_id", "kind"]
-    for (model, modality, kid, kind), g in ie.groupby(keys, sort=True):
-        T, L = int(g["n_tokens"].iloc[0]), int(g["layer"].max()) + 1
-        mat = np.full((T, L), np.nan)
-        mat[g["token_index"].to_numpy(), g["layer"].to_numpy()] = g["ie"].to_numpy()
+    for (model, modality, kid, kind), g in ie.groupby(["model", "modality", "known_id", "kind"], sort=True):
+        ie_g, pr_g = ie_grid(g, "ie"), ie_grid(g, "p_restored")
         span = (int(g["subject_start"].iloc[0]), int(g["subject_end"].iloc[0]))
-        for cat, vals in category_means(mat, span).items():
+        L = ie_g.shape[1]
+        for cat, pos in category_positions(span, ie_g.shape[0]).items():
             out.append(pd.DataFrame({"model": model, "modality": modality, "known_id": kid, "kind": kind,
-                                     "category": cat, "layer": np.arange(L), "ie": vals,
-                                     "answer_mode": g["answer_mode"].iloc[0]}))
+                                     "category": cat, "layer": np.arange(L), "ie": ie_g[pos].mean(axis=0),
+                                     "answer_mode": g["answer_mode"].iloc[0], "n_positions": len(pos),
+                                     "p_restored": pr_g[pos].mean(axis=0),
+                                     "p_corrupted": float(g["p_corrupted"].iloc[0]),
+                                     # S→T: which text tokens the rows are (speech.token_rows); T→T: None
+                                     "token_rows": g["token_rows"].iloc[0] if "token_rows" in g else None}))
     if not out:
         return pd.DataFrame(columns=CATEGORY_COLUMNS)
     return pd.concat(out, ignore_index=True)[CATEGORY_COLUMNS]
@@ -98,10 +112,15 @@ def category_table(ie: pd.DataFrame) -> pd.DataFrame:
 class TextTokenMap:
     """The text tokens of one S→T prompt as ranges of LM positions (their speech units).
 
-    ``ranges[k] = (p0, p1)``: text token k owns LM positions ``[p0, p1)``; ``subject``: text-token indices
-    ``[b, e)`` of the subject; ``last``: the LM position that predicts the answer (the ``[Text]`` marker);
-    ``first_unit``: the LM position of the first speech unit (units before ``ranges[0][0]`` and after
-    ``ranges[-1][1]`` are silence, owned by no token).
+    ``ranges[k] = (p0, p1)``: text token k owns LM positions ``[p0, p1)`` (in order, disjoint; positions
+    between two ranges are pause units, owned by no token); ``subject``: text-token indices ``[b, e)`` of the
+    subject; ``last``: the LM position that predicts the answer (SpiritLM: the ``[Text]`` marker); ``first_unit``:
+    the LM position of the first speech unit or audio position (positions before it belong to no row; units
+    before ``ranges[0][0]`` and after ``ranges[-1][1]`` are silence, owned by no token); ``token_rows``: which
+    text tokens these are (``speech.token_rows``: ``spoken``, the paper's spoken text tokens, or ``prompt``, the
+    prompt's T→T tokens); ``tail``: the template tokens after the audio, the positions
+    ``[n_positions − len(tail), n_positions)``, each a row of its own (SpiritLM: ``[Text]``; Qwen2-Audio:
+    ``<|audio_eos|>`` and any text after the prompt), the last of them ``last``.
     """
 
     known_id: int
@@ -111,10 +130,17 @@ class TextTokenMap:
     last: int
     n_positions: int
     first_unit: int
+    token_rows: str = "spoken"
+    tail: tuple[str, ...] = ("[Text]",)
+
+    @property
+    def tail_positions(self) -> range:
+        return range(self.n_positions - len(self.tail), self.n_positions)
 
 
-#: extra columns of an aggregated S→T IE table: the LM positions [pos_start, pos_end) averaged into each row
-AGGREGATED_COLUMNS = IE_COLUMNS + ["pos_start", "pos_end"]
+#: extra columns of an aggregated S→T IE table: the LM positions [pos_start, pos_end) averaged into each row,
+#: and which text tokens the rows are (speech.token_rows)
+AGGREGATED_COLUMNS = IE_COLUMNS + ["pos_start", "pos_end", "token_rows"]
 
 
 def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -122,7 +148,9 @@ def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextToke
     tokens"), plus quarantined prompts.
 
     Row k < n of a prompt is text token k, its IE at layer l the mean IE of its units at l (``p_restored``
-    likewise); row n is the ``[Text]`` marker, the S→T "last token". ``subject_start``/``subject_end`` and
+    likewise); the rows after them are the template tokens after the audio (:attr:`TextTokenMap.tail`), one
+    row each, the last of them the S→T "last token" (SpiritLM: ``[Text]``, the only one).
+    ``subject_start``/``subject_end`` and
     ``n_tokens`` are in these rows, so :func:`category_table` applies the six categories over text tokens
     exactly as for T→T. A traced prompt with no map, or whose map does not fit its trace, is quarantined.
     """
@@ -136,28 +164,19 @@ def aggregate_by_text_tokens(ie_units: pd.DataFrame, maps: Mapping[int, TextToke
             quarantined.append({"model": model, "modality": modality, "known_id": int(kid), "stage": "aggregate",
                                 "reason": f"known_id={kid}: {why}"})
             continue
-        rows = [*tm.ranges, (tm.last, tm.last + 1)]
-        names = [*tm.tokens, "[Text]"]
+        rows = [*tm.ranges, *((p, p + 1) for p in tm.tail_positions)]
+        names = [*tm.tokens, *tm.tail]
         for kind, gk in g.groupby("kind", sort=False):
-            L = int(gk["layer"].max()) + 1
-            ie = np.full((T, L), np.nan)
-            pr = np.full((T, L), np.nan)
-            t, layer = gk["token_index"].to_numpy(), gk["layer"].to_numpy()
-            ie[t, layer], pr[t, layer] = gk["ie"].to_numpy(), gk["p_restored"].to_numpy()
-            agg_ie = np.stack([ie[a:b].mean(axis=0) for a, b in rows])
-            agg_pr = np.stack([pr[a:b].mean(axis=0) for a, b in rows])
-            k_idx, lay = np.meshgrid(np.arange(len(rows)), np.arange(L), indexing="ij")
-            df = pd.DataFrame({
-                "kind": kind, "token_index": k_idx.ravel(), "token": np.asarray(names, dtype=object)[k_idx.ravel()],
-                "layer": lay.ravel(), "ie": agg_ie.ravel(), "p_restored": agg_pr.ravel(),
-                "pos_start": np.asarray([a for a, _ in rows])[k_idx.ravel()],
-                "pos_end": np.asarray([b for _, b in rows])[k_idx.ravel()],
-            })
+            ie, pr = ie_grid(gk, "ie"), ie_grid(gk, "p_restored")
+            agg = {"ie": np.stack([ie[a:b].mean(axis=0) for a, b in rows]),
+                   "p_restored": np.stack([pr[a:b].mean(axis=0) for a, b in rows])}
+            df = grid_frame(agg, names, pos_start=[a for a, _ in rows], pos_end=[b for _, b in rows]).assign(kind=kind)
             first = gk.iloc[0]
             for c in ["model", "modality", "known_id", "p_clean", "p_corrupted", "answer_id", "answer", "answer_mode",
                       "answer_tokens", "noise_scale", "samples", "seed", "window", "engine"]:
                 df[c] = first[c]
             df["subject_start"], df["subject_end"], df["n_tokens"] = tm.subject[0], tm.subject[1], len(rows)
+            df["token_rows"] = tm.token_rows
             frames.append(df[AGGREGATED_COLUMNS])
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=AGGREGATED_COLUMNS)
     return out, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)
@@ -170,9 +189,10 @@ def unit_view(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> pd.Da
     """The per-unit S→T IE table (not in the paper) with, per LM position, the text token that owns it.
 
     ``region``: ``token`` (a unit owned by text token ``text_token_index``), ``silence`` (a unit before the
-    first or after the last word: no token), ``marker`` (BOS, the stray ``▁``, ``[Speech]``) or ``last``
-    (``[Text]``, the position that predicts the answer). Prompts without a map are left out (they are
-    quarantined by :func:`aggregate_by_text_tokens`).
+    first or after the last word: no token), ``pause`` (a unit between two words that no token owns),
+    ``marker`` (the template around the audio: BOS, the stray ``▁``, ``[Speech]``; Qwen2-Audio's
+    ``<|audio_bos|>``, ``<|audio_eos|>`` and text around the prompt slot) or ``last`` (SpiritLM's ``[Text]``,
+    the position that predicts the answer). Prompts without a map are left out (they are quarantined by :func:`aggregate_by_text_tokens`).
     """
     frames = []
     for kid, g in ie_units.groupby("known_id", sort=True):
@@ -181,7 +201,8 @@ def unit_view(ie_units: pd.DataFrame, maps: Mapping[int, TextTokenMap]) -> pd.Da
             continue
         owner = np.full(tm.n_positions, -1)
         region = np.full(tm.n_positions, "marker", dtype=object)
-        region[tm.first_unit : tm.last] = "silence"
+        region[tm.first_unit : tm.tail_positions.start] = "silence"
+        region[tm.ranges[0][0] : tm.ranges[-1][1]] = "pause"
         for k, (a, b) in enumerate(tm.ranges):
             owner[a:b] = k
             region[a:b] = "token"
