@@ -42,6 +42,22 @@ rule gpu_job:
         "out/gpu_{i}.txt",
     log:
         "logs/gpu_{i}.json",
+    wildcard_constraints:
+        i="[01345]",
+    resources:
+        gpu=1,
+    script:
+        "job.py"
+
+
+# The job that is killed holding its device: first in line, so that jobs are still waiting for a device when
+# it dies (scheduled last, no job would be left to take its device again)
+rule gpu_job_killed:
+    output:
+        "out/gpu_2.txt",
+    log:
+        "logs/gpu_2.json",
+    priority: 1
     resources:
         gpu=1,
     script:
@@ -64,9 +80,10 @@ import crosstrace  # noqa: F401 - a GPU job takes its device here
 import json, os, signal, time
 
 start = time.time()
-rec = {"job": snakemake.rule + "_" + snakemake.wildcards.get("i", ""), "device": os.environ.get("CUDA_VISIBLE_DEVICES"),
-       "start": start}
-if snakemake.wildcards.get("i") == "2":
+gpu = snakemake.rule.startswith("gpu_job")
+rec = {"job": "gpu_job_" + snakemake.wildcards.get("i", "2") if gpu else snakemake.rule + "_",
+       "device": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start}
+if snakemake.rule == "gpu_job_killed":
     rec["end"] = time.time()
     open(snakemake.log[0], "w").write(json.dumps(rec))
     os.kill(os.getpid(), signal.SIGKILL)
