@@ -38,6 +38,15 @@ def token_span_from_offsets(offsets: Sequence[tuple[int, int]], char_start: int,
     return b, e
 
 
+def subject_token_span(prompt: str, subject: str, offsets: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The token positions [b, e) of the subject's first occurrence in ``prompt`` (``offsets``: each token's
+    characters in ``prompt``); a SpanError when the prompt does not contain it."""
+    c0 = prompt.find(subject)
+    if c0 < 0:
+        raise SpanError(f"subject {subject!r} does not occur in prompt {prompt!r}")
+    return token_span_from_offsets(offsets, c0, c0 + len(subject))
+
+
 def category_positions(span: tuple[int, int], n_tokens: int) -> dict[str, list[int]]:
     """Token positions averaged into each category (docs/method.md); absent categories are omitted.
 
@@ -64,4 +73,5 @@ def category_means(ie: np.ndarray, span: tuple[int, int]) -> dict[str, np.ndarra
     return {c: ie[pos].mean(axis=0) for c, pos in category_positions(span, ie.shape[0]).items()}
 
 
-__all__ = ["Encoded", "SpanError", "category_means", "category_positions", "token_span_from_offsets"]
+__all__ = ["Encoded", "SpanError", "category_means", "category_positions", "subject_token_span",
+           "token_span_from_offsets"]

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..audio import resample
-from ..spans import Encoded, SpanError, token_span_from_offsets
+from ..spans import Encoded, SpanError, subject_token_span
 from .loading import (
     DTYPES,
     LoadedModel,
@@ -174,12 +174,7 @@ class Qwen2AudioSpeech(LoadedModel):
         for s, e in enc["offset_mapping"]:
             s, e = max(s, lo) - lo, min(e, hi) - lo
             offsets.append((s, e) if e > s else (0, 0))
-        span = (0, 0)
-        if subject is not None:
-            c0 = prompt.find(subject)
-            if c0 < 0:
-                raise SpanError(f"subject {subject!r} does not occur in prompt {prompt!r}")
-            span = token_span_from_offsets(offsets, c0, c0 + len(subject))
+        span = (0, 0) if subject is None else subject_token_span(prompt, subject, offsets)
         return Encoded(list(enc["input_ids"]), offsets, span)
 
     def text_tokens(self, prompt: str, subject: str | None = None) -> Encoded:

@@ -40,7 +40,7 @@ from crosstrace.models.loading import (
     safetensors_hint,
 )
 from crosstrace.models.speech_family import AudioGrid, LMInput, SpokenPrompt
-from crosstrace.spans import Encoded, SpanError, token_span_from_offsets
+from crosstrace.spans import Encoded, SpanError, subject_token_span
 
 BOS_ID = 1
 TEXT_ID = 32000
@@ -240,13 +240,7 @@ def t2t_encode(tokenizer, prompt: str, subject: str | None = None, stray_space: 
     if stray_space:
         ids.insert(1, _space_id(tokenizer))
         offsets.insert(1, (0, 0))
-    span = (0, 0)
-    if subject is not None:
-        c0 = prompt.find(subject)
-        if c0 < 0:
-            raise SpanError(f"subject {subject!r} does not occur in prompt {prompt!r}")
-        span = token_span_from_offsets(offsets, c0, c0 + len(subject))
-    return Encoded(ids, offsets, span)
+    return Encoded(ids, offsets, (0, 0) if subject is None else subject_token_span(prompt, subject, offsets))
 
 
 # ------------------------------------------------------------------------------- the speech-family contract

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
-from ..spans import Encoded, SpanError, token_span_from_offsets
+from ..spans import Encoded, SpanError, subject_token_span
 
 
 def _offsets_by_decoding(tokenizer, ids: list[int], text: str) -> list[tuple[int, int]]:
@@ -38,11 +38,8 @@ def encode_text(tokenizer, text: str, add_special_tokens: bool = True) -> Encode
 
 def encode_prompt(tokenizer, prompt: str, subject: str, add_special_tokens: bool = True) -> Encoded:
     """Tokenize a prompt and locate the first occurrence of the subject in token positions."""
-    c0 = prompt.find(subject)
-    if c0 < 0:
-        raise SpanError(f"subject {subject!r} does not occur in prompt {prompt!r}")
     enc = encode_text(tokenizer, prompt, add_special_tokens)
-    return Encoded(enc.input_ids, enc.offsets, token_span_from_offsets(enc.offsets, c0, c0 + len(subject)))
+    return Encoded(enc.input_ids, enc.offsets, subject_token_span(prompt, subject, enc.offsets))
 
 
 def attribute_token_ids(encode: Callable[[str], Encoded], prompt: str, attribute: str) -> list[int]:
