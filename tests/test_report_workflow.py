@@ -123,6 +123,9 @@ def test_report_html(run):
         "Gaussian on the subject embeddings, 2 draws per prompt",  # config values filled in
         "runs causal tracing",  # workflow.rst
         "resamples, level 0.9",  # workflow.rst, stats config
+        "stats.category_mean: rome</tt>): the mean P_restored[o] over every token",  # workflow.rst
+        "stats.category_mean: rome</tt>): every token of the category, of every prompt",  # aie_heatmap.rst
+        "over all traced prompts. The title gives n",  # aie_heatmap.rst: a space after the switch's sentence
     ):
         assert fragment in text, fragment
     for name in ("aie_panels.png", "diff.png", "qc.html", "counts.png", "aie_mlp.png", "peaks.html", "config.html",
