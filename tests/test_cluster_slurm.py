@@ -23,7 +23,7 @@ import pytest
 from conftest import ROOT, make_tiny_model_dir
 from long_prompts import checkpoint_entries, write_facts_csv
 from slurm_cluster import ForeignSlurmConfig, SlurmCluster, missing_binaries
-from workflow_run import child_env, snakemake, snakemake_cmd, tiny_config, write_config
+from workflow_run import child_env, copy_to_retrace, snakemake, snakemake_cmd, tiny_config, write_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -118,13 +118,8 @@ def test_slurm_run_submits_every_job_and_matches_a_local_run(cluster, slurm_run,
 
 def test_scancel_fails_the_job_and_a_rerun_completes_it(cluster, slurm_run, local_run, tmp_path):
     src, _ = slurm_run
-    run = tmp_path / "run"
-    shutil.copytree(src, run, ignore=shutil.ignore_patterns(".snakemake"))
-    for p in [run / T2T / "shards", run / T2T / "figures"]:
-        shutil.rmtree(p)
-    for name in ("ie_per_prompt", "category_ie", "aie", "quarantine"):
-        (run / T2T / f"{name}.parquet").unlink()
-    (run / T2T / "summary.json").unlink()
+    run = copy_to_retrace(src, tmp_path / "run", T2T)
+    shutil.rmtree(run / T2T / "figures")
 
     # --retries 0: with the profile's retries, Snakemake would resubmit the cancelled job within this run.
     cmd = snakemake_cmd(run, "--profile", str(PROFILE), *FAST_STATUS, "--retries", "0")
@@ -183,12 +178,7 @@ def test_a_requeued_trace_job_resumes_after_its_finished_prompts(cluster, long_l
     stops it (SIGTERM) and runs it again under the same job id; the job's checkpoint (crosstrace.resume)
     keeps the prompts it had finished, the rerun traces only the others, and Snakemake, still running,
     takes the job's completion as it comes."""
-    run = tmp_path / "run"
-    shutil.copytree(long_local_run, run, ignore=shutil.ignore_patterns(".snakemake"))
-    shutil.rmtree(run / T2T / "shards")
-    for name in ("ie_per_prompt", "category_ie", "aie", "quarantine"):
-        (run / T2T / f"{name}.parquet").unlink()
-    (run / T2T / "summary.json").unlink()
+    run = copy_to_retrace(long_local_run, tmp_path / "run", T2T)
     log = run / "results" / "logs" / "trace" / "tiny_t2t_0.log"
     log.unlink()
     ids = pd.read_parquet(run / T2T / "known.parquet")["known_id"].tolist()

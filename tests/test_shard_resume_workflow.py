@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -16,7 +15,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from long_prompts import checkpoint_entries, write_facts_csv
-from workflow_run import child_env, planned_jobs, snakemake, snakemake_cmd, tiny_config, write_config
+from workflow_run import (
+    child_env,
+    copy_to_retrace,
+    planned_jobs,
+    snakemake,
+    snakemake_cmd,
+    tiny_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +46,7 @@ def completed(tmp_path_factory, tiny_model_dir) -> Path:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_stopped_run_resumes_the_shard_after_its_finished_prompts(completed, tmp_path, sig):
-    run = tmp_path / "run"
-    shutil.copytree(completed, run, ignore=shutil.ignore_patterns(".snakemake"))
-    shutil.rmtree(run / T2T / "shards")
-    for name in ("ie_per_prompt", "category_ie", "aie", "quarantine"):
-        (run / T2T / f"{name}.parquet").unlink()
-    (run / T2T / "summary.json").unlink()
+    run = copy_to_retrace(completed, tmp_path / "run", T2T)
     (run / LOG).unlink()
     ids = pd.read_parquet(run / T2T / "known.parquet")["known_id"].tolist()
     assert len(ids) == 5

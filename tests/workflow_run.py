@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,17 @@ def _deep_update(d: dict, u: dict) -> None:
             _deep_update(d[k], v)
         else:
             d[k] = v
+
+
+def copy_to_retrace(run: str | Path, dest: Path, t2t: str | Path) -> Path:
+    """A copy of the finished run folder ``run`` at ``dest`` (without Snakemake's metadata) whose T→T run
+    ``t2t`` (relative to the folder) must be traced again: its shards, merged tables and summary removed."""
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns(".snakemake"))
+    shutil.rmtree(dest / t2t / "shards")
+    for name in ("ie_per_prompt", "category_ie", "aie", "quarantine"):
+        (dest / t2t / f"{name}.parquet").unlink()
+    (dest / t2t / "summary.json").unlink()
+    return dest
 
 
 def write_config(path: Path, cfg: dict) -> Path:
